@@ -1,0 +1,14 @@
+//! A thread-per-core WebRTC SFU speaking mediasoup-client's parameter formats.
+//!
+//! Layers (see docs/architecture.md):
+//! - [`signaling`]: the edge thread (HTTP + WebSocket, JSON, validation, room placement).
+//! - [`worker`]: one glommio executor per core owning routers, UDP sockets and timers.
+//! - [`room`]: routers, transports, producers, consumers and the `ortc` parameter rules.
+//! - [`rtc`]: sans-IO protocol pieces (ICE-lite, DTLS bridge, SRTP, RTP rewrite, RTCP).
+
+pub mod channel;
+pub mod config;
+pub mod room;
+pub mod rtc;
+pub mod signaling;
+pub mod worker;

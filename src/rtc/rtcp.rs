@@ -1,0 +1,1 @@
+//! TODO: written in its own step.

@@ -1,0 +1,4 @@
+//! The signaling thread: HTTP + WebSocket edge, JSON protocol, room placement.
+
+pub mod edge;
+pub mod http;
