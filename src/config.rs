@@ -1,1 +1,246 @@
-//! TODO
+//! Server configuration: defaults, overridden by a TOML file (`--config`), then by environment
+//! variables (`SFU_*`), then by command-line flags. See docs/config.md.
+
+use clap::Parser;
+use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+/// Command-line flags; every one also reads an `SFU_*` environment variable.
+#[derive(Parser, Debug, Default)]
+#[command(name = "sfu", version, about = "Thread-per-core WebRTC SFU for mediasoup-client")]
+pub struct Cli {
+    /// TOML file with any of the settings below (flags and env win over it).
+    #[arg(long, env = "SFU_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP + WebSocket listen address.
+    #[arg(long, env = "SFU_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Number of media workers (one glommio executor per core). Default: one per core.
+    #[arg(long, env = "SFU_WORKERS")]
+    pub workers: Option<usize>,
+    /// IP the media UDP sockets bind to.
+    #[arg(long, env = "SFU_RTC_LISTEN_IP")]
+    pub rtc_listen_ip: Option<IpAddr>,
+    /// IP announced in ICE candidates (what browsers send media to).
+    #[arg(long, env = "SFU_ANNOUNCED_IP")]
+    pub announced_ip: Option<IpAddr>,
+    /// First media UDP port; worker N listens on rtc_port + N.
+    #[arg(long, env = "SFU_RTC_PORT")]
+    pub rtc_port: Option<u16>,
+    /// Folder of the built web UI (Next.js static export).
+    #[arg(long, env = "SFU_WEB_ROOT")]
+    pub web_root: Option<PathBuf>,
+    /// Folder where live HLS playlists and segments are written.
+    #[arg(long, env = "SFU_HLS_ROOT")]
+    pub hls_root: Option<PathBuf>,
+    /// Maximum peers in one room.
+    #[arg(long, env = "SFU_MAX_PEERS_PER_ROOM")]
+    pub max_peers_per_room: Option<usize>,
+    /// Maximum WebSocket message size in bytes (larger ones close the socket with 1009).
+    #[arg(long, env = "SFU_MAX_WS_MESSAGE")]
+    pub max_ws_message: Option<usize>,
+    /// Maximum simultaneous HTTP/WebSocket connections.
+    #[arg(long, env = "SFU_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Do not pin worker threads to cores.
+    #[arg(long, env = "SFU_NO_PIN")]
+    pub no_pin: bool,
+}
+
+/// The same settings as they appear in a TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    workers: Option<usize>,
+    rtc_listen_ip: Option<IpAddr>,
+    announced_ip: Option<IpAddr>,
+    rtc_port: Option<u16>,
+    web_root: Option<PathBuf>,
+    hls_root: Option<PathBuf>,
+    max_peers_per_room: Option<usize>,
+    max_ws_message: Option<usize>,
+    max_connections: Option<usize>,
+    pin_workers: Option<bool>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub rtc_listen_ip: IpAddr,
+    pub announced_ip: IpAddr,
+    pub rtc_port: u16,
+    pub web_root: PathBuf,
+    pub hls_root: PathBuf,
+    pub max_peers_per_room: usize,
+    pub max_ws_message: usize,
+    pub max_connections: usize,
+    pub pin_workers: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8000),
+            workers: num_cores(),
+            rtc_listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            rtc_port: 45000,
+            web_root: PathBuf::from("web/out"),
+            hls_root: std::env::temp_dir().join("sfu-hls"),
+            max_peers_per_room: 100,
+            max_ws_message: 64 * 1024,
+            max_connections: 4096,
+            pin_workers: true,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+pub fn num_cores() -> usize {
+    core_affinity::get_core_ids()
+        .map(|c| c.len())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+impl Config {
+    /// Builds the effective configuration from defaults, the optional file and the CLI/env.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let cfg = Config {
+            listen: cli.listen.or(file.listen).unwrap_or(d.listen),
+            workers: cli.workers.or(file.workers).unwrap_or(d.workers),
+            rtc_listen_ip: cli
+                .rtc_listen_ip
+                .or(file.rtc_listen_ip)
+                .unwrap_or(d.rtc_listen_ip),
+            announced_ip: cli
+                .announced_ip
+                .or(file.announced_ip)
+                .unwrap_or(d.announced_ip),
+            rtc_port: cli.rtc_port.or(file.rtc_port).unwrap_or(d.rtc_port),
+            web_root: cli.web_root.clone().or(file.web_root).unwrap_or(d.web_root),
+            hls_root: cli.hls_root.clone().or(file.hls_root).unwrap_or(d.hls_root),
+            max_peers_per_room: cli
+                .max_peers_per_room
+                .or(file.max_peers_per_room)
+                .unwrap_or(d.max_peers_per_room),
+            max_ws_message: cli
+                .max_ws_message
+                .or(file.max_ws_message)
+                .unwrap_or(d.max_ws_message),
+            max_connections: cli
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
+            pin_workers: !cli.no_pin && file.pin_workers.unwrap_or(d.pin_workers),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 || self.workers > 256 {
+            return Err(ConfigError::Invalid(format!(
+                "workers must be 1..=256, got {}",
+                self.workers
+            )));
+        }
+        if usize::from(self.rtc_port) + self.workers > 65536 || self.rtc_port == 0 {
+            return Err(ConfigError::Invalid(format!(
+                "rtc_port {} + {} workers does not fit in the UDP port range",
+                self.rtc_port, self.workers
+            )));
+        }
+        if self.announced_ip.is_unspecified() {
+            return Err(ConfigError::Invalid(
+                "announced_ip must be an address browsers can reach, not 0.0.0.0".into(),
+            ));
+        }
+        if self.max_ws_message < 1024 {
+            return Err(ConfigError::Invalid("max_ws_message must be >= 1024".into()));
+        }
+        if self.max_peers_per_room == 0 {
+            return Err(ConfigError::Invalid("max_peers_per_room must be >= 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("sfu-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfu.toml");
+        std::fs::write(&path, "workers = 1\nrtc_port = 50000\nannounced_ip = \"10.0.0.5\"\n").unwrap();
+        let cli = Cli {
+            config: Some(path),
+            rtc_port: Some(51000),
+            ..Default::default()
+        };
+        let cfg = Config::load(&cli).unwrap();
+        assert_eq!(cfg.workers, 1);
+        assert_eq!(cfg.rtc_port, 51000);
+        assert_eq!(cfg.announced_ip.to_string(), "10.0.0.5");
+        assert_eq!(cfg.listen.port(), 8000);
+    }
+
+    #[test]
+    fn an_unknown_file_setting_is_an_error_that_names_it() {
+        let dir = std::env::temp_dir().join(format!("sfu-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfu.toml");
+        std::fs::write(&path, "wokers = 1\n").unwrap();
+        let cli = Cli {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = Config::load(&cli).unwrap_err().to_string();
+        assert!(err.contains("wokers"), "{err}");
+    }
+
+    #[test]
+    fn an_unspecified_announced_ip_is_rejected() {
+        let cli = Cli {
+            announced_ip: Some("0.0.0.0".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Config::load(&cli).is_err());
+    }
+}
