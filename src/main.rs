@@ -1,1 +1,126 @@
-fn main() {}
+//! `sfu`: serves the web UI, the signaling WebSocket, the JSON API and HLS on one port, and
+//! media on one UDP port per worker. See README.md and docs/.
+
+use clap::Parser;
+use sfu::channel::mio_mailbox;
+use sfu::config::{Cli, Config};
+use sfu::rtc::dtls::{DtlsCertificate, DtlsRuntime};
+use sfu::signaling::edge::{Edge, EdgeConfig};
+use sfu::signaling::session::{Signaling, SignalingLimits, WorkerLink};
+use sfu::worker::{self, WorkerOptions};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sfu: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SFU_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("sfu=info,warn"));
+    let json = std::env::var("SFU_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+/// glommio registers io memory with the kernel; that counts against RLIMIT_MEMLOCK.
+fn raise_memlock_limit() {
+    let want = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &want) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK; keeping the current limit");
+    }
+}
+
+fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = Config::load(cli)?;
+    raise_memlock_limit();
+    if let Err(e) = std::fs::create_dir_all(&cfg.hls_root) {
+        return Err(format!("cannot create HLS folder {}: {e}", cfg.hls_root.display()).into());
+    }
+    let edge = Edge::bind(
+        cfg.listen,
+        EdgeConfig {
+            web_root: Some(cfg.web_root.clone()),
+            hls_root: cfg.hls_root.clone(),
+            max_ws_message: cfg.max_ws_message,
+            max_connections: cfg.max_connections,
+            max_http_body: 16 * 1024,
+        },
+    )
+    .map_err(|e| format!("cannot listen on {}: {e} (is another server running? set --listen)", cfg.listen))?;
+    let (out_tx, out_rx) = mio_mailbox(edge.waker());
+    let cert = Arc::new(DtlsCertificate::generate()?);
+    let fingerprint = cert.fingerprint_sha256();
+    let dtls = Arc::new(DtlsRuntime::start(cert)?);
+
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let mut links = Vec::new();
+    let mut threads = Vec::new();
+    for id in 0..cfg.workers {
+        let core = if cfg.pin_workers && !cores.is_empty() {
+            Some(cores[id % cores.len()].id)
+        } else {
+            None
+        };
+        let port = cfg.rtc_port + id as u16;
+        let handle = worker::spawn(WorkerOptions {
+            id,
+            core,
+            bind: SocketAddr::new(cfg.rtc_listen_ip, port),
+            announced: SocketAddr::new(cfg.announced_ip, port),
+            dtls: dtls.clone(),
+            fingerprint: fingerprint.clone(),
+            signaling: out_tx.clone(),
+        })?;
+        links.push(WorkerLink {
+            jobs: handle.jobs,
+            stats: handle.stats,
+        });
+        threads.push(handle.thread);
+    }
+    tracing::info!(
+        listen = %edge.local_addr(),
+        workers = cfg.workers,
+        media = %format!("udp {}:{}-{}", cfg.announced_ip, cfg.rtc_port, cfg.rtc_port as usize + cfg.workers - 1),
+        web_root = %cfg.web_root.display(),
+        "serving on http://localhost:{}", edge.local_addr().port()
+    );
+    if !cfg.web_root.join("index.html").exists() {
+        tracing::warn!(web_root = %cfg.web_root.display(), "web UI not built; run `make run` (or `make web`)");
+    }
+    let mut signaling = Signaling::new(
+        links,
+        out_rx,
+        SignalingLimits {
+            max_peers_per_room: cfg.max_peers_per_room,
+        },
+    );
+    let edge_thread = std::thread::Builder::new()
+        .name("signaling".into())
+        .spawn(move || edge.run(&mut signaling))?;
+    match edge_thread.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("signaling stopped: {e}").into()),
+        Err(_) => Err("signaling thread panicked".into()),
+    }
+}

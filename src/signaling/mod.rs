@@ -3,3 +3,4 @@
 pub mod edge;
 pub mod http;
 pub mod protocol;
+pub mod session;

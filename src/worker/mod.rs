@@ -1,1 +1,258 @@
-//! TODO
+//! Media workers: one glommio executor per core, each owning its routers (rooms), its UDP
+//! socket and its timers. Jobs arrive from the signaling thread over a lock-free mailbox;
+//! all room state lives in a [`WorkerCore`] that only this thread touches.
+
+pub mod jobs;
+pub mod stats;
+
+use crate::channel::{task_mailbox, Receiver, Sender};
+use crate::room::core::{DtlsMsg, WorkerCore};
+use crate::rtc::dtls::DtlsRuntime;
+use bytes::Bytes;
+use glommio::net::UdpSocket;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use jobs::{Job, JobKind, Outbound};
+use stats::WorkerStats;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest datagram we accept; anything longer is truncated by the kernel and then rejected.
+const RECV_BUFFER: usize = 2048;
+/// glommio's registered io memory per executor: we do no DMA file I/O, so keep it small
+/// (it counts against `ulimit -l`).
+const IO_MEMORY: usize = 512 * 1024;
+const TICK: Duration = Duration::from_millis(250);
+
+pub struct WorkerOptions {
+    pub id: usize,
+    /// Core to pin the executor to, if any.
+    pub core: Option<usize>,
+    pub bind: SocketAddr,
+    pub announced: SocketAddr,
+    pub dtls: Arc<DtlsRuntime>,
+    pub fingerprint: String,
+    pub signaling: Sender<Outbound>,
+}
+
+/// The signaling thread's handle on a running worker.
+pub struct WorkerHandle {
+    pub jobs: Sender<Job>,
+    pub stats: Arc<WorkerStats>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts a worker thread; returns once its socket is bound (or binding failed).
+pub fn spawn(opts: WorkerOptions) -> std::io::Result<WorkerHandle> {
+    let stats = Arc::new(WorkerStats::new(opts.id, opts.core));
+    let (jobs_tx, jobs_rx) = task_mailbox::<Job>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
+    let placement = match opts.core {
+        Some(core) => Placement::Fixed(core),
+        None => Placement::Unbound,
+    };
+    let worker_stats = stats.clone();
+    let name = format!("sfu-worker-{}", opts.id);
+    let handle = LocalExecutorBuilder::new(placement)
+        .name(&name)
+        .io_memory(IO_MEMORY)
+        .spawn(move || async move {
+            let sock = match UdpSocket::bind(opts.bind) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    Rc::new(s)
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(std::io::Error::other(format!(
+                        "cannot bind media UDP socket {}: {e}",
+                        opts.bind
+                    ))));
+                    return;
+                }
+            };
+            run(opts, sock, jobs_rx, worker_stats).await;
+        })
+        .map_err(|e| std::io::Error::other(format!("cannot start worker executor: {e}")))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(_) => return Err(std::io::Error::other("worker thread died while starting")),
+    }
+    let thread = std::thread::Builder::new()
+        .name(format!("{name}-join"))
+        .spawn(move || {
+            let _ = handle.join();
+        })?;
+    Ok(WorkerHandle {
+        jobs: jobs_tx,
+        stats,
+        thread,
+    })
+}
+
+type Shared = Rc<RefCell<WorkerCore>>;
+
+/// Runs `f` on the core; a panic evicts the room it concerned (found by `room_of`) instead of
+/// killing the worker and every other room on it.
+fn guarded<R>(
+    core: &Shared,
+    f: impl FnOnce(&mut WorkerCore) -> R,
+    room_of: impl FnOnce(&WorkerCore) -> Option<String>,
+) -> Option<R> {
+    let mut c = core.borrow_mut();
+    match catch_unwind(AssertUnwindSafe(|| f(&mut c))) {
+        Ok(r) => Some(r),
+        Err(_) => {
+            c.stats.panics.fetch_add(1, Ordering::Relaxed);
+            if let Some(room) = room_of(&c) {
+                tracing::error!(worker = c.id, room = %room, "panic while handling the room; room closed");
+                c.evict_room(&room);
+            } else {
+                tracing::error!(worker = c.id, "panic on the packet path; packet dropped");
+            }
+            None
+        }
+    }
+}
+
+struct Sending {
+    sock: Rc<UdpSocket>,
+    histogram: RefCell<Histogram<u64>>,
+}
+
+impl Sending {
+    /// Sends what the core queued, recording socket-in → socket-out latency.
+    async fn flush(&self, core: &Shared, since: Instant) {
+        let mut out: Vec<(SocketAddr, Bytes)> = std::mem::take(&mut core.borrow_mut().outbox);
+        if out.is_empty() {
+            core.borrow_mut().outbox = out;
+            return;
+        }
+        for (to, pkt) in out.drain(..) {
+            if let Err(e) = self.sock.send_to(&pkt, to).await {
+                tracing::debug!(%to, error = %e, "send failed");
+            }
+        }
+        let ns = since.elapsed().as_nanos() as u64;
+        let _ = self.histogram.borrow_mut().record(ns.max(1));
+        // Give the (now empty) vector back so its capacity is reused.
+        let mut c = core.borrow_mut();
+        if c.outbox.is_empty() {
+            c.outbox = out;
+        }
+    }
+}
+
+async fn run(opts: WorkerOptions, sock: Rc<UdpSocket>, jobs: Receiver<Job>, stats: Arc<WorkerStats>) {
+    let (dtls_tx, dtls_rx) = task_mailbox::<DtlsMsg>();
+    let core: Shared = Rc::new(RefCell::new(WorkerCore::new(
+        opts.id,
+        opts.announced,
+        opts.dtls.clone(),
+        opts.fingerprint.clone(),
+        dtls_tx,
+        opts.signaling.clone(),
+        stats.clone(),
+    )));
+    let sending = Rc::new(Sending {
+        sock: sock.clone(),
+        histogram: RefCell::new(
+            Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
+        ),
+    });
+    tracing::debug!(worker = opts.id, bind = %opts.bind, "worker started");
+
+    // Jobs from the signaling thread.
+    let (c, s, signaling) = (core.clone(), sending.clone(), opts.signaling.clone());
+    glommio::spawn_local(async move {
+        loop {
+            let job = jobs.recv().await;
+            let now = Instant::now();
+            let room = job.room_id.to_string();
+            let answer_to = match &job.kind {
+                JobKind::Request { req_id, .. } => Some((job.conn, *req_id)),
+                _ => None,
+            };
+            if guarded(&c, |core| core.handle_job(job, now), |_| Some(room)).is_none() {
+                if let Some((conn, req_id)) = answer_to {
+                    let _ = signaling.send(Outbound::Response {
+                        conn,
+                        req_id,
+                        result: Err(crate::signaling::protocol::ApiError::internal(
+                            "the room failed on the server; join again",
+                        )),
+                    });
+                }
+            }
+            s.flush(&c, now).await;
+        }
+    })
+    .detach();
+
+    // DTLS events from the DTLS thread.
+    let (c, s) = (core.clone(), sending.clone());
+    glommio::spawn_local(async move {
+        loop {
+            let msg = dtls_rx.recv().await;
+            let now = Instant::now();
+            let tkey = msg.transport;
+            let _ = guarded(
+                &c,
+                |core| core.handle_dtls_msg(msg),
+                |core| core.transport_room(tkey),
+            );
+            s.flush(&c, now).await;
+        }
+    })
+    .detach();
+
+    // Timers: deferred key-frame requests, sender reports, latency percentiles.
+    let (c, s, st) = (core.clone(), sending.clone(), stats.clone());
+    glommio::spawn_local(async move {
+        let mut n: u64 = 0;
+        loop {
+            glommio::timer::sleep(TICK).await;
+            n += 1;
+            let now = Instant::now();
+            let _ = guarded(&c, |core| core.tick(now, n % 4 == 0), |_| None);
+            s.flush(&c, now).await;
+            if n % 4 == 0 {
+                let h = s.histogram.borrow();
+                st.latency_p50_ns.store(h.value_at_quantile(0.5), Ordering::Relaxed);
+                st.latency_p99_ns.store(h.value_at_quantile(0.99), Ordering::Relaxed);
+                st.latency_p999_ns.store(h.value_at_quantile(0.999), Ordering::Relaxed);
+                st.latency_max_ns.store(h.max(), Ordering::Relaxed);
+                st.latency_samples.store(h.len(), Ordering::Relaxed);
+            }
+        }
+    })
+    .detach();
+
+    // The packet path: receive, handle, send.
+    let mut buf = vec![0u8; RECV_BUFFER];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "recv failed");
+                glommio::yield_if_needed().await;
+                continue;
+            }
+        };
+        let now = Instant::now();
+        if n < RECV_BUFFER {
+            let _ = guarded(
+                &core,
+                |c| c.handle_datagram(&buf[..n], from, now),
+                |c| c.room_of_addr(&from),
+            );
+            sending.flush(&core, now).await;
+        }
+        glommio::yield_if_needed().await;
+    }
+}

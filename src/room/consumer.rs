@@ -1,0 +1,126 @@
+//! A consumer: one producer's media forwarded to one transport, with its own SSRC, payload
+//! types, header-extension ids, and a continuous sequence-number space.
+
+use super::ortc::MediaKind;
+use super::{PKey, TKey};
+use crate::rtc::rtp::ExtIdMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Consumer {
+    pub id: String,
+    pub kind: MediaKind,
+    pub transport: TKey,
+    pub producer: PKey,
+    pub room: Arc<str>,
+    pub peer: Arc<str>,
+    pub ssrc: u32,
+    pub rtx_ssrc: Option<u32>,
+    /// Producer payload type → consumer payload type (0xFF: not forwarded).
+    pub pt_map: [u8; 128],
+    pub ext_map: ExtIdMap,
+    /// The consumer's mid extension id and value, written into every packet.
+    pub mid_ext: Option<(u8, Vec<u8>)>,
+    pub clock_rate: u32,
+    pub paused: bool,
+    pub preferred_spatial_layer: Option<u8>,
+    pub preferred_temporal_layer: Option<u8>,
+    pub seq: SeqState,
+    pub packets_sent: u32,
+    pub octets_sent: u32,
+    pub last_sent_at: Option<Instant>,
+}
+
+/// Maps a producer's sequence numbers and timestamps into the consumer's, so the consumer's
+/// stream stays continuous across pauses, resumes and key-frame syncs.
+#[derive(Debug, Clone, Default)]
+pub struct SeqState {
+    /// False until the first forwardable packet (a key frame for video) after (re)start.
+    pub synced: bool,
+    pub started: bool,
+    pub seq_offset: u16,
+    pub ts_offset: u32,
+    /// Producer sequence number at which the current sync started.
+    pub sync_seq: u16,
+    pub last_seq: u16,
+    pub last_ts: u32,
+}
+
+/// Whether `a` is newer than `b` in 16-bit sequence space.
+pub fn seq_newer(a: u16, b: u16) -> bool {
+    a != b && a.wrapping_sub(b) < 0x8000
+}
+
+impl SeqState {
+    pub fn new(initial_seq: u16) -> Self {
+        Self {
+            last_seq: initial_seq,
+            ..Default::default()
+        }
+    }
+
+    /// Starts a new sync at the producer packet (`seq`, `ts`): the next output sequence
+    /// number follows the last one sent.
+    pub fn sync(&mut self, seq: u16, _ts: u32) {
+        self.seq_offset = self.last_seq.wrapping_add(1).wrapping_sub(seq);
+        self.sync_seq = seq;
+        self.synced = true;
+        self.started = true;
+    }
+
+    /// The consumer's (seq, ts) for a producer packet, or None if it predates the sync point.
+    pub fn map(&mut self, seq: u16, ts: u32) -> Option<(u16, u32)> {
+        if seq != self.sync_seq && seq_newer(self.sync_seq, seq) {
+            return None;
+        }
+        let out_seq = seq.wrapping_add(self.seq_offset);
+        let out_ts = ts.wrapping_add(self.ts_offset);
+        if seq_newer(out_seq, self.last_seq) || out_seq == self.last_seq.wrapping_add(1) {
+            self.last_seq = out_seq;
+            self.last_ts = out_ts;
+        }
+        Some((out_seq, out_ts))
+    }
+}
+
+impl Consumer {
+    pub fn is_active(&self, producer_paused: bool) -> bool {
+        !self.paused && !producer_paused
+    }
+
+    pub fn mid(&self) -> Option<(u8, &[u8])> {
+        self.mid_ext.as_ref().map(|(id, v)| (*id, v.as_slice()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_stay_continuous_across_a_resync() {
+        let mut s = SeqState::new(999);
+        s.sync(5000, 0);
+        assert_eq!(s.map(5000, 10), Some((1000, 10)));
+        assert_eq!(s.map(5001, 10), Some((1001, 10)));
+        // Paused, then resumed at a later key frame: output continues at 1002.
+        s.synced = false;
+        s.sync(7000, 900);
+        assert_eq!(s.map(7000, 900), Some((1002, 900)));
+    }
+
+    #[test]
+    fn packets_from_before_the_sync_point_are_dropped() {
+        let mut s = SeqState::new(10);
+        s.sync(100, 0);
+        assert_eq!(s.map(99, 0), None);
+        assert!(s.map(101, 0).is_some());
+    }
+
+    #[test]
+    fn sequence_comparison_handles_wraparound() {
+        assert!(seq_newer(1, 65535));
+        assert!(!seq_newer(65535, 1));
+        assert!(!seq_newer(7, 7));
+    }
+}

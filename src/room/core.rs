@@ -1,0 +1,814 @@
+//! The state of one worker: its rooms (routers), peers, transports, producers and consumers,
+//! and the request handlers. Sans-IO: packets to send go to `outbox`, messages for the
+//! signaling thread go to the `signaling` mailbox. The worker (src/worker) owns the I/O.
+//!
+//! Ownership: room → peer → transport → producer/consumer. Every object is stored once, in a
+//! map here, keyed by a small integer; parents hold keys of their children, and every close
+//! removes the children first, updates the live counters and tells the affected peers.
+
+use super::consumer::{Consumer, SeqState};
+use super::ortc::{self, MediaKind, OrtcError, RtpCapabilities, RtpParameters};
+use super::producer::Producer;
+use super::transport::{DtlsState, Transport};
+use super::{CKey, PKey, TKey};
+use crate::channel::Sender;
+use crate::rtc::dtls::{DtlsEvent, DtlsRole, DtlsRuntime, RemoteFingerprint};
+use crate::rtc::keyframe::VideoCodec;
+use crate::rtc::rtp::ExtIdMap;
+use crate::signaling::protocol::{ApiError, DtlsParameters, Kind, Request};
+use crate::worker::jobs::{ConnId, Job, JobKind, Outbound};
+use crate::worker::stats::{Counted, WorkerStats};
+use bytes::Bytes;
+use rand::Rng;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub const MAX_TRANSPORTS_PER_PEER: usize = 8;
+pub const MAX_PRODUCERS_PER_PEER: usize = 16;
+pub const MAX_CONSUMERS_PER_PEER: usize = 1000;
+
+/// A DTLS event tagged with the transport it belongs to.
+pub struct DtlsMsg {
+    pub transport: TKey,
+    pub event: DtlsEvent,
+}
+
+pub struct Peer {
+    pub id: Arc<str>,
+    pub conn: ConnId,
+    pub display_name: String,
+    pub transports: HashMap<String, TKey>,
+    pub producers: HashMap<String, PKey>,
+    pub consumers: HashMap<String, CKey>,
+}
+
+pub struct Room {
+    pub id: Arc<str>,
+    /// Peers in join order.
+    pub peers: Vec<Peer>,
+    pub producers_by_id: HashMap<String, PKey>,
+}
+
+impl Room {
+    fn peer(&self, id: &str) -> Option<&Peer> {
+        self.peers.iter().find(|p| &*p.id == id)
+    }
+    fn peer_mut(&mut self, id: &str) -> Option<&mut Peer> {
+        self.peers.iter_mut().find(|p| &*p.id == id)
+    }
+}
+
+/// Everything a worker owns, and the handlers that change it.
+pub struct WorkerCore {
+    pub id: usize,
+    pub(crate) rooms: HashMap<Arc<str>, Room>,
+    pub(crate) transports: HashMap<TKey, Transport>,
+    pub(crate) by_ufrag: HashMap<String, TKey>,
+    pub(crate) by_addr: HashMap<SocketAddr, TKey>,
+    pub(crate) producers: HashMap<PKey, Producer>,
+    pub(crate) consumers: HashMap<CKey, Consumer>,
+    pub(crate) caps: RtpCapabilities,
+    pub(crate) dtls: Arc<DtlsRuntime>,
+    pub(crate) fingerprint: String,
+    pub(crate) dtls_events: Sender<DtlsMsg>,
+    pub(crate) signaling: Sender<Outbound>,
+    pub(crate) stats: Arc<WorkerStats>,
+    /// The media address announced in ICE candidates.
+    pub(crate) announced: SocketAddr,
+    /// Datagrams to send: (destination, bytes).
+    pub outbox: Vec<(SocketAddr, Bytes)>,
+    pub(crate) scratch: Vec<u8>,
+    next_key: u64,
+}
+
+fn ortc_error(e: OrtcError) -> ApiError {
+    match e {
+        OrtcError::BadRequest(m) => ApiError::bad_request(m),
+        OrtcError::Unsupported(m) => ApiError::new(crate::signaling::protocol::ErrorCode::Unsupported, m),
+        OrtcError::Limit(m) => ApiError::limit(m),
+    }
+}
+
+impl WorkerCore {
+    pub fn new(
+        id: usize,
+        announced: SocketAddr,
+        dtls: Arc<DtlsRuntime>,
+        fingerprint: String,
+        dtls_events: Sender<DtlsMsg>,
+        signaling: Sender<Outbound>,
+        stats: Arc<WorkerStats>,
+    ) -> Self {
+        let caps = ortc::router_capabilities(&ortc::default_media_codecs())
+            .expect("the built-in codec list is valid");
+        Self {
+            id,
+            rooms: HashMap::new(),
+            transports: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_addr: HashMap::new(),
+            producers: HashMap::new(),
+            consumers: HashMap::new(),
+            caps,
+            dtls,
+            fingerprint,
+            dtls_events,
+            signaling,
+            stats,
+            announced,
+            outbox: Vec::with_capacity(64),
+            scratch: Vec::with_capacity(1500),
+            next_key: 1,
+        }
+    }
+
+    fn key(&mut self) -> u64 {
+        let k = self.next_key;
+        self.next_key += 1;
+        k
+    }
+
+    fn notify(&self, conn: ConnId, method: &'static str, data: Value) {
+        let _ = self.signaling.send(Outbound::Notify { conn, method, data });
+    }
+
+    /// Notifies every peer of `room` except `except`.
+    fn notify_others(&self, room: &Room, except: &str, method: &'static str, data: Value) {
+        for p in room.peers.iter().filter(|p| &*p.id != except) {
+            self.notify(p.conn, method, data.clone());
+        }
+    }
+
+    pub fn rooms_len(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Runs one job from the signaling thread.
+    pub fn handle_job(&mut self, job: Job, now: Instant) {
+        match job.kind {
+            JobKind::Request { req_id, request } => {
+                let result = self.handle_request(job.conn, &job.room_id, &job.peer_id, request, now);
+                let _ = self.signaling.send(Outbound::Response {
+                    conn: job.conn,
+                    req_id,
+                    result,
+                });
+            }
+            JobKind::Disconnected => self.remove_peer(&job.room_id, &job.peer_id),
+            JobKind::Crash => panic!("crash requested for room {}", job.room_id),
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        conn: ConnId,
+        room_id: &Arc<str>,
+        peer_id: &Arc<str>,
+        request: Request,
+        now: Instant,
+    ) -> Result<Value, ApiError> {
+        if !matches!(request, Request::JoinRoom { .. })
+            && self.rooms.get(room_id).and_then(|r| r.peer(peer_id)).is_none()
+        {
+            return Err(ApiError::invalid_state("not in a room; join-room first"));
+        }
+        match request {
+            Request::JoinRoom { display_name, .. } => {
+                self.join(conn, room_id, peer_id, display_name)
+            }
+            Request::CreateTransport { direction } => {
+                let peer = self.peer(room_id, peer_id)?;
+                if peer.transports.len() >= MAX_TRANSPORTS_PER_PEER {
+                    return Err(ApiError::limit(format!(
+                        "at most {MAX_TRANSPORTS_PER_PEER} transports per peer"
+                    )));
+                }
+                let key = self.key();
+                let t = Transport::new(key, room_id.clone(), peer_id.clone(), direction, now);
+                let answer = json!({
+                    "id": t.id,
+                    "iceParameters": {
+                        "usernameFragment": t.ice.ufrag,
+                        "password": t.ice.pwd,
+                        "iceLite": true,
+                    },
+                    "iceCandidates": [{
+                        "foundation": "udpcandidate",
+                        "priority": 1076302079u32,
+                        "ip": self.announced.ip().to_string(),
+                        "address": self.announced.ip().to_string(),
+                        "protocol": "udp",
+                        "port": self.announced.port(),
+                        "type": "host",
+                    }],
+                    "dtlsParameters": {
+                        "role": "auto",
+                        "fingerprints": [{"algorithm": "sha-256", "value": self.fingerprint}],
+                    },
+                });
+                self.by_ufrag.insert(t.ice.ufrag.clone(), key);
+                let id = t.id.clone();
+                self.transports.insert(key, t);
+                self.peer_mut(room_id, peer_id)?.transports.insert(id, key);
+                self.stats.inc(Counted::Transport);
+                Ok(answer)
+            }
+            Request::ConnectTransport {
+                transport_id,
+                dtls_parameters,
+            } => {
+                let key = self.own_transport(room_id, peer_id, &transport_id)?;
+                self.connect_transport(key, dtls_parameters)?;
+                Ok(json!({}))
+            }
+            Request::Produce {
+                transport_id,
+                kind,
+                rtp_parameters,
+                ..
+            } => self.produce(room_id, peer_id, &transport_id, kind, rtp_parameters),
+            Request::ConsumeMedia {
+                transport_id,
+                producer_id,
+                rtp_capabilities,
+            } => self.consume(room_id, peer_id, &transport_id, &producer_id, rtp_capabilities),
+            Request::ResumeConsumer { consumer_id } => {
+                let ckey = self.own_consumer(room_id, peer_id, &consumer_id)?;
+                let c = self.consumers.get_mut(&ckey).ok_or_else(|| ApiError::not_found("consumer"))?;
+                c.paused = false;
+                c.seq.synced = false;
+                let pkey = c.producer;
+                self.request_keyframe(pkey, now, true);
+                Ok(json!({}))
+            }
+            Request::PauseConsumer { consumer_id } => {
+                let ckey = self.own_consumer(room_id, peer_id, &consumer_id)?;
+                if let Some(c) = self.consumers.get_mut(&ckey) {
+                    c.paused = true;
+                }
+                Ok(json!({}))
+            }
+            Request::PauseProducer { producer_id } => {
+                self.set_producer_paused(room_id, peer_id, &producer_id, true, now)
+            }
+            Request::ResumeProducer { producer_id } => {
+                self.set_producer_paused(room_id, peer_id, &producer_id, false, now)
+            }
+            Request::CloseProducer { producer_id } => {
+                let pkey = self.own_producer(room_id, peer_id, &producer_id)?;
+                self.close_producer(pkey);
+                Ok(json!({}))
+            }
+            Request::RestartIce { transport_id } => {
+                let key = self.own_transport(room_id, peer_id, &transport_id)?;
+                let t = self.transports.get_mut(&key).ok_or_else(|| ApiError::not_found("transport"))?;
+                self.by_ufrag.remove(&t.ice.ufrag);
+                t.ice = crate::rtc::ice::IceCredentials::random();
+                self.by_ufrag.insert(t.ice.ufrag.clone(), key);
+                Ok(json!({"usernameFragment": t.ice.ufrag, "password": t.ice.pwd, "iceLite": true}))
+            }
+            Request::SetConsumerPreferredLayers {
+                consumer_id,
+                spatial_layer,
+                temporal_layer,
+            } => {
+                let ckey = self.own_consumer(room_id, peer_id, &consumer_id)?;
+                if let Some(c) = self.consumers.get_mut(&ckey) {
+                    c.preferred_spatial_layer = Some(spatial_layer);
+                    c.preferred_temporal_layer = temporal_layer;
+                }
+                Ok(json!({}))
+            }
+            Request::LeaveRoom => {
+                self.remove_peer(room_id, peer_id);
+                Ok(json!({}))
+            }
+        }
+    }
+}
+
+impl WorkerCore {
+    fn peer(&self, room_id: &str, peer_id: &str) -> Result<&Peer, ApiError> {
+        self.rooms
+            .get(room_id)
+            .and_then(|r| r.peer(peer_id))
+            .ok_or_else(|| ApiError::invalid_state("not in a room; join-room first"))
+    }
+
+    fn peer_mut(&mut self, room_id: &str, peer_id: &str) -> Result<&mut Peer, ApiError> {
+        self.rooms
+            .get_mut(room_id)
+            .and_then(|r| r.peer_mut(peer_id))
+            .ok_or_else(|| ApiError::invalid_state("not in a room; join-room first"))
+    }
+
+    fn own_transport(&self, room_id: &str, peer_id: &str, id: &str) -> Result<TKey, ApiError> {
+        self.peer(room_id, peer_id)?
+            .transports
+            .get(id)
+            .copied()
+            .ok_or_else(|| ApiError::not_found(format!("no transport \"{id}\" of this peer")))
+    }
+
+    fn own_producer(&self, room_id: &str, peer_id: &str, id: &str) -> Result<PKey, ApiError> {
+        self.peer(room_id, peer_id)?
+            .producers
+            .get(id)
+            .copied()
+            .ok_or_else(|| ApiError::not_found(format!("no producer \"{id}\" of this peer")))
+    }
+
+    fn own_consumer(&self, room_id: &str, peer_id: &str, id: &str) -> Result<CKey, ApiError> {
+        self.peer(room_id, peer_id)?
+            .consumers
+            .get(id)
+            .copied()
+            .ok_or_else(|| ApiError::not_found(format!("no consumer \"{id}\" of this peer")))
+    }
+
+    fn join(
+        &mut self,
+        conn: ConnId,
+        room_id: &Arc<str>,
+        peer_id: &Arc<str>,
+        display_name: String,
+    ) -> Result<Value, ApiError> {
+        if !self.rooms.contains_key(room_id) {
+            self.rooms.insert(
+                room_id.clone(),
+                Room {
+                    id: room_id.clone(),
+                    peers: Vec::new(),
+                    producers_by_id: HashMap::new(),
+                },
+            );
+            self.stats.inc(Counted::Room);
+        }
+        let room = self.rooms.get(room_id).expect("inserted above");
+        if room.peer(peer_id).is_some() {
+            return Err(ApiError::invalid_state("already joined"));
+        }
+        let peers: Vec<Value> = room
+            .peers
+            .iter()
+            .map(|p| json!({"peerId": &*p.id, "displayName": p.display_name}))
+            .collect();
+        let mut producers = Vec::new();
+        for p in &room.peers {
+            for (pid, pkey) in &p.producers {
+                if let Some(prod) = self.producers.get(pkey) {
+                    producers.push(json!({"producerId": pid, "peerId": &*p.id, "kind": prod.kind.as_str()}));
+                }
+            }
+        }
+        self.notify_others(
+            room,
+            peer_id,
+            "peer-joined",
+            json!({"peerId": &**peer_id, "displayName": display_name}),
+        );
+        let room = self.rooms.get_mut(room_id).expect("inserted above");
+        room.peers.push(Peer {
+            id: peer_id.clone(),
+            conn,
+            display_name,
+            transports: HashMap::new(),
+            producers: HashMap::new(),
+            consumers: HashMap::new(),
+        });
+        self.stats.inc(Counted::Peer);
+        Ok(json!({
+            "peerId": &**peer_id,
+            "routerRtpCapabilities": self.caps,
+            "peers": peers,
+            "producers": producers,
+        }))
+    }
+
+    fn connect_transport(&mut self, key: TKey, params: DtlsParameters) -> Result<(), ApiError> {
+        use crate::signaling::protocol::DtlsRole as Wire;
+        let t = self
+            .transports
+            .get_mut(&key)
+            .ok_or_else(|| ApiError::not_found("transport"))?;
+        if !matches!(t.dtls, DtlsState::New) {
+            return Err(ApiError::invalid_state("transport is already connected"));
+        }
+        let supported = ["sha-1", "sha-224", "sha-256", "sha-384", "sha-512"];
+        let remote: Vec<RemoteFingerprint> = params
+            .fingerprints
+            .iter()
+            .filter(|f| supported.contains(&f.algorithm.to_ascii_lowercase().as_str()))
+            .map(|f| RemoteFingerprint {
+                algorithm: f.algorithm.to_ascii_lowercase(),
+                value: f.value.clone(),
+            })
+            .collect();
+        if remote.is_empty() {
+            return Err(ApiError::bad_request(
+                "connect-transport: no fingerprint with a supported algorithm (sha-256, ...)",
+            ));
+        }
+        // mediasoup's rule: the remote's role decides ours; `auto` makes us the client.
+        let role = match params.role {
+            Some(Wire::Client) => DtlsRole::Server,
+            Some(Wire::Server) | Some(Wire::Auto) | None => DtlsRole::Client,
+        };
+        t.dtls = DtlsState::Pending { role, remote };
+        self.maybe_start_dtls(key);
+        Ok(())
+    }
+
+    /// Starts the DTLS handshake once connect-transport gave a role and, for the client role,
+    /// ICE selected a tuple to send the ClientHello to.
+    pub(crate) fn maybe_start_dtls(&mut self, key: TKey) {
+        let Some(t) = self.transports.get_mut(&key) else {
+            return;
+        };
+        let DtlsState::Pending { role, .. } = &t.dtls else {
+            return;
+        };
+        if *role == DtlsRole::Client && t.remote.is_none() {
+            return;
+        }
+        let DtlsState::Pending { role, remote } = std::mem::replace(&mut t.dtls, DtlsState::Failed)
+        else {
+            return;
+        };
+        let events = self.dtls_events.clone();
+        let sink: crate::rtc::dtls::DtlsSink = Arc::new(move |event| {
+            let _ = events.send(DtlsMsg {
+                transport: key,
+                event,
+            });
+        });
+        let session = self.dtls.new_session(role, remote, sink);
+        for rec in t.early_dtls.drain(..) {
+            session.feed(&rec);
+        }
+        t.dtls = DtlsState::Handshaking(session);
+    }
+
+    fn produce(
+        &mut self,
+        room_id: &Arc<str>,
+        peer_id: &Arc<str>,
+        transport_id: &str,
+        kind: Kind,
+        rtp_parameters: Value,
+    ) -> Result<Value, ApiError> {
+        let tkey = self.own_transport(room_id, peer_id, transport_id)?;
+        if self.peer(room_id, peer_id)?.producers.len() >= MAX_PRODUCERS_PER_PEER {
+            return Err(ApiError::limit(format!(
+                "at most {MAX_PRODUCERS_PER_PEER} producers per peer"
+            )));
+        }
+        let params: RtpParameters = serde_json::from_value(rtp_parameters)
+            .map_err(|e| ApiError::bad_request(format!("produce: rtpParameters: {e}")))?;
+        let kind = match kind {
+            Kind::Audio => MediaKind::Audio,
+            Kind::Video => MediaKind::Video,
+        };
+        let mapping = ortc::validate_produce(kind, &params, &self.caps).map_err(ortc_error)?;
+        let t = self.transports.get(&tkey).ok_or_else(|| ApiError::not_found("transport"))?;
+        let mut ssrcs = Vec::new();
+        for e in &mapping.encodings {
+            for s in [e.ssrc, e.rtx_ssrc].into_iter().flatten() {
+                if t.producers_by_ssrc.contains_key(&s) || ssrcs.contains(&s) {
+                    return Err(ApiError::bad_request(format!(
+                        "produce: ssrc {s} is already used on this transport"
+                    )));
+                }
+                ssrcs.push(s);
+            }
+        }
+        let first = mapping
+            .codecs
+            .first()
+            .ok_or_else(|| ApiError::bad_request("produce: no media codec"))?;
+        let video_codec = VideoCodec::from_mime(&first.router_codec.mime_type);
+        let clock_rate = first.router_codec.clock_rate;
+        let pkey = self.key();
+        let id = crate::ids::uuid_v4();
+        let producer = Producer {
+            id: id.clone(),
+            kind,
+            transport: tkey,
+            room: room_id.clone(),
+            peer: peer_id.clone(),
+            ssrcs: mapping.encodings.iter().map(|e| e.ssrc).collect(),
+            active_encoding: mapping.encodings.len().saturating_sub(1),
+            video_codec,
+            clock_rate,
+            last_keyframe_request: None,
+            keyframe_request_pending: false,
+            cname: mapping.cname.clone().unwrap_or_else(|| "sfu".into()),
+            paused: false,
+            consumers: Vec::new(),
+            mapping,
+        };
+        let t = self.transports.get_mut(&tkey).expect("checked above");
+        for s in ssrcs {
+            t.producers_by_ssrc.insert(s, pkey);
+        }
+        self.producers.insert(pkey, producer);
+        self.stats.inc(Counted::Producer);
+        let room = self.rooms.get_mut(room_id).expect("peer checked above");
+        room.producers_by_id.insert(id.clone(), pkey);
+        if let Some(p) = room.peer_mut(peer_id) {
+            p.producers.insert(id.clone(), pkey);
+        }
+        let room = self.rooms.get(room_id).expect("peer checked above");
+        self.notify_others(
+            room,
+            peer_id,
+            "new-producer",
+            json!({"producerId": id, "peerId": &**peer_id, "kind": kind.as_str()}),
+        );
+        Ok(json!({ "producerId": id }))
+    }
+
+    fn consume(
+        &mut self,
+        room_id: &Arc<str>,
+        peer_id: &Arc<str>,
+        transport_id: &str,
+        producer_id: &str,
+        rtp_capabilities: Value,
+    ) -> Result<Value, ApiError> {
+        let tkey = self.own_transport(room_id, peer_id, transport_id)?;
+        if self.peer(room_id, peer_id)?.consumers.len() >= MAX_CONSUMERS_PER_PEER {
+            return Err(ApiError::limit(format!(
+                "at most {MAX_CONSUMERS_PER_PEER} consumers per peer"
+            )));
+        }
+        let pkey = self
+            .rooms
+            .get(room_id)
+            .and_then(|r| r.producers_by_id.get(producer_id))
+            .copied()
+            .ok_or_else(|| ApiError::not_found(format!("no producer \"{producer_id}\" in this room")))?;
+        let remote: RtpCapabilities = serde_json::from_value(rtp_capabilities)
+            .map_err(|e| ApiError::bad_request(format!("consume-media: rtpCapabilities: {e}")))?;
+        ortc::validate_capabilities(&remote).map_err(ortc_error)?;
+        let producer = self.producers.get(&pkey).ok_or_else(|| ApiError::not_found("producer"))?;
+        if !ortc::can_consume(&producer.mapping, &remote) {
+            return Err(ortc_error(OrtcError::Unsupported(
+                "cannot consume this producer with the given rtpCapabilities".into(),
+            )));
+        }
+        let t = self.transports.get(&tkey).ok_or_else(|| ApiError::not_found("transport"))?;
+        let mut rng = rand::thread_rng();
+        let mut fresh_ssrc = |taken: &HashMap<u32, CKey>| loop {
+            let s: u32 = rng.gen_range(100_000_000..900_000_000);
+            if !taken.contains_key(&s) {
+                break s;
+            }
+        };
+        let ssrc = fresh_ssrc(&t.consumers_by_ssrc);
+        let rtx_ssrc = fresh_ssrc(&t.consumers_by_ssrc);
+        let kind = producer.kind;
+        let cname = producer.cname.clone();
+        let t = self.transports.get_mut(&tkey).expect("checked above");
+        let mid = t.take_mid();
+        let params = ortc::consumer_params(
+            &producer.mapping,
+            kind,
+            &self.caps,
+            &remote,
+            mid.clone(),
+            ssrc,
+            rtx_ssrc,
+            cname,
+        )
+        .map_err(ortc_error)?;
+        let mut pt_map = [0xFFu8; 128];
+        for (from, to) in ortc::payload_type_pairs(&producer.mapping, &params) {
+            if from < 128 {
+                pt_map[from as usize] = to;
+            }
+        }
+        let mut ext_map = ExtIdMap::new();
+        for (from, to) in ortc::ext_id_pairs(&producer.mapping, &params) {
+            ext_map.set(from, to);
+        }
+        let mid_ext = ortc::find_ext_id(&params.header_extensions, ortc::uri::MID)
+            .map(|id| (id, mid.into_bytes()));
+        // The producer's own mid/rid values must never reach the consumer.
+        for id in [
+            producer.mapping.mid_ext_id(),
+            producer.mapping.rid_ext_id(),
+            producer.mapping.repaired_rid_ext_id(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            ext_map.set(id, 0);
+        }
+        let has_rtx = params
+            .encodings
+            .first()
+            .and_then(|e| e.rtx.as_ref())
+            .is_some();
+        let ckey = self.key();
+        let id = crate::ids::uuid_v4();
+        let consumer = Consumer {
+            id: id.clone(),
+            kind,
+            transport: tkey,
+            producer: pkey,
+            room: room_id.clone(),
+            peer: peer_id.clone(),
+            ssrc,
+            rtx_ssrc: has_rtx.then_some(rtx_ssrc),
+            pt_map,
+            ext_map,
+            mid_ext,
+            clock_rate: producer.clock_rate,
+            paused: true,
+            preferred_spatial_layer: None,
+            preferred_temporal_layer: None,
+            seq: SeqState::new(rand::thread_rng().gen_range(1000..20000)),
+            packets_sent: 0,
+            octets_sent: 0,
+            last_sent_at: None,
+        };
+        let t = self.transports.get_mut(&tkey).expect("checked above");
+        t.consumers_by_ssrc.insert(ssrc, ckey);
+        if has_rtx {
+            t.consumers_by_ssrc.insert(rtx_ssrc, ckey);
+        }
+        self.consumers.insert(ckey, consumer);
+        if let Some(p) = self.producers.get_mut(&pkey) {
+            p.consumers.push(ckey);
+        }
+        self.peer_mut(room_id, peer_id)?.consumers.insert(id.clone(), ckey);
+        self.stats.inc(Counted::Consumer);
+        Ok(json!({
+            "consumerId": id,
+            "producerId": producer_id,
+            "kind": kind.as_str(),
+            "rtpParameters": params,
+        }))
+    }
+
+    fn set_producer_paused(
+        &mut self,
+        room_id: &Arc<str>,
+        peer_id: &Arc<str>,
+        producer_id: &str,
+        paused: bool,
+        now: Instant,
+    ) -> Result<Value, ApiError> {
+        let pkey = self.own_producer(room_id, peer_id, producer_id)?;
+        let p = self.producers.get_mut(&pkey).ok_or_else(|| ApiError::not_found("producer"))?;
+        let changed = p.paused != paused;
+        p.paused = paused;
+        if changed {
+            if !paused {
+                // Consumers restart at the next key frame.
+                for ckey in p.consumers.clone() {
+                    if let Some(c) = self.consumers.get_mut(&ckey) {
+                        c.seq.synced = false;
+                    }
+                }
+                self.request_keyframe(pkey, now, true);
+            }
+            let method = if paused { "producer-paused" } else { "producer-resumed" };
+            if let Some(room) = self.rooms.get(room_id) {
+                self.notify_others(room, peer_id, method, json!({"producerId": producer_id}));
+            }
+        }
+        Ok(json!({}))
+    }
+
+    /// Closes a producer and its consumers, telling every affected peer.
+    pub(crate) fn close_producer(&mut self, pkey: PKey) {
+        let Some(p) = self.producers.remove(&pkey) else {
+            return;
+        };
+        self.stats.dec(Counted::Producer);
+        for ckey in &p.consumers {
+            self.close_consumer(*ckey, true);
+        }
+        if let Some(t) = self.transports.get_mut(&p.transport) {
+            t.producers_by_ssrc.retain(|_, k| *k != pkey);
+        }
+        if let Some(room) = self.rooms.get_mut(&p.room) {
+            room.producers_by_id.remove(&p.id);
+            if let Some(peer) = room.peer_mut(&p.peer) {
+                peer.producers.remove(&p.id);
+            }
+            let room = &self.rooms[&p.room];
+            self.notify_others(room, &p.peer, "producer-closed", json!({"producerId": p.id}));
+        }
+    }
+
+    /// Closes a consumer; `tell` sends `consumer-closed` to its peer (its producer went away).
+    pub(crate) fn close_consumer(&mut self, ckey: CKey, tell: bool) {
+        let Some(c) = self.consumers.remove(&ckey) else {
+            return;
+        };
+        self.stats.dec(Counted::Consumer);
+        if let Some(p) = self.producers.get_mut(&c.producer) {
+            p.consumers.retain(|k| *k != ckey);
+        }
+        if let Some(t) = self.transports.get_mut(&c.transport) {
+            t.consumers_by_ssrc.retain(|_, k| *k != ckey);
+        }
+        let conn = self
+            .rooms
+            .get_mut(&c.room)
+            .and_then(|r| r.peer_mut(&c.peer))
+            .map(|peer| {
+                peer.consumers.remove(&c.id);
+                peer.conn
+            });
+        if let (true, Some(conn)) = (tell, conn) {
+            self.notify(conn, "consumer-closed", json!({"consumerId": c.id}));
+        }
+    }
+
+    /// Closes a transport with everything on it.
+    pub(crate) fn close_transport(&mut self, tkey: TKey) {
+        let Some(t) = self.transports.get(&tkey) else {
+            return;
+        };
+        let producers: Vec<PKey> = self
+            .producers
+            .iter()
+            .filter(|(_, p)| p.transport == tkey)
+            .map(|(k, _)| *k)
+            .collect();
+        let consumers: Vec<CKey> = t.consumers_by_ssrc.values().copied().collect();
+        for p in producers {
+            self.close_producer(p);
+        }
+        for c in consumers {
+            self.close_consumer(c, false);
+        }
+        let Some(mut t) = self.transports.remove(&tkey) else {
+            return;
+        };
+        t.close();
+        self.by_ufrag.remove(&t.ice.ufrag);
+        self.by_addr.retain(|_, k| *k != tkey);
+        if let Some(peer) = self.rooms.get_mut(&t.room).and_then(|r| r.peer_mut(&t.peer)) {
+            peer.transports.remove(&t.id);
+        }
+        self.stats.dec(Counted::Transport);
+    }
+
+    /// Removes a peer and everything it owns; closes the room when it was the last one.
+    pub fn remove_peer(&mut self, room_id: &str, peer_id: &str) {
+        let Some(peer) = self.rooms.get(room_id).and_then(|r| r.peer(peer_id)) else {
+            return;
+        };
+        let transports: Vec<TKey> = peer.transports.values().copied().collect();
+        for t in transports {
+            self.close_transport(t);
+        }
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        room.peers.retain(|p| &*p.id != peer_id);
+        self.stats.dec(Counted::Peer);
+        let room = &self.rooms[room_id];
+        self.notify_others(room, peer_id, "peer-left", json!({"peerId": peer_id}));
+        if room.peers.is_empty() {
+            self.rooms.remove(room_id);
+            self.stats.dec(Counted::Room);
+        }
+    }
+
+    /// Drops a room after a panic in its code: its objects go, its peers are told the room
+    /// failed (their sockets stay open; they can join again).
+    pub fn evict_room(&mut self, room_id: &str) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let peers: Vec<(Arc<str>, ConnId)> = room.peers.iter().map(|p| (p.id.clone(), p.conn)).collect();
+        for (peer_id, conn) in peers {
+            // Closing can panic again if the state is what broke; never let that escape.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.remove_peer(room_id, &peer_id)
+            }));
+            let _ = self.signaling.send(Outbound::PeerGone {
+                conn,
+                room_id: Arc::from(room_id),
+                peer_id: peer_id.clone(),
+            });
+            self.notify(
+                conn,
+                "error",
+                json!({"code": "internal", "message": "the room failed on the server; join again"}),
+            );
+        }
+        if self.rooms.remove(room_id).is_some() {
+            self.stats.dec(Counted::Room);
+        }
+    }
+}

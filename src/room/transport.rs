@@ -1,0 +1,93 @@
+//! A WebRTC transport: ICE-lite credentials and the selected tuple, the DTLS session that
+//! yields SRTP keys, and the SRTP contexts. Owned by one peer; owns nothing else (its
+//! producers and consumers are indexed here by SSRC but owned by the worker core).
+
+use super::{CKey, PKey, TKey};
+use crate::rtc::dtls::{DtlsRole, DtlsSession, RemoteFingerprint};
+use crate::rtc::ice::IceCredentials;
+use crate::rtc::srtp::SrtpSession;
+use crate::signaling::protocol::Direction;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// DTLS records that may arrive before `connect-transport`; kept until it comes.
+pub const MAX_EARLY_DTLS: usize = 8;
+
+pub enum DtlsState {
+    /// No `connect-transport` yet.
+    New,
+    /// Connect called; the handshake starts once a role and (for the client role) a tuple exist.
+    Pending {
+        role: DtlsRole,
+        remote: Vec<RemoteFingerprint>,
+    },
+    Handshaking(DtlsSession),
+    Connected(DtlsSession),
+    Failed,
+}
+
+pub struct Transport {
+    pub key: TKey,
+    pub id: String,
+    pub room: Arc<str>,
+    pub peer: Arc<str>,
+    pub direction: Direction,
+    pub ice: IceCredentials,
+    /// The tuple the browser's checks selected (ICE-lite: the latest nominated one).
+    pub remote: Option<SocketAddr>,
+    pub dtls: DtlsState,
+    pub early_dtls: Vec<Vec<u8>>,
+    pub srtp: Option<SrtpSession>,
+    pub producers_by_ssrc: HashMap<u32, PKey>,
+    pub consumers_by_ssrc: HashMap<u32, CKey>,
+    pub next_mid: u32,
+    pub last_seen: Instant,
+}
+
+impl Transport {
+    pub fn new(
+        key: TKey,
+        room: Arc<str>,
+        peer: Arc<str>,
+        direction: Direction,
+        now: Instant,
+    ) -> Self {
+        Self {
+            key,
+            id: crate::ids::uuid_v4(),
+            room,
+            peer,
+            direction,
+            ice: IceCredentials::random(),
+            remote: None,
+            dtls: DtlsState::New,
+            early_dtls: Vec::new(),
+            srtp: None,
+            producers_by_ssrc: HashMap::new(),
+            consumers_by_ssrc: HashMap::new(),
+            next_mid: 0,
+            last_seen: now,
+        }
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.srtp.is_some() && self.remote.is_some()
+    }
+
+    pub fn take_mid(&mut self) -> String {
+        let mid = self.next_mid.to_string();
+        self.next_mid += 1;
+        mid
+    }
+
+    /// Closes the DTLS session (idempotent).
+    pub fn close(&mut self) {
+        if let DtlsState::Handshaking(s) | DtlsState::Connected(s) = &self.dtls {
+            s.close();
+        }
+        self.dtls = DtlsState::Failed;
+        self.srtp = None;
+    }
+}

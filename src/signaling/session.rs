@@ -1,0 +1,383 @@
+//! Per-socket sessions, room placement and the request dispatch `match`.
+//!
+//! The signaling thread owns the membership view (which room lives on which worker, who is in
+//! it). Requests of a joined socket are handed to that room's worker as jobs, in order; the
+//! worker answers each with exactly one response. Answers given here (validation errors) are
+//! queued behind any in-flight worker requests so a socket always sees responses in order.
+
+use super::edge::{ConnId, EdgeHandler, EdgeOut, HttpRequest, HttpResponse};
+use super::protocol::{
+    error_notification, notification, parse_frame, parse_request, response_err, response_ok,
+    ApiError, Frame, Request,
+};
+use crate::channel::{Receiver, Sender};
+use crate::worker::jobs::{Job, JobKind, Outbound};
+use crate::worker::stats::{Counted, WorkerStats};
+use serde_json::{json, Value};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Requests a socket may have in flight before it gets `limit` errors.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// How the signaling thread reaches one worker.
+pub struct WorkerLink {
+    pub jobs: Sender<Job>,
+    pub stats: Arc<WorkerStats>,
+}
+
+pub struct SignalingLimits {
+    pub max_peers_per_room: usize,
+}
+
+struct Joined {
+    room_id: Arc<str>,
+    peer_id: Arc<str>,
+    worker: usize,
+}
+
+enum Slot {
+    Waiting { req_id: u32, join: bool },
+    Ready(String),
+}
+
+#[derive(Default)]
+struct Conn {
+    joined: Option<Joined>,
+    slots: VecDeque<Slot>,
+}
+
+struct RoomEntry {
+    worker: usize,
+    /// peerId → displayName, in join order.
+    peers: Vec<(Arc<str>, String)>,
+}
+
+pub struct Signaling {
+    workers: Vec<WorkerLink>,
+    worker_rooms: Vec<usize>,
+    outbound: Receiver<Outbound>,
+    conns: HashMap<ConnId, Conn>,
+    rooms: HashMap<Arc<str>, RoomEntry>,
+    limits: SignalingLimits,
+}
+
+impl Signaling {
+    pub fn new(
+        workers: Vec<WorkerLink>,
+        outbound: Receiver<Outbound>,
+        limits: SignalingLimits,
+    ) -> Self {
+        let n = workers.len();
+        Self {
+            workers,
+            worker_rooms: vec![0; n],
+            outbound,
+            conns: HashMap::new(),
+            rooms: HashMap::new(),
+            limits,
+        }
+    }
+
+    /// Answers `req_id` from here, after anything still in flight for this socket.
+    fn answer(&mut self, conn: ConnId, req_id: u32, result: Result<Value, ApiError>, out: &mut EdgeOut) {
+        let text = match result {
+            Ok(data) => response_ok(req_id, data),
+            Err(e) => response_err(req_id, &e),
+        };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.slots.is_empty() {
+            out.send_text(conn, text);
+        } else {
+            c.slots.push_back(Slot::Ready(text));
+        }
+    }
+
+    fn dispatch(&mut self, conn: ConnId, req_id: u32, request: Request, out: &mut EdgeOut) {
+        let in_flight = self.conns.get(&conn).map_or(0, |c| c.slots.len());
+        if in_flight >= MAX_IN_FLIGHT {
+            return self.answer(
+                conn,
+                req_id,
+                Err(ApiError::limit(format!(
+                    "more than {MAX_IN_FLIGHT} requests in flight on this socket; wait for responses"
+                ))),
+                out,
+            );
+        }
+        let joined = self
+            .conns
+            .get(&conn)
+            .and_then(|c| c.joined.as_ref())
+            .map(|j| (j.room_id.clone(), j.peer_id.clone(), j.worker));
+        match (&request, joined) {
+            (Request::JoinRoom { .. }, Some(_)) => self.answer(
+                conn,
+                req_id,
+                Err(ApiError::invalid_state("this socket already joined a room; leave-room first")),
+                out,
+            ),
+            (Request::JoinRoom { room_id, display_name }, None) => {
+                let room_id: Arc<str> = Arc::from(room_id.as_str());
+                let display_name = display_name.clone();
+                self.join(conn, req_id, room_id, display_name, request, out)
+            }
+            (Request::LeaveRoom, None) => self.answer(conn, req_id, Ok(json!({})), out),
+            (_, None) => self.answer(
+                conn,
+                req_id,
+                Err(ApiError::invalid_state(format!(
+                    "{}: join a room first (join-room)",
+                    request.method()
+                ))),
+                out,
+            ),
+            (_, Some((room_id, peer_id, worker))) => {
+                let leaving = matches!(request, Request::LeaveRoom);
+                if leaving {
+                    self.forget_peer(conn, &room_id, &peer_id);
+                }
+                self.send_job(conn, worker, room_id, peer_id, req_id, false, request);
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        conn: ConnId,
+        req_id: u32,
+        room_id: Arc<str>,
+        display_name: String,
+        request: Request,
+        out: &mut EdgeOut,
+    ) {
+        let worker = match self.rooms.get(&room_id) {
+            Some(entry) if entry.peers.len() >= self.limits.max_peers_per_room => {
+                return self.answer(
+                    conn,
+                    req_id,
+                    Err(ApiError::limit(format!(
+                        "room is full ({} peers)",
+                        self.limits.max_peers_per_room
+                    ))),
+                    out,
+                );
+            }
+            Some(entry) => entry.worker,
+            None => {
+                let w = (0..self.workers.len())
+                    .min_by_key(|&w| self.worker_rooms[w])
+                    .unwrap_or(0);
+                self.worker_rooms[w] += 1;
+                self.rooms.insert(
+                    room_id.clone(),
+                    RoomEntry {
+                        worker: w,
+                        peers: Vec::new(),
+                    },
+                );
+                w
+            }
+        };
+        let peer_id: Arc<str> = Arc::from(crate::ids::uuid_v4());
+        if let Some(entry) = self.rooms.get_mut(&room_id) {
+            entry.peers.push((peer_id.clone(), display_name));
+        }
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.joined = Some(Joined {
+                room_id: room_id.clone(),
+                peer_id: peer_id.clone(),
+                worker,
+            });
+        }
+        self.send_job(conn, worker, room_id, peer_id, req_id, true, request);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn send_job(
+        &mut self,
+        conn: ConnId,
+        worker: usize,
+        room_id: Arc<str>,
+        peer_id: Arc<str>,
+        req_id: u32,
+        join: bool,
+        request: Request,
+    ) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.slots.push_back(Slot::Waiting { req_id, join });
+        }
+        let job = Job {
+            conn,
+            room_id,
+            peer_id,
+            kind: JobKind::Request { req_id, request },
+        };
+        if self.workers[worker].jobs.send(job).is_err() {
+            tracing::error!(worker, "worker mailbox is closed; the worker has stopped");
+        }
+    }
+
+    /// Removes a peer from the membership view (leave, socket close, or a failed join).
+    fn forget_peer(&mut self, conn: ConnId, room_id: &Arc<str>, peer_id: &Arc<str>) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            if c.joined.as_ref().is_some_and(|j| &j.peer_id == peer_id) {
+                c.joined = None;
+            }
+        }
+        let Some(entry) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        entry.peers.retain(|(p, _)| p != peer_id);
+        if entry.peers.is_empty() {
+            let w = entry.worker;
+            self.rooms.remove(room_id);
+            self.worker_rooms[w] = self.worker_rooms[w].saturating_sub(1);
+        }
+    }
+
+    fn on_response(&mut self, conn: ConnId, req_id: u32, result: Result<Value, ApiError>, out: &mut EdgeOut) {
+        let failed_join = {
+            let Some(c) = self.conns.get_mut(&conn) else {
+                return;
+            };
+            let text = match &result {
+                Ok(data) => response_ok(req_id, data.clone()),
+                Err(e) => response_err(req_id, e),
+            };
+            let pos = c
+                .slots
+                .iter()
+                .position(|s| matches!(s, Slot::Waiting { req_id: r, .. } if *r == req_id));
+            let mut failed_join = false;
+            match pos {
+                Some(i) => {
+                    if let Slot::Waiting { join: true, .. } = c.slots[i] {
+                        failed_join = result.is_err();
+                    }
+                    c.slots[i] = Slot::Ready(text);
+                }
+                None => out.send_text(conn, text),
+            }
+            while let Some(Slot::Ready(_)) = c.slots.front() {
+                if let Some(Slot::Ready(t)) = c.slots.pop_front() {
+                    out.send_text(conn, t);
+                }
+            }
+            failed_join
+        };
+        if failed_join {
+            if let Some(j) = self.conns.get(&conn).and_then(|c| c.joined.as_ref()) {
+                let (room_id, peer_id) = (j.room_id.clone(), j.peer_id.clone());
+                self.forget_peer(conn, &room_id, &peer_id);
+            }
+        }
+    }
+
+    fn stats_json(&self) -> Value {
+        let sum = |c: Counted| -> usize { self.workers.iter().map(|w| w.stats.get(c)).sum() };
+        json!({
+            "rooms": sum(Counted::Room),
+            "peers": sum(Counted::Peer),
+            "transports": sum(Counted::Transport),
+            "producers": sum(Counted::Producer),
+            "consumers": sum(Counted::Consumer),
+            "connections": self.conns.len(),
+            "workers": self.workers.iter().map(|w| w.stats.to_json()).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl EdgeHandler for Signaling {
+    fn http(&mut self, req: &HttpRequest) -> Option<HttpResponse> {
+        let path = req.path.as_str();
+        match (req.method.as_str(), path) {
+            ("GET" | "HEAD", "/healthz") => Some(HttpResponse::text(200, "ok")),
+            ("GET", "/api/stats") => Some(HttpResponse::json(200, &self.stats_json())),
+            ("POST", "/api/rooms") => Some(HttpResponse::json(
+                200,
+                &json!({ "roomId": crate::ids::room_id() }),
+            )),
+            (_, "/api/stats" | "/api/rooms") => Some(HttpResponse::json(
+                405,
+                &json!({"error": {"code": "bad-request", "message": "method not allowed"}}),
+            )),
+            ("GET", p) if p.starts_with("/api/rooms/") => {
+                let id = &p["/api/rooms/".len()..];
+                Some(match self.rooms.get(id) {
+                    Some(entry) if super::protocol::is_valid_room_id(id) => HttpResponse::json(
+                        200,
+                        &json!({
+                            "roomId": id,
+                            "peers": entry.peers.iter().map(|(p, n)| json!({"peerId": &**p, "displayName": n})).collect::<Vec<_>>(),
+                        }),
+                    ),
+                    _ => HttpResponse::json(
+                        404,
+                        &json!({"error": {"code": "not-found", "message": "no such room"}}),
+                    ),
+                })
+            }
+            (_, p) if p.starts_with("/api/") => Some(HttpResponse::json(
+                404,
+                &json!({"error": {"code": "not-found", "message": "no such API"}}),
+            )),
+            _ => None,
+        }
+    }
+
+    fn ws_open(&mut self, conn: ConnId, _peer: std::net::SocketAddr, _out: &mut EdgeOut) {
+        self.conns.insert(conn, Conn::default());
+    }
+
+    fn ws_text(&mut self, conn: ConnId, text: &str, out: &mut EdgeOut) {
+        match parse_frame(text) {
+            Frame::Invalid(message) => out.send_text(conn, error_notification(&message)),
+            Frame::Request { id, method, data } => match parse_request(&method, data) {
+                Ok(request) => self.dispatch(conn, id, request, out),
+                Err(e) => self.answer(conn, id, Err(e), out),
+            },
+        }
+    }
+
+    fn ws_closed(&mut self, conn: ConnId, _out: &mut EdgeOut) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let Some(j) = c.joined {
+            // Re-insert briefly so forget_peer sees the same path as a leave.
+            self.forget_peer(conn, &j.room_id, &j.peer_id);
+            let job = Job {
+                conn,
+                room_id: j.room_id,
+                peer_id: j.peer_id,
+                kind: JobKind::Disconnected,
+            };
+            let _ = self.workers[j.worker].jobs.send(job);
+        }
+    }
+
+    fn wake(&mut self, out: &mut EdgeOut) {
+        while let Some(msg) = self.outbound.try_recv() {
+            match msg {
+                Outbound::Response {
+                    conn,
+                    req_id,
+                    result,
+                } => self.on_response(conn, req_id, result, out),
+                Outbound::Notify { conn, method, data } => {
+                    if self.conns.contains_key(&conn) {
+                        out.send_text(conn, notification(method, data));
+                    }
+                }
+                Outbound::PeerGone {
+                    conn,
+                    room_id,
+                    peer_id,
+                } => self.forget_peer(conn, &room_id, &peer_id),
+            }
+        }
+    }
+}

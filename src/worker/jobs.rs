@@ -1,0 +1,49 @@
+//! The contract between the signaling thread and the workers: jobs in, outbound messages back.
+
+use crate::signaling::protocol::{ApiError, Request};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A WebSocket connection, as numbered by the edge.
+pub type ConnId = u64;
+
+/// Work for the worker that owns `room_id`.
+#[derive(Debug)]
+pub struct Job {
+    pub conn: ConnId,
+    pub room_id: Arc<str>,
+    pub peer_id: Arc<str>,
+    pub kind: JobKind,
+}
+
+#[derive(Debug)]
+pub enum JobKind {
+    /// A client request; answered with exactly one `Outbound::Response`.
+    Request { req_id: u32, request: Request },
+    /// The socket closed without leave-room: same as leaving, nobody to answer.
+    Disconnected,
+    /// Tests only: makes the room's handler panic, to prove a panic stays in its room.
+    #[doc(hidden)]
+    Crash,
+}
+
+/// Messages from a worker to the signaling thread.
+#[derive(Debug)]
+pub enum Outbound {
+    Response {
+        conn: ConnId,
+        req_id: u32,
+        result: Result<Value, ApiError>,
+    },
+    Notify {
+        conn: ConnId,
+        method: &'static str,
+        data: Value,
+    },
+    /// A peer was removed by the worker on its own (its room failed): forget it.
+    PeerGone {
+        conn: ConnId,
+        room_id: Arc<str>,
+        peer_id: Arc<str>,
+    },
+}

@@ -1,0 +1,94 @@
+//! Live counters of one worker, written by the worker, read by the signaling thread
+//! (relaxed atomics: no locks, no effect on the packet path).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub id: usize,
+    pub core: Option<usize>,
+    pub rooms: AtomicUsize,
+    pub peers: AtomicUsize,
+    pub transports: AtomicUsize,
+    pub producers: AtomicUsize,
+    pub consumers: AtomicUsize,
+    pub packets_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub panics: AtomicU64,
+    /// Forwarding latency percentiles in nanoseconds (socket in → socket out), refreshed
+    /// about once a second by the worker.
+    pub latency_p50_ns: AtomicU64,
+    pub latency_p99_ns: AtomicU64,
+    pub latency_p999_ns: AtomicU64,
+    pub latency_max_ns: AtomicU64,
+    pub latency_samples: AtomicU64,
+}
+
+/// Object kinds counted live.
+#[derive(Debug, Clone, Copy)]
+pub enum Counted {
+    Room,
+    Peer,
+    Transport,
+    Producer,
+    Consumer,
+}
+
+impl WorkerStats {
+    pub fn new(id: usize, core: Option<usize>) -> Self {
+        Self {
+            id,
+            core,
+            ..Default::default()
+        }
+    }
+
+    fn counter(&self, c: Counted) -> &AtomicUsize {
+        match c {
+            Counted::Room => &self.rooms,
+            Counted::Peer => &self.peers,
+            Counted::Transport => &self.transports,
+            Counted::Producer => &self.producers,
+            Counted::Consumer => &self.consumers,
+        }
+    }
+
+    pub fn inc(&self, c: Counted) {
+        self.counter(c).fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dec(&self, c: Counted) {
+        self.counter(c).fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self, c: Counted) -> usize {
+        self.counter(c).load(Ordering::Relaxed)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "id": self.id,
+            "core": self.core,
+            "rooms": self.get(Counted::Room),
+            "peers": self.get(Counted::Peer),
+            "transports": self.get(Counted::Transport),
+            "producers": self.get(Counted::Producer),
+            "consumers": self.get(Counted::Consumer),
+            "packetsIn": l(&self.packets_in),
+            "packetsOut": l(&self.packets_out),
+            "bytesIn": l(&self.bytes_in),
+            "bytesOut": l(&self.bytes_out),
+            "panics": l(&self.panics),
+            "forwardLatencyNs": {
+                "p50": l(&self.latency_p50_ns),
+                "p99": l(&self.latency_p99_ns),
+                "p999": l(&self.latency_p999_ns),
+                "max": l(&self.latency_max_ns),
+                "samples": l(&self.latency_samples),
+            },
+        })
+    }
+}
