@@ -1,0 +1,66 @@
+# Two entry points (see README.md): `make run` and `make test`. Both install what they need.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PORT ?= 8000
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+WEB_SOURCES := $(shell find web/app web/components web/lib web/hooks web/public -type f 2>/dev/null) \
+	web/package.json web/package-lock.json $(wildcard web/next.config.* web/tsconfig.json web/postcss.config.* web/tailwind.config.*)
+
+.PHONY: run test build web deps-system deps-web deps-browser lint test-rust test-web test-browser bench
+
+## run: build everything and serve the app on http://localhost:$(PORT)
+run: build
+	@ulimit -l unlimited 2>/dev/null || true; \
+	exec ./target/release/sfu --listen 0.0.0.0:$(PORT) --web-root web/out
+
+## test: every test (Rust unit + integration, web lint/typecheck, real-browser tests)
+test: deps-system lint test-rust test-web test-browser
+
+build: web target/release/sfu
+
+target/release/sfu: FORCE
+	$(CARGO) build --release --workspace --bins
+
+FORCE:
+
+# System packages (Debian): Chromium for browser tests, FFmpeg for HLS.
+deps-system:
+	@if ! command -v chromium >/dev/null || ! command -v ffmpeg >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install chromium ffmpeg" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q >/dev/null && apt-get install -y -q chromium ffmpeg >/dev/null; \
+	fi
+
+deps-web: web/node_modules/.installed
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+web: web/out/index.html
+web/out/index.html: web/node_modules/.installed $(WEB_SOURCES)
+	cd web && npm run build
+	touch $@
+
+deps-browser: tests/browser/node_modules/.installed
+tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+test-rust:
+	$(CARGO) test --release --workspace
+
+test-web: deps-web
+	cd web && npm run lint && npm run typecheck
+
+test-browser: build deps-browser
+	tests/run-browser-tests.sh
+
+## bench: micro benches of the hot path and the loadtest against a local server
+bench: build
+	$(CARGO) bench --bench hot_path
