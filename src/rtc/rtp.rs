@@ -241,14 +241,15 @@ pub fn rewrite_into(src: &[u8], h: &RtpHeader, rw: &Rewrite, out: &mut Vec<u8>) 
         }
         out.extend_from_slice(value);
     }
-    let data_len = out.len() - block_start - 4;
-    if data_len == 0 {
-        out.truncate(block_start);
-    } else {
-        let words = data_len.div_ceil(4);
-        out.resize(block_start + 4 + words * 4, 0);
-        out[block_start + 2..block_start + 4].copy_from_slice(&(words as u16).to_be_bytes());
-        out[0] |= 0x10;
+    let words = (out.len() - block_start - 4).div_ceil(4);
+    // A hostile block converted to two-byte form can outgrow the 16-bit length: drop it then.
+    match u16::try_from(words) {
+        Ok(words) if words > 0 => {
+            out.resize(block_start + 4 + words as usize * 4, 0);
+            out[block_start + 2..block_start + 4].copy_from_slice(&words.to_be_bytes());
+            out[0] |= 0x10;
+        }
+        _ => out.truncate(block_start),
     }
 
     out.extend_from_slice(payload_and_padding);
@@ -466,6 +467,35 @@ mod tests {
         assert_eq!(exts, vec![(3, &[1, 2, 3][..]), (1, &long_mid[..])]);
         let pkt = rtp::packet::Packet::unmarshal(&mut &out[..]).unwrap();
         assert_eq!(pkt.header.get_extension(1).unwrap(), &long_mid[..]);
+    }
+
+    #[test]
+    fn extension_block_that_would_outgrow_its_length_field_is_dropped() {
+        // 65535 words of one-byte elements (id 2, 1 byte each), mapped and forced to two-byte
+        // form by a long mid: 3 bytes per element no longer fit in a 16-bit word count.
+        let mut pkt = vec![
+            0x90, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xbe, 0xde, 0xff, 0xff,
+        ];
+        for _ in 0..65535 * 2 {
+            pkt.extend_from_slice(&[0x20, 0x07]);
+        }
+        pkt.push(0xaa);
+        let h = parse_rtp(&pkt).unwrap();
+        let mut map = ExtIdMap::new();
+        map.set(2, 2);
+        let rw = Rewrite {
+            ssrc: 1,
+            payload_type: 96,
+            sequence: 2,
+            timestamp: 3,
+            ext_map: &map,
+            mid: Some((1, &[b'm'; 20])),
+        };
+        let mut out = Vec::new();
+        rewrite_into(&pkt, &h, &rw, &mut out);
+        let back = parse_rtp(&out).unwrap();
+        assert_eq!(back.ext_profile, 0);
+        assert_eq!(back.payload(&out), &[0xaa]);
     }
 
     #[test]
