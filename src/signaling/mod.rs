@@ -2,3 +2,4 @@
 
 pub mod edge;
 pub mod http;
+pub mod static_files;
