@@ -298,13 +298,25 @@ mod tests {
     #[test]
     fn limits_and_garbage_are_rejected_with_the_right_status() {
         let big = b"POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n";
-        assert!(matches!(parse_request(big, 1024), ParseOutcome::Reject(413)));
+        assert!(matches!(
+            parse_request(big, 1024),
+            ParseOutcome::Reject(413)
+        ));
         let mut head = b"GET / HTTP/1.1\r\nX: ".to_vec();
         head.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
-        assert!(matches!(parse_request(&head, 1024), ParseOutcome::Reject(431)));
-        assert!(matches!(parse_request(b"\x00\x01garbage\r\n\r\n", 1024), ParseOutcome::Reject(400)));
+        assert!(matches!(
+            parse_request(&head, 1024),
+            ParseOutcome::Reject(431)
+        ));
+        assert!(matches!(
+            parse_request(b"\x00\x01garbage\r\n\r\n", 1024),
+            ParseOutcome::Reject(400)
+        ));
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(matches!(parse_request(chunked, 1024), ParseOutcome::Reject(400)));
+        assert!(matches!(
+            parse_request(chunked, 1024),
+            ParseOutcome::Reject(400)
+        ));
     }
 
     #[test]

@@ -69,7 +69,7 @@ fn serve_hls(rest: &str, hls_root: &Path) -> HttpResponse {
 
 fn serve_web(path: &str, root: &Path) -> HttpResponse {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if segments.iter().any(|s| *s == ".") {
+    if segments.contains(&".") {
         return HttpResponse::not_found();
     }
     let mut candidates: Vec<Vec<String>> = Vec::new();
@@ -192,10 +192,8 @@ mod tests {
         fn new(tag: &str) -> Self {
             static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!(
-                "sfu-static-{tag}-{}-{n}",
-                std::process::id()
-            ));
+            let dir =
+                std::env::temp_dir().join(format!("sfu-static-{tag}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).unwrap();
             Self(dir)
@@ -294,8 +292,14 @@ mod tests {
         std::fs::create_dir_all(hls.0.join("room1")).unwrap();
         std::os::unix::fs::symlink(outside.0.join("secret.ts"), hls.0.join("room1/a.ts")).unwrap();
         std::os::unix::fs::symlink(&outside.0, web.0.join("out")).unwrap();
-        assert_eq!(serve("GET", "/hls/room1/a.ts", Some(&web.0), &hls.0).status, 404);
-        assert_eq!(serve("GET", "/out/secret.ts", Some(&web.0), &hls.0).status, 404);
+        assert_eq!(
+            serve("GET", "/hls/room1/a.ts", Some(&web.0), &hls.0).status,
+            404
+        );
+        assert_eq!(
+            serve("GET", "/out/secret.ts", Some(&web.0), &hls.0).status,
+            404
+        );
     }
 
     #[test]
