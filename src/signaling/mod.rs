@@ -4,3 +4,4 @@ pub mod edge;
 pub mod http;
 pub mod protocol;
 pub mod session;
+pub mod static_files;
