@@ -694,8 +694,18 @@ mod tests {
     impl Pair {
         /// Carries datagrams (dropping `loss` of them) until `done` says so or `limit` passes.
         fn pump(&self, loss: f64, limit: Duration, done: impl Fn(&Outcome) -> bool) -> Outcome {
-            let deadline = Instant::now() + limit;
             let mut rng = rand::thread_rng();
+            self.pump_dropping(limit, done, |_, _| rng.gen_bool(loss))
+        }
+
+        /// Carries the datagrams `lose` lets through until `done` says so or `limit` passes.
+        fn pump_dropping(
+            &self,
+            limit: Duration,
+            done: impl Fn(&Outcome) -> bool,
+            mut lose: impl FnMut(Side, &[u8]) -> bool,
+        ) -> Outcome {
+            let deadline = Instant::now() + limit;
             let mut outcome = Outcome::default();
             while !done(&outcome) {
                 let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -706,7 +716,7 @@ mod tests {
                 };
                 match event {
                     DtlsEvent::Transmit(datagram) => {
-                        if rng.gen_bool(loss) {
+                        if lose(side, &datagram) {
                             continue;
                         }
                         match side {
@@ -785,6 +795,21 @@ mod tests {
     fn the_handshake_completes_with_a_fifth_of_the_datagrams_dropped() {
         let pair = pair_with(None);
         let outcome = pair.pump(0.2, Duration::from_secs(25), both_reported);
+        assert_same_keys(&outcome);
+    }
+
+    #[test]
+    fn the_server_resends_its_lost_last_flight_when_the_client_retransmits() {
+        let pair = pair_with(None);
+        let mut dropped_last_flight = false;
+        let outcome = pair.pump_dropping(Duration::from_secs(10), both_reported, |side, d| {
+            let lose = side == Side::Server
+                && !dropped_last_flight
+                && has_record_type(d, CONTENT_TYPE_CHANGE_CIPHER_SPEC);
+            dropped_last_flight |= lose;
+            lose
+        });
+        assert!(dropped_last_flight);
         assert_same_keys(&outcome);
     }
 
