@@ -8,7 +8,11 @@ use std::path::PathBuf;
 
 /// Command-line flags; every one also reads an `SFU_*` environment variable.
 #[derive(Parser, Debug, Default)]
-#[command(name = "sfu", version, about = "Thread-per-core WebRTC SFU for mediasoup-client")]
+#[command(
+    name = "sfu",
+    version,
+    about = "Thread-per-core WebRTC SFU for mediasoup-client"
+)]
 pub struct Cli {
     /// TOML file with any of the settings below (flags and env win over it).
     #[arg(long, env = "SFU_CONFIG")]
@@ -190,10 +194,14 @@ impl Config {
             ));
         }
         if self.max_ws_message < 1024 {
-            return Err(ConfigError::Invalid("max_ws_message must be >= 1024".into()));
+            return Err(ConfigError::Invalid(
+                "max_ws_message must be >= 1024".into(),
+            ));
         }
         if self.max_peers_per_room == 0 {
-            return Err(ConfigError::Invalid("max_peers_per_room must be >= 1".into()));
+            return Err(ConfigError::Invalid(
+                "max_peers_per_room must be >= 1".into(),
+            ));
         }
         Ok(())
     }
@@ -208,7 +216,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sfu-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sfu.toml");
-        std::fs::write(&path, "workers = 1\nrtc_port = 50000\nannounced_ip = \"10.0.0.5\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "workers = 1\nrtc_port = 50000\nannounced_ip = \"10.0.0.5\"\n",
+        )
+        .unwrap();
         let cli = Cli {
             config: Some(path),
             rtc_port: Some(51000),

@@ -39,6 +39,8 @@ mod tests {
 
     #[test]
     fn room_ids_are_valid_room_ids() {
-        assert!(crate::signaling::protocol::is_valid_room_id(&super::room_id()));
+        assert!(crate::signaling::protocol::is_valid_room_id(
+            &super::room_id()
+        ));
     }
 }

@@ -31,7 +31,9 @@ fn init_logging() {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("sfu=info,warn"));
     let json = std::env::var("SFU_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if json {
         builder.json().init();
     } else {
@@ -67,7 +69,12 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             max_http_body: 16 * 1024,
         },
     )
-    .map_err(|e| format!("cannot listen on {}: {e} (is another server running? set --listen)", cfg.listen))?;
+    .map_err(|e| {
+        format!(
+            "cannot listen on {}: {e} (is another server running? set --listen)",
+            cfg.listen
+        )
+    })?;
     let (out_tx, out_rx) = mio_mailbox(edge.waker());
     let cert = Arc::new(DtlsCertificate::generate()?);
     let fingerprint = cert.fingerprint_sha256();

@@ -33,8 +33,14 @@ fn unknown_methods_and_wrong_types_fail_with_bad_request() {
     let server = Server::start();
     let mut c = server.client();
     assert_eq!(c.error_code("teleport", json!({})), "bad-request");
-    assert_eq!(c.error_code("join-room", json!({"roomId": 42})), "bad-request");
-    assert_eq!(c.error_code("join-room", json!({"roomId": "bad id"})), "bad-request");
+    assert_eq!(
+        c.error_code("join-room", json!({"roomId": 42})),
+        "bad-request"
+    );
+    assert_eq!(
+        c.error_code("join-room", json!({"roomId": "bad id"})),
+        "bad-request"
+    );
     assert_eq!(c.error_code("join-room", json!([1, 2])), "bad-request");
     c.ok("join-room", json!({"roomId": "r2"}));
     assert_eq!(
@@ -42,7 +48,10 @@ fn unknown_methods_and_wrong_types_fail_with_bad_request() {
         "bad-request"
     );
     assert_eq!(
-        c.error_code("produce", json!({"transportId": "x", "kind": "smell", "rtpParameters": {}})),
+        c.error_code(
+            "produce",
+            json!({"transportId": "x", "kind": "smell", "rtpParameters": {}})
+        ),
         "bad-request"
     );
     still_serves(&server);
@@ -61,7 +70,10 @@ fn requests_before_join_fail_with_invalid_state() {
         "invalid-state"
     );
     c.ok("join-room", json!({"roomId": "r3"}));
-    assert_eq!(c.error_code("join-room", json!({"roomId": "r3"})), "invalid-state");
+    assert_eq!(
+        c.error_code("join-room", json!({"roomId": "r3"})),
+        "invalid-state"
+    );
 }
 
 #[test]
@@ -82,8 +94,14 @@ fn ids_of_other_peers_are_not_found() {
         b.error_code("connect-transport", json!({"transportId": tid, "dtlsParameters": {"role": "client", "fingerprints": [{"algorithm": "sha-256", "value": "AA:BB"}]}})),
         "not-found"
     );
-    assert_eq!(b.error_code("pause-producer", json!({"producerId": pid})), "not-found");
-    assert_eq!(b.error_code("close-producer", json!({"producerId": pid})), "not-found");
+    assert_eq!(
+        b.error_code("pause-producer", json!({"producerId": pid})),
+        "not-found"
+    );
+    assert_eq!(
+        b.error_code("close-producer", json!({"producerId": pid})),
+        "not-found"
+    );
     assert_eq!(
         b.error_code("consume-media", json!({"transportId": tid, "producerId": pid, "rtpCapabilities": {"codecs": [], "headerExtensions": []}})),
         "not-found"
@@ -216,7 +234,13 @@ fn leaving_notifies_the_others_and_counts_return_to_zero() {
     assert!(consumed["rtpParameters"]["encodings"][0]["ssrc"].is_u64());
     let s = server.stats();
     assert_eq!(
-        (s["rooms"].clone(), s["peers"].clone(), s["transports"].clone(), s["producers"].clone(), s["consumers"].clone()),
+        (
+            s["rooms"].clone(),
+            s["peers"].clone(),
+            s["transports"].clone(),
+            s["producers"].clone(),
+            s["consumers"].clone()
+        ),
         (json!(1), json!(2), json!(2), json!(1), json!(1))
     );
 

@@ -87,7 +87,9 @@ pub struct WorkerCore {
 fn ortc_error(e: OrtcError) -> ApiError {
     match e {
         OrtcError::BadRequest(m) => ApiError::bad_request(m),
-        OrtcError::Unsupported(m) => ApiError::new(crate::signaling::protocol::ErrorCode::Unsupported, m),
+        OrtcError::Unsupported(m) => {
+            ApiError::new(crate::signaling::protocol::ErrorCode::Unsupported, m)
+        }
         OrtcError::Limit(m) => ApiError::limit(m),
     }
 }
@@ -150,7 +152,8 @@ impl WorkerCore {
     pub fn handle_job(&mut self, job: Job, now: Instant) {
         match job.kind {
             JobKind::Request { req_id, request } => {
-                let result = self.handle_request(job.conn, &job.room_id, &job.peer_id, request, now);
+                let result =
+                    self.handle_request(job.conn, &job.room_id, &job.peer_id, request, now);
                 let _ = self.signaling.send(Outbound::Response {
                     conn: job.conn,
                     req_id,
@@ -171,7 +174,11 @@ impl WorkerCore {
         now: Instant,
     ) -> Result<Value, ApiError> {
         if !matches!(request, Request::JoinRoom { .. })
-            && self.rooms.get(room_id).and_then(|r| r.peer(peer_id)).is_none()
+            && self
+                .rooms
+                .get(room_id)
+                .and_then(|r| r.peer(peer_id))
+                .is_none()
         {
             return Err(ApiError::invalid_state("not in a room; join-room first"));
         }
@@ -234,10 +241,19 @@ impl WorkerCore {
                 transport_id,
                 producer_id,
                 rtp_capabilities,
-            } => self.consume(room_id, peer_id, &transport_id, &producer_id, rtp_capabilities),
+            } => self.consume(
+                room_id,
+                peer_id,
+                &transport_id,
+                &producer_id,
+                rtp_capabilities,
+            ),
             Request::ResumeConsumer { consumer_id } => {
                 let ckey = self.own_consumer(room_id, peer_id, &consumer_id)?;
-                let c = self.consumers.get_mut(&ckey).ok_or_else(|| ApiError::not_found("consumer"))?;
+                let c = self
+                    .consumers
+                    .get_mut(&ckey)
+                    .ok_or_else(|| ApiError::not_found("consumer"))?;
                 c.paused = false;
                 c.seq.synced = false;
                 let pkey = c.producer;
@@ -264,7 +280,10 @@ impl WorkerCore {
             }
             Request::RestartIce { transport_id } => {
                 let key = self.own_transport(room_id, peer_id, &transport_id)?;
-                let t = self.transports.get_mut(&key).ok_or_else(|| ApiError::not_found("transport"))?;
+                let t = self
+                    .transports
+                    .get_mut(&key)
+                    .ok_or_else(|| ApiError::not_found("transport"))?;
                 self.by_ufrag.remove(&t.ice.ufrag);
                 t.ice = crate::rtc::ice::IceCredentials::random();
                 self.by_ufrag.insert(t.ice.ufrag.clone(), key);
@@ -360,7 +379,9 @@ impl WorkerCore {
         for p in &room.peers {
             for (pid, pkey) in &p.producers {
                 if let Some(prod) = self.producers.get(pkey) {
-                    producers.push(json!({"producerId": pid, "peerId": &*p.id, "kind": prod.kind.as_str()}));
+                    producers.push(
+                        json!({"producerId": pid, "peerId": &*p.id, "kind": prod.kind.as_str()}),
+                    );
                 }
             }
         }
@@ -473,7 +494,10 @@ impl WorkerCore {
             Kind::Video => MediaKind::Video,
         };
         let mapping = ortc::validate_produce(kind, &params, &self.caps).map_err(ortc_error)?;
-        let t = self.transports.get(&tkey).ok_or_else(|| ApiError::not_found("transport"))?;
+        let t = self
+            .transports
+            .get(&tkey)
+            .ok_or_else(|| ApiError::not_found("transport"))?;
         let mut ssrcs = Vec::new();
         for e in &mapping.encodings {
             for s in [e.ssrc, e.rtx_ssrc].into_iter().flatten() {
@@ -550,17 +574,26 @@ impl WorkerCore {
             .get(room_id)
             .and_then(|r| r.producers_by_id.get(producer_id))
             .copied()
-            .ok_or_else(|| ApiError::not_found(format!("no producer \"{producer_id}\" in this room")))?;
+            .ok_or_else(|| {
+                ApiError::not_found(format!("no producer \"{producer_id}\" in this room"))
+            })?;
         let remote: RtpCapabilities = serde_json::from_value(rtp_capabilities)
             .map_err(|e| ApiError::bad_request(format!("consume-media: rtpCapabilities: {e}")))?;
         ortc::validate_capabilities(&remote).map_err(ortc_error)?;
-        let producer = self.producers.get(&pkey).ok_or_else(|| ApiError::not_found("producer"))?;
+        let ckey = self.key();
+        let producer = self
+            .producers
+            .get(&pkey)
+            .ok_or_else(|| ApiError::not_found("producer"))?;
         if !ortc::can_consume(&producer.mapping, &remote) {
             return Err(ortc_error(OrtcError::Unsupported(
                 "cannot consume this producer with the given rtpCapabilities".into(),
             )));
         }
-        let t = self.transports.get(&tkey).ok_or_else(|| ApiError::not_found("transport"))?;
+        let t = self
+            .transports
+            .get(&tkey)
+            .ok_or_else(|| ApiError::not_found("transport"))?;
         let mut rng = rand::thread_rng();
         let mut fresh_ssrc = |taken: &HashMap<u32, CKey>| loop {
             let s: u32 = rng.gen_range(100_000_000..900_000_000);
@@ -613,7 +646,6 @@ impl WorkerCore {
             .first()
             .and_then(|e| e.rtx.as_ref())
             .is_some();
-        let ckey = self.key();
         let id = crate::ids::uuid_v4();
         let consumer = Consumer {
             id: id.clone(),
@@ -645,7 +677,9 @@ impl WorkerCore {
         if let Some(p) = self.producers.get_mut(&pkey) {
             p.consumers.push(ckey);
         }
-        self.peer_mut(room_id, peer_id)?.consumers.insert(id.clone(), ckey);
+        self.peer_mut(room_id, peer_id)?
+            .consumers
+            .insert(id.clone(), ckey);
         self.stats.inc(Counted::Consumer);
         Ok(json!({
             "consumerId": id,
@@ -664,7 +698,10 @@ impl WorkerCore {
         now: Instant,
     ) -> Result<Value, ApiError> {
         let pkey = self.own_producer(room_id, peer_id, producer_id)?;
-        let p = self.producers.get_mut(&pkey).ok_or_else(|| ApiError::not_found("producer"))?;
+        let p = self
+            .producers
+            .get_mut(&pkey)
+            .ok_or_else(|| ApiError::not_found("producer"))?;
         let changed = p.paused != paused;
         p.paused = paused;
         if changed {
@@ -677,7 +714,11 @@ impl WorkerCore {
                 }
                 self.request_keyframe(pkey, now, true);
             }
-            let method = if paused { "producer-paused" } else { "producer-resumed" };
+            let method = if paused {
+                "producer-paused"
+            } else {
+                "producer-resumed"
+            };
             if let Some(room) = self.rooms.get(room_id) {
                 self.notify_others(room, peer_id, method, json!({"producerId": producer_id}));
             }
@@ -703,7 +744,12 @@ impl WorkerCore {
                 peer.producers.remove(&p.id);
             }
             let room = &self.rooms[&p.room];
-            self.notify_others(room, &p.peer, "producer-closed", json!({"producerId": p.id}));
+            self.notify_others(
+                room,
+                &p.peer,
+                "producer-closed",
+                json!({"producerId": p.id}),
+            );
         }
     }
 
@@ -756,7 +802,11 @@ impl WorkerCore {
         t.close();
         self.by_ufrag.remove(&t.ice.ufrag);
         self.by_addr.retain(|_, k| *k != tkey);
-        if let Some(peer) = self.rooms.get_mut(&t.room).and_then(|r| r.peer_mut(&t.peer)) {
+        if let Some(peer) = self
+            .rooms
+            .get_mut(&t.room)
+            .and_then(|r| r.peer_mut(&t.peer))
+        {
             peer.transports.remove(&t.id);
         }
         self.stats.dec(Counted::Transport);
@@ -790,7 +840,8 @@ impl WorkerCore {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        let peers: Vec<(Arc<str>, ConnId)> = room.peers.iter().map(|p| (p.id.clone(), p.conn)).collect();
+        let peers: Vec<(Arc<str>, ConnId)> =
+            room.peers.iter().map(|p| (p.id.clone(), p.conn)).collect();
         for (peer_id, conn) in peers {
             // Closing can panic again if the state is what broke; never let that escape.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

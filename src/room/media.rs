@@ -6,15 +6,24 @@ use super::core::{DtlsMsg, WorkerCore};
 use super::ortc::MediaKind;
 use super::transport::{DtlsState, MAX_EARLY_DTLS};
 use super::{PKey, TKey};
-use crate::rtc::dtls::{DtlsEvent, DtlsRole};
+use crate::rtc::dtls::{DtlsEvent, DtlsRole, SrtpProfileId};
 use crate::rtc::keyframe::is_keyframe;
 use crate::rtc::rtcp::{self, RtcpEvent};
 use crate::rtc::rtp::{self, Rewrite};
-use crate::rtc::srtp::{split_keying_material, SrtpSession};
+use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
 use crate::rtc::{classify, ice, PacketClass};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+fn srtp_profile(id: SrtpProfileId) -> SrtpProfile {
+    match id {
+        SrtpProfileId::AeadAes256Gcm => SrtpProfile::AeadAes256Gcm,
+        SrtpProfileId::AeadAes128Gcm => SrtpProfile::AeadAes128Gcm,
+        SrtpProfileId::Aes128CmHmacSha1_80 => SrtpProfile::Aes128CmHmacSha1_80,
+        SrtpProfileId::Aes128CmHmacSha1_32 => SrtpProfile::Aes128CmHmacSha1_32,
+    }
+}
 
 /// SSRC we use as the sender of RTCP feedback (PLI/FIR) towards producers.
 const FEEDBACK_SSRC: u32 = 1;
@@ -118,7 +127,7 @@ impl WorkerCore {
                 };
                 t.dtls = DtlsState::Connected(session);
                 let keys = split_keying_material(
-                    material.profile.into(),
+                    srtp_profile(material.profile),
                     &material.material,
                     material.role == DtlsRole::Client,
                 );
@@ -181,13 +190,14 @@ impl WorkerCore {
 
     /// Simulcast producers announce rids, not SSRCs: bind an unknown SSRC by its rid.
     fn learn_rid_ssrc(&mut self, tkey: TKey, plain: &[u8], hdr: &rtp::RtpHeader) -> Option<PKey> {
+        let candidates: Vec<PKey> = self
+            .producers
+            .iter()
+            .filter(|(_, p)| p.transport == tkey && p.mapping.rid_ext_id().is_some())
+            .map(|(k, _)| *k)
+            .collect();
         let t = self.transports.get_mut(&tkey)?;
-        for pkey in t.producers_by_ssrc.values().copied().collect::<Vec<_>>().into_iter().chain(
-            self.producers
-                .iter()
-                .filter(|(_, p)| p.transport == tkey)
-                .map(|(k, _)| *k),
-        ) {
+        for pkey in candidates {
             let p = self.producers.get_mut(&pkey)?;
             let Some(rid_id) = p.mapping.rid_ext_id() else {
                 continue;
@@ -282,7 +292,9 @@ impl WorkerCore {
                     .wrapping_add((hdr.payload_end - hdr.payload_start) as u32);
                 c.last_sent_at = Some(now);
                 stats.packets_out.fetch_add(1, Ordering::Relaxed);
-                stats.bytes_out.fetch_add(out.len() as u64, Ordering::Relaxed);
+                stats
+                    .bytes_out
+                    .fetch_add(out.len() as u64, Ordering::Relaxed);
                 outbox.push((to, out));
             }
         }
@@ -339,7 +351,9 @@ impl WorkerCore {
         if !p.take_keyframe_slot(now) {
             return;
         }
-        let Some(media_ssrc) = p.media_ssrc().or_else(|| p.ssrcs.iter().flatten().next().copied())
+        let Some(media_ssrc) = p
+            .media_ssrc()
+            .or_else(|| p.ssrcs.iter().flatten().next().copied())
         else {
             return;
         };
@@ -387,7 +401,14 @@ impl WorkerCore {
                 .last_ts
                 .wrapping_add((elapsed * f64::from(c.clock_rate)) as u32);
             let mut pkt = Vec::with_capacity(28);
-            rtcp::build_sender_report(c.ssrc, ntp, rtp_time, c.packets_sent, c.octets_sent, &mut pkt);
+            rtcp::build_sender_report(
+                c.ssrc,
+                ntp,
+                rtp_time,
+                c.packets_sent,
+                c.octets_sent,
+                &mut pkt,
+            );
             reports.push((c.transport, pkt));
         }
         for (tkey, pkt) in reports {

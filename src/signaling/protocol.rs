@@ -79,7 +79,11 @@ impl std::error::Error for ApiError {}
 /// A decoded text frame.
 #[derive(Debug)]
 pub enum Frame {
-    Request { id: u32, method: String, data: Value },
+    Request {
+        id: u32,
+        method: String,
+        data: Value,
+    },
     /// Not JSON or no usable id: answered with an `error` notification.
     Invalid(String),
 }
@@ -498,7 +502,11 @@ mod tests {
         for id in ["", "a b", "../x", &"x".repeat(65)] {
             let text = json!({"request":true,"id":1,"method":"join-room","data":{"roomId": id}})
                 .to_string();
-            assert_eq!(request(&text).unwrap_err().code, ErrorCode::BadRequest, "{id}");
+            assert_eq!(
+                request(&text).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{id}"
+            );
         }
     }
 
@@ -512,8 +520,8 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("up"), "{}", e.message);
-        let e = request(r#"{"request":true,"id":1,"method":"resume-consumer","data":[]}"#)
-            .unwrap_err();
+        let e =
+            request(r#"{"request":true,"id":1,"method":"resume-consumer","data":[]}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
     }
 
@@ -534,7 +542,8 @@ mod tests {
             err,
             json!({"response":true,"id":4,"ok":false,"error":{"code":"not-found","message":"producer"}})
         );
-        let n: Value = serde_json::from_str(&notification("peer-left", json!({"peerId":"p"}))).unwrap();
+        let n: Value =
+            serde_json::from_str(&notification("peer-left", json!({"peerId":"p"}))).unwrap();
         assert_eq!(
             n,
             json!({"notification":true,"method":"peer-left","data":{"peerId":"p"}})

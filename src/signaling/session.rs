@@ -80,7 +80,13 @@ impl Signaling {
     }
 
     /// Answers `req_id` from here, after anything still in flight for this socket.
-    fn answer(&mut self, conn: ConnId, req_id: u32, result: Result<Value, ApiError>, out: &mut EdgeOut) {
+    fn answer(
+        &mut self,
+        conn: ConnId,
+        req_id: u32,
+        result: Result<Value, ApiError>,
+        out: &mut EdgeOut,
+    ) {
         let text = match result {
             Ok(data) => response_ok(req_id, data),
             Err(e) => response_err(req_id, &e),
@@ -116,10 +122,18 @@ impl Signaling {
             (Request::JoinRoom { .. }, Some(_)) => self.answer(
                 conn,
                 req_id,
-                Err(ApiError::invalid_state("this socket already joined a room; leave-room first")),
+                Err(ApiError::invalid_state(
+                    "this socket already joined a room; leave-room first",
+                )),
                 out,
             ),
-            (Request::JoinRoom { room_id, display_name }, None) => {
+            (
+                Request::JoinRoom {
+                    room_id,
+                    display_name,
+                },
+                None,
+            ) => {
                 let room_id: Arc<str> = Arc::from(room_id.as_str());
                 let display_name = display_name.clone();
                 self.join(conn, req_id, room_id, display_name, request, out)
@@ -238,7 +252,13 @@ impl Signaling {
         }
     }
 
-    fn on_response(&mut self, conn: ConnId, req_id: u32, result: Result<Value, ApiError>, out: &mut EdgeOut) {
+    fn on_response(
+        &mut self,
+        conn: ConnId,
+        req_id: u32,
+        result: Result<Value, ApiError>,
+        out: &mut EdgeOut,
+    ) {
         let failed_join = {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;

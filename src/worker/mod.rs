@@ -148,7 +148,12 @@ impl Sending {
     }
 }
 
-async fn run(opts: WorkerOptions, sock: Rc<UdpSocket>, jobs: Receiver<Job>, stats: Arc<WorkerStats>) {
+async fn run(
+    opts: WorkerOptions,
+    sock: Rc<UdpSocket>,
+    jobs: Receiver<Job>,
+    stats: Arc<WorkerStats>,
+) {
     let (dtls_tx, dtls_rx) = task_mailbox::<DtlsMsg>();
     let core: Shared = Rc::new(RefCell::new(WorkerCore::new(
         opts.id,
@@ -223,9 +228,12 @@ async fn run(opts: WorkerOptions, sock: Rc<UdpSocket>, jobs: Receiver<Job>, stat
             s.flush(&c, now).await;
             if n % 4 == 0 {
                 let h = s.histogram.borrow();
-                st.latency_p50_ns.store(h.value_at_quantile(0.5), Ordering::Relaxed);
-                st.latency_p99_ns.store(h.value_at_quantile(0.99), Ordering::Relaxed);
-                st.latency_p999_ns.store(h.value_at_quantile(0.999), Ordering::Relaxed);
+                st.latency_p50_ns
+                    .store(h.value_at_quantile(0.5), Ordering::Relaxed);
+                st.latency_p99_ns
+                    .store(h.value_at_quantile(0.99), Ordering::Relaxed);
+                st.latency_p999_ns
+                    .store(h.value_at_quantile(0.999), Ordering::Relaxed);
                 st.latency_max_ns.store(h.max(), Ordering::Relaxed);
                 st.latency_samples.store(h.len(), Ordering::Relaxed);
             }

@@ -189,7 +189,11 @@ impl Client {
 
     /// Waits for a notification `method` (already received or arriving).
     pub fn wait_notification(&mut self, method: &str) -> Value {
-        if let Some(i) = self.notifications.iter().position(|n| n["method"] == json!(method)) {
+        if let Some(i) = self
+            .notifications
+            .iter()
+            .position(|n| n["method"] == json!(method))
+        {
             return self.notifications.remove(i);
         }
         loop {
