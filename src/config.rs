@@ -23,7 +23,8 @@ pub struct Cli {
     /// Number of media workers (one glommio executor per core). Default: one per core.
     #[arg(long, env = "SFU_WORKERS")]
     pub workers: Option<usize>,
-    /// IP the media UDP sockets bind to.
+    /// IP the media UDP sockets bind to (default: the announced IP; a wildcard bind lets the
+    /// kernel answer from another source address than the candidate's, which browsers reject).
     #[arg(long, env = "SFU_RTC_LISTEN_IP")]
     pub rtc_listen_ip: Option<IpAddr>,
     /// IP announced in ICE candidates (what browsers send media to).
@@ -90,7 +91,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8000),
             workers: num_cores(),
-            rtc_listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            rtc_listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             rtc_port: 45000,
             web_root: PathBuf::from("web/out"),
@@ -149,6 +150,8 @@ impl Config {
             rtc_listen_ip: cli
                 .rtc_listen_ip
                 .or(file.rtc_listen_ip)
+                .or(cli.announced_ip)
+                .or(file.announced_ip)
                 .unwrap_or(d.rtc_listen_ip),
             announced_ip: cli
                 .announced_ip

@@ -59,17 +59,23 @@ impl WorkerCore {
     }
 
     fn handle_stun(&mut self, buf: &[u8], from: SocketAddr, now: Instant) {
-        let Ok(req) = ice::parse_binding_request(buf) else {
-            return;
+        let req = match ice::parse_binding_request(buf) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::trace!(%from, error = ?e, "STUN ignored");
+                return;
+            }
         };
         let Some(&tkey) = self.by_ufrag.get(req.local_ufrag.as_str()) else {
+            tracing::trace!(%from, ufrag = %req.local_ufrag, "STUN for an unknown ufrag");
             return;
         };
         let Some(t) = self.transports.get_mut(&tkey) else {
             return;
         };
         self.scratch.clear();
-        if ice::answer_binding_request(buf, &t.ice.pwd, from, &mut self.scratch).is_err() {
+        if let Err(e) = ice::answer_binding_request(buf, &t.ice.pwd, from, &mut self.scratch) {
+            tracing::trace!(%from, error = ?e, "STUN binding request rejected");
             return;
         }
         t.last_seen = now;
@@ -94,6 +100,7 @@ impl WorkerCore {
         let Some(t) = self.transports.get_mut(&tkey) else {
             return;
         };
+        tracing::trace!(transport = %t.id, len = buf.len(), "dtls record in");
         match &t.dtls {
             DtlsState::Handshaking(s) | DtlsState::Connected(s) => s.feed(buf),
             DtlsState::New | DtlsState::Pending { .. } => {
@@ -113,6 +120,7 @@ impl WorkerCore {
         };
         match msg.event {
             DtlsEvent::Transmit(data) => {
+                tracing::trace!(transport = %t.id, len = data.len(), remote = ?t.remote, "dtls record out");
                 if let Some(to) = t.remote {
                     self.outbox.push((to, bytes::Bytes::from(data)));
                 }
