@@ -133,7 +133,12 @@ async function join(roomId, displayName = '') {
   for (const p of res.peers || []) state.peers.set(p.peerId, p.displayName);
   for (const p of res.producers || []) state.knownProducers.set(p.producerId, p);
 
-  state.device = new Device();
+  try {
+    state.device = new Device();
+  } catch (e) {
+    // Unknown UA: let mediasoup-client probe the browser instead.
+    state.device = await Device.factory();
+  }
   await state.device.load({ routerRtpCapabilities: res.routerRtpCapabilities });
 
   state.sendTransport = await makeTransport('send');
