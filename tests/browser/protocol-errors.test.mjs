@@ -43,6 +43,40 @@ test('an unknown method gets a bad-request response with the same id', async () 
   assertError(r, 'bad-request', 'unknown method');
 });
 
+test('pipelined requests each get exactly one response, in order', async () => {
+  const c = await client();
+  const room = roomId('pipe');
+  const ids = [11, 12, 13, 14, 15];
+  const reqs = [
+    ['join-room', { roomId: room, displayName: 'pipe' }],
+    ['create-transport', { direction: 'send' }],
+    ['create-transport', { direction: 'recv' }],
+    ['frobnicate', {}],
+    ['leave-room', {}],
+  ];
+  reqs.forEach(([method, data], i) => c.sendRaw(JSON.stringify({ request: true, id: ids[i], method, data })));
+  await c.next((m) => m.response && m.id === 15);
+  await new Promise((r) => setTimeout(r, 300)); // catch duplicates that would arrive late
+  const responses = c.frames.filter((m) => m.response);
+  assert.deepEqual(responses.map((m) => m.id), ids, 'one response per request, in request order');
+  assert.deepEqual(responses.map((m) => m.ok), [true, true, true, false, true]);
+  const [, send, recv] = responses;
+  for (const t of [send.data, recv.data]) {
+    assert.ok(t.id && t.iceParameters && Array.isArray(t.iceCandidates) && t.iceCandidates.length > 0 && t.dtlsParameters, 'TransportOptions shape');
+    assert.equal(t.iceParameters.iceLite, true, 'iceLite');
+    assert.equal(t.dtlsParameters.role, 'auto', 'dtls role auto');
+    assert.ok(t.dtlsParameters.fingerprints.some((f) => f.algorithm === 'sha-256'), 'sha-256 fingerprint');
+  }
+  assert.notEqual(send.data.id, recv.data.id);
+});
+
+test('a socket joins at most one room', async () => {
+  const c = await client();
+  await c.call('join-room', { roomId: roomId('once') });
+  assertError(await c.request('join-room', { roomId: roomId('twice') }), ['invalid-state', 'bad-request'], 'second join-room');
+  await c.call('leave-room');
+});
+
 test('join-room with an invalid room id is a bad-request', async () => {
   const c = await client();
   assertError(await c.request('join-room', { roomId: 'no spaces/allowed' }), 'bad-request', 'invalid roomId');
@@ -91,7 +125,7 @@ test('produce with a codec the router lacks is rejected', async () => {
 test('a frame over 64 KiB closes the socket with 1009, and a fresh peer can still join afterwards', async () => {
   const c = await client();
   c.sendRaw(JSON.stringify({ request: true, id: 1, method: 'join-room', data: { roomId: 'big', pad: 'x'.repeat(70 * 1024) } }));
-  const closed = await Promise.race([c.closed, new Promise((r) => setTimeout(() => r({ code: 'timeout' }), 10_000))]);
+  const closed = await Promise.race([c.closed, new Promise((r) => setTimeout(() => r({ code: 'timeout' }), 10_000).unref())]);
   assert.equal(closed.code, 1009, 'close code');
 
   const d = await client();
