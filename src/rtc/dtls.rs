@@ -671,10 +671,17 @@ mod tests {
     }
 
     fn pair_with(client_remote: Option<Vec<RemoteFingerprint>>) -> Pair {
+        pair_with_fingerprints(client_remote, None)
+    }
+
+    fn pair_with_fingerprints(
+        client_remote: Option<Vec<RemoteFingerprint>>,
+        server_remote: Option<Vec<RemoteFingerprint>>,
+    ) -> Pair {
         let client_cert = Arc::new(DtlsCertificate::generate().expect("client certificate"));
         let server_cert = Arc::new(DtlsCertificate::generate().expect("server certificate"));
         let client_remote = client_remote.unwrap_or_else(|| fingerprint_of(&server_cert));
-        let server_remote = fingerprint_of(&client_cert);
+        let server_remote = server_remote.unwrap_or_else(|| fingerprint_of(&client_cert));
         let client_runtime = DtlsRuntime::start(client_cert).expect("client runtime");
         let server_runtime = DtlsRuntime::start(server_cert).expect("server runtime");
         let (tx, events) = mpsc::channel();
@@ -789,6 +796,37 @@ mod tests {
             "the client should fail: {outcome:?}"
         );
         assert!(!matches!(outcome.server, Some(DtlsEvent::Connected(_))));
+    }
+
+    #[test]
+    fn a_client_certificate_not_matching_its_fingerprint_makes_the_server_fail() {
+        let wrong = vec![RemoteFingerprint {
+            algorithm: "sha-1".into(),
+            value: "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33".into(),
+        }];
+        let pair = pair_with_fingerprints(None, Some(wrong));
+        let outcome = pair.pump(0.0, Duration::from_secs(10), |o| o.server.is_some());
+        assert!(
+            matches!(outcome.server, Some(DtlsEvent::Failed(_))),
+            "the server should fail: {outcome:?}"
+        );
+    }
+
+    #[test]
+    fn dropping_the_runtime_with_a_session_in_progress_returns() {
+        let cert = Arc::new(DtlsCertificate::generate().expect("certificate"));
+        let runtime = DtlsRuntime::start(Arc::clone(&cert)).expect("runtime");
+        let (tx, _events) = mpsc::channel();
+        let session = runtime.new_session(
+            DtlsRole::Server,
+            fingerprint_of(&cert),
+            sink(Side::Server, &tx),
+        );
+        let started = Instant::now();
+        drop(runtime);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        session.feed(&[22; 20]);
+        session.close();
     }
 
     #[test]

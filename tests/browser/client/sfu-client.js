@@ -1,0 +1,282 @@
+// Page script for the browser tests: the unmodified mediasoup-client speaking shared/protocol.md.
+// Bundled by harness.mjs with esbuild into dist/client.js; exposes `window.sfu` (async API used by
+// the tests through page.evaluate).
+import { Device } from 'mediasoup-client';
+
+const state = {
+  ws: null,
+  nextId: 1,
+  pending: new Map(), // id -> {resolve, reject, method}
+  notifications: [], // {method, data, t}
+  errors: [], // client-side problems (failed auto-consume, ...)
+  device: null,
+  peerId: null,
+  roomId: null,
+  peers: new Map(), // peerId -> displayName
+  knownProducers: new Map(), // producerId -> {producerId, peerId, kind}
+  sendTransport: null,
+  recvTransport: null,
+  producers: new Map(), // producerId -> Producer
+  consumers: new Map(), // consumerId -> {consumer, producerId, peerId, kind, el}
+  consuming: new Set(), // producerIds being / already consumed
+  closedConsumers: [], // {consumerId, producerId, peerId, kind, reason}
+  autoConsume: true,
+  localStream: null,
+  socketClosed: null, // {code, reason} once closed
+};
+
+class RequestError extends Error {
+  constructor(method, error) {
+    super(`${method} failed: ${error?.code}: ${error?.message}`);
+    this.code = error?.code;
+  }
+}
+
+function connect(wsUrl) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(wsUrl);
+    state.ws = ws;
+    ws.onopen = () => resolve(true);
+    ws.onerror = () => reject(new Error(`WebSocket error connecting to ${wsUrl}`));
+    ws.onclose = (ev) => {
+      state.socketClosed = { code: ev.code, reason: ev.reason };
+      for (const [, p] of state.pending) p.reject(new Error(`socket closed (${ev.code}) during ${p.method}`));
+      state.pending.clear();
+    };
+    ws.onmessage = (ev) => onMessage(ev.data);
+  });
+}
+
+function onMessage(raw) {
+  let msg;
+  try {
+    msg = JSON.parse(raw);
+  } catch {
+    state.errors.push(`non-JSON frame from server: ${String(raw).slice(0, 200)}`);
+    return;
+  }
+  if (msg.response) {
+    const p = state.pending.get(msg.id);
+    if (!p) {
+      state.errors.push(`response for unknown id ${msg.id}`);
+      return;
+    }
+    state.pending.delete(msg.id);
+    if (msg.ok) p.resolve(msg.data ?? {});
+    else p.reject(new RequestError(p.method, msg.error));
+  } else if (msg.notification) {
+    state.notifications.push({ method: msg.method, data: msg.data, t: Date.now() });
+    try {
+      onNotification(msg.method, msg.data || {});
+    } catch (e) {
+      state.errors.push(`notification ${msg.method}: ${e.message}`);
+    }
+  } else {
+    state.errors.push(`unexpected frame: ${String(raw).slice(0, 200)}`);
+  }
+}
+
+function request(method, data = {}) {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error(`socket not open for ${method}`));
+  const id = state.nextId++;
+  return new Promise((resolve, reject) => {
+    state.pending.set(id, { resolve, reject, method });
+    state.ws.send(JSON.stringify({ request: true, id, method, data }));
+  });
+}
+
+function closeConsumer(consumerId, reason) {
+  const c = state.consumers.get(consumerId);
+  if (!c) return;
+  state.consumers.delete(consumerId);
+  try { c.consumer.close(); } catch {}
+  if (c.el) { c.el.srcObject = null; c.el.remove(); }
+  state.closedConsumers.push({ consumerId, producerId: c.producerId, peerId: c.peerId, kind: c.kind, reason });
+}
+
+function onNotification(method, data) {
+  switch (method) {
+    case 'peer-joined':
+      state.peers.set(data.peerId, data.displayName);
+      break;
+    case 'peer-left':
+      // Consumers are closed by consumer-closed / producer-closed, not here (the tests check that).
+      state.peers.delete(data.peerId);
+      break;
+    case 'new-producer':
+      state.knownProducers.set(data.producerId, { producerId: data.producerId, peerId: data.peerId, kind: data.kind });
+      if (state.autoConsume && state.recvTransport) {
+        consumeOne(data).catch((e) => state.errors.push(`auto-consume ${data.producerId}: ${e.message}`));
+      }
+      break;
+    case 'producer-closed':
+      state.knownProducers.delete(data.producerId);
+      for (const [id, c] of [...state.consumers]) if (c.producerId === data.producerId) closeConsumer(id, 'producer-closed');
+      break;
+    case 'consumer-closed':
+      closeConsumer(data.consumerId, 'consumer-closed');
+      break;
+    case 'producer-paused':
+    case 'producer-resumed':
+    case 'consumer-layers-changed':
+    case 'error':
+      break;
+    default:
+      state.errors.push(`unknown notification ${method}`);
+  }
+}
+
+async function join(roomId, displayName = '') {
+  const res = await request('join-room', { roomId, displayName });
+  state.peerId = res.peerId;
+  state.roomId = roomId;
+  for (const p of res.peers || []) state.peers.set(p.peerId, p.displayName);
+  for (const p of res.producers || []) state.knownProducers.set(p.producerId, p);
+
+  try {
+    state.device = new Device();
+  } catch (e) {
+    // Unknown UA: let mediasoup-client probe the browser instead.
+    state.device = await Device.factory();
+  }
+  await state.device.load({ routerRtpCapabilities: res.routerRtpCapabilities });
+
+  state.sendTransport = await makeTransport('send');
+  state.recvTransport = await makeTransport('recv');
+  return { peerId: res.peerId, peers: res.peers, producers: res.producers, routerRtpCapabilities: res.routerRtpCapabilities, handlerName: state.device.handlerName };
+}
+
+async function makeTransport(direction) {
+  const opts = await request('create-transport', { direction });
+  const transport = direction === 'send'
+    ? state.device.createSendTransport({ id: opts.id, iceParameters: opts.iceParameters, iceCandidates: opts.iceCandidates, dtlsParameters: opts.dtlsParameters })
+    : state.device.createRecvTransport({ id: opts.id, iceParameters: opts.iceParameters, iceCandidates: opts.iceCandidates, dtlsParameters: opts.dtlsParameters });
+  transport.on('connect', ({ dtlsParameters }, callback, errback) => {
+    request('connect-transport', { transportId: transport.id, dtlsParameters }).then(() => callback(), errback);
+  });
+  if (direction === 'send') {
+    transport.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
+      request('produce', { transportId: transport.id, kind, rtpParameters, appData })
+        .then(({ producerId }) => callback({ id: producerId }), errback);
+    });
+  }
+  transport.on('connectionstatechange', (s) => state.notifications.push({ method: `local:${direction}-transport`, data: { state: s }, t: Date.now() }));
+  return transport;
+}
+
+async function publish({ video = true, audio = true, codec = 'vp8' } = {}) {
+  const stream = await navigator.mediaDevices.getUserMedia({
+    video: video ? { width: 640, height: 480, frameRate: 15 } : false,
+    audio: !!audio,
+  });
+  state.localStream = stream;
+  const out = [];
+  for (const track of stream.getTracks()) {
+    const opts = { track };
+    if (track.kind === 'video') {
+      const mime = `video/${codec}`.toLowerCase();
+      const c = state.device.rtpCapabilities.codecs.find((x) => x.mimeType.toLowerCase() === mime);
+      if (!c) throw new Error(`device cannot send ${codec}: ${state.device.rtpCapabilities.codecs.map((x) => x.mimeType).join(',')}`);
+      opts.codec = c;
+    }
+    const producer = await state.sendTransport.produce(opts);
+    state.producers.set(producer.id, producer);
+    out.push({ producerId: producer.id, kind: producer.kind, codec: producer.rtpParameters.codecs[0].mimeType });
+  }
+  return out;
+}
+
+async function consumeOne({ producerId, peerId, kind }) {
+  if (state.consuming.has(producerId)) return null;
+  state.consuming.add(producerId);
+  const res = await request('consume-media', { transportId: state.recvTransport.id, producerId, rtpCapabilities: state.device.rtpCapabilities });
+  const consumer = await state.recvTransport.consume({ id: res.consumerId, producerId: res.producerId, kind: res.kind, rtpParameters: res.rtpParameters });
+  const el = document.createElement(res.kind === 'video' ? 'video' : 'audio');
+  el.muted = true;
+  el.autoplay = true;
+  el.playsInline = true;
+  el.dataset.consumerId = consumer.id;
+  el.srcObject = new MediaStream([consumer.track]);
+  document.body.appendChild(el);
+  el.play().catch(() => {});
+  const entry = { consumer, producerId: res.producerId, peerId: peerId ?? state.knownProducers.get(producerId)?.peerId ?? null, kind: res.kind, el };
+  state.consumers.set(consumer.id, entry);
+  await request('resume-consumer', { consumerId: consumer.id });
+  return { consumerId: consumer.id, producerId: res.producerId, kind: res.kind, codec: res.rtpParameters.codecs[0].mimeType };
+}
+
+async function consumeAll() {
+  const out = [];
+  for (const p of [...state.knownProducers.values()]) {
+    const r = await consumeOne(p);
+    if (r) out.push(r);
+  }
+  return out;
+}
+
+async function stats() {
+  const out = [];
+  for (const [consumerId, c] of state.consumers) {
+    const row = { consumerId, producerId: c.producerId, peerId: c.peerId, kind: c.kind,
+      codec: c.consumer.rtpParameters.codecs[0].mimeType, framesDecoded: 0, packetsReceived: 0, frameWidth: 0 };
+    try {
+      const report = await c.consumer.getStats();
+      for (const s of report.values()) {
+        if (s.type !== 'inbound-rtp') continue;
+        row.framesDecoded = s.framesDecoded ?? 0;
+        row.packetsReceived = s.packetsReceived ?? 0;
+        row.frameWidth = s.frameWidth ?? 0;
+        const codec = s.codecId && report.get(s.codecId);
+        if (codec) row.statsCodec = codec.mimeType;
+      }
+    } catch (e) {
+      row.error = e.message;
+    }
+    out.push(row);
+  }
+  return out;
+}
+
+async function leave() {
+  await request('leave-room', {});
+  for (const id of [...state.consumers.keys()]) closeConsumer(id, 'left');
+  for (const p of state.producers.values()) p.close();
+  state.producers.clear();
+  state.sendTransport?.close();
+  state.recvTransport?.close();
+  state.sendTransport = state.recvTransport = null;
+  state.localStream?.getTracks().forEach((t) => t.stop());
+  state.peerId = null;
+  return true;
+}
+
+function info() {
+  return {
+    peerId: state.peerId,
+    roomId: state.roomId,
+    peers: [...state.peers.entries()].map(([peerId, displayName]) => ({ peerId, displayName })),
+    knownProducers: [...state.knownProducers.values()],
+    producers: [...state.producers.keys()],
+    consumers: [...state.consumers.entries()].map(([consumerId, c]) => ({ consumerId, producerId: c.producerId, peerId: c.peerId, kind: c.kind })),
+    closedConsumers: state.closedConsumers,
+    notifications: state.notifications.filter((n) => !n.method.startsWith('local:')),
+    transportStates: state.notifications.filter((n) => n.method.startsWith('local:')).map((n) => `${n.method}=${n.data.state}`),
+    errors: state.errors,
+    socketClosed: state.socketClosed,
+  };
+}
+
+window.sfu = {
+  connect,
+  request,
+  join,
+  publish,
+  consumeOne,
+  consumeAll,
+  stats,
+  leave,
+  info,
+  notifications: () => state.notifications.filter((n) => !n.method.startsWith('local:')),
+  setAutoConsume: (v) => { state.autoConsume = !!v; },
+};
+window.sfuReady = true;

@@ -1,0 +1,183 @@
+// Test harness: bundles the page script, serves it, drives Debian's Chromium through playwright-core.
+// Works against any server speaking shared/protocol.md, chosen by env SFU_URL.
+import http from 'node:http';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import * as esbuild from 'esbuild';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const SFU_URL = (process.env.SFU_URL || 'http://127.0.0.1:8000').replace(/\/+$/, '');
+export const WS_URL = `${SFU_URL.replace(/^http/, 'ws')}/ws`;
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+/** Generous deadline for first frames etc. (2-core machines, cold Chromium). */
+export const FIRST_MEDIA_TIMEOUT = Number(process.env.FIRST_MEDIA_TIMEOUT_MS || 60_000);
+
+export const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
+  '--disable-quic', '--autoplay-policy=no-user-gesture-required',
+];
+
+export const roomId = (prefix = 'r') => `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+
+export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+/** Polls `fn` until it returns a truthy value (returned); throws after `timeout` with `message`. */
+export async function waitFor(fn, { timeout = FIRST_MEDIA_TIMEOUT, interval = 250, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last, lastErr;
+  for (;;) {
+    try {
+      last = await fn();
+      lastErr = undefined;
+      if (last) return last;
+    } catch (e) {
+      lastErr = e;
+    }
+    if (Date.now() > deadline) {
+      const detail = lastErr ? `last error: ${lastErr.message}` : `last value: ${JSON.stringify(last)}`;
+      throw new Error(`timed out after ${timeout} ms waiting for ${message} (${detail})`);
+    }
+    await sleep(interval);
+  }
+}
+
+export async function fetchStats() {
+  const res = await fetch(`${SFU_URL}/api/stats`);
+  assert.equal(res.status, 200, 'GET /api/stats status');
+  return res.json();
+}
+
+let bundlePromise;
+/** Bundles client/sfu-client.js into dist/ (once per process). */
+export function buildPage() {
+  bundlePromise ??= (async () => {
+    const dist = path.join(here, 'dist');
+    await fs.mkdir(dist, { recursive: true });
+    await esbuild.build({
+      entryPoints: [path.join(here, 'client', 'sfu-client.js')],
+      bundle: true, format: 'iife', platform: 'browser', target: 'chrome110',
+      outfile: path.join(dist, 'client.js'), logLevel: 'warning',
+    });
+    await fs.writeFile(path.join(dist, 'index.html'),
+      '<!doctype html><html><head><meta charset="utf-8"><title>sfu test peer</title></head>' +
+      '<body><script src="client.js"></script></body></html>\n');
+    return dist;
+  })();
+  return bundlePromise;
+}
+
+function servePage(dist) {
+  const types = { '.html': 'text/html', '.js': 'text/javascript' };
+  const server = http.createServer(async (req, res) => {
+    const name = new URL(req.url, 'http://x').pathname.replace(/^\/+/, '') || 'index.html';
+    if (!/^[a-z]+\.(html|js)$/.test(name)) { res.statusCode = 404; return res.end(); }
+    try {
+      const body = await fs.readFile(path.join(dist, name));
+      res.setHeader('content-type', types[path.extname(name)]);
+      res.end(body);
+    } catch { res.statusCode = 404; res.end(); }
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/** One per test file: one Chromium process, one page server; peers are separate browser contexts. */
+export async function startHarness() {
+  const dist = await buildPage();
+  const server = await servePage(dist);
+  const pageUrl = `http://127.0.0.1:${server.address().port}/index.html?ws=${encodeURIComponent(WS_URL)}`;
+  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  const peers = [];
+
+  async function newPeer(name) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const consoleErrors = [];
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
+    await page.goto(pageUrl);
+    await page.waitForFunction(() => window.sfuReady === true);
+    await page.evaluate((u) => window.sfu.connect(u), WS_URL);
+    const peer = new Peer(name, context, page, consoleErrors);
+    peers.push(peer);
+    return peer;
+  }
+
+  async function close() {
+    for (const p of peers) await p.close().catch(() => {});
+    await browser.close().catch(() => {});
+    await new Promise((r) => server.close(r));
+  }
+
+  return { browser, newPeer, close, pageUrl };
+}
+
+export class Peer {
+  constructor(name, context, page, consoleErrors) {
+    Object.assign(this, { name, context, page, consoleErrors, closed: false });
+  }
+  eval(fn, arg) { return this.page.evaluate(fn, arg); }
+  join(room, displayName = this.name) { return this.eval(([r, d]) => window.sfu.join(r, d), [room, displayName]); }
+  publish(opts = {}) { return this.eval((o) => window.sfu.publish(o), opts); }
+  consumeAll() { return this.eval(() => window.sfu.consumeAll()); }
+  stats() { return this.eval(() => window.sfu.stats()); }
+  info() { return this.eval(() => window.sfu.info()); }
+  notifications() { return this.eval(() => window.sfu.notifications()); }
+  request(method, data) { return this.eval(([m, d]) => window.sfu.request(m, d), [method, data]); }
+  leave() { return this.eval(() => window.sfu.leave()); }
+  /** Closes the page (and its context): the server sees the socket drop. */
+  async close() {
+    if (this.closed) return;
+    this.closed = true;
+    await this.context.close();
+  }
+  /** A short description for assertion messages. */
+  async describe() {
+    try { return JSON.stringify({ name: this.name, ...(await this.info()), stats: await this.stats(), console: this.consoleErrors.slice(-5) }); }
+    catch (e) { return `${this.name}: ${e.message}`; }
+  }
+}
+
+/** Waits until `peer` has `count` live consumers of `kind` (optionally from `fromPeerId`) whose metric > 0. */
+export async function waitForMedia(peer, kind, metric, { count = 1, fromPeerId, timeout = FIRST_MEDIA_TIMEOUT } = {}) {
+  const pick = (rows) => rows.filter((r) => r.kind === kind && (!fromPeerId || r.peerId === fromPeerId));
+  try {
+    return await waitFor(async () => {
+      const rows = pick(await peer.stats());
+      return rows.length >= count && rows.every((r) => r[metric] > 0) ? rows : null;
+    }, { timeout, interval: 500, message: `${peer.name}: ${count} ${kind} consumer(s) with ${metric} > 0` });
+  } catch (e) {
+    e.message += `\n${await peer.describe()}`;
+    throw e;
+  }
+}
+
+/**
+ * Asserts that `metric` of every matching consumer of `peer` keeps rising over `seconds`:
+ * first waits (up to FIRST_MEDIA_TIMEOUT) for it to be > 0, then samples at the start, the middle
+ * and the end of the window and requires both halves to increase.
+ */
+export async function expectRising(peer, kind, metric, seconds = 5, { count = 1, fromPeerId } = {}) {
+  await waitForMedia(peer, kind, metric, { count, fromPeerId });
+  const pick = (rows) => new Map(rows.filter((r) => r.kind === kind && (!fromPeerId || r.peerId === fromPeerId)).map((r) => [r.consumerId, r]));
+  const samples = [pick(await peer.stats())];
+  const t0 = Date.now();
+  for (const frac of [0.5, 1]) {
+    const until = t0 + frac * seconds * 1000;
+    while (Date.now() < until) await sleep(Math.min(250, until - Date.now()));
+    samples.push(pick(await peer.stats()));
+  }
+  const [a, b, c] = samples;
+  assert.ok(a.size >= count, `${peer.name}: expected ${count} ${kind} consumers, have ${a.size}`);
+  for (const [id, r0] of a) {
+    const r1 = b.get(id), r2 = c.get(id);
+    assert.ok(r1 && r2, `${peer.name}: ${kind} consumer ${id} vanished during the window`);
+    const v = [r0[metric], r1[metric], r2[metric]];
+    assert.ok(v[1] > v[0] && v[2] > v[1], `${peer.name}: ${kind} ${metric} of consumer ${id} (from ${r0.peerId}) not rising over ${seconds}s: ${v.join(' -> ')}`);
+  }
+  return [...c.values()];
+}
