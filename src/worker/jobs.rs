@@ -22,8 +22,8 @@ pub enum JobKind {
     Request { req_id: u32, request: Request },
     /// The socket closed without leave-room: same as leaving, nobody to answer.
     Disconnected,
-    /// Tests only: makes the room's handler panic, to prove a panic stays in its room.
-    #[doc(hidden)]
+    /// Makes the room's handler panic (used by tests to prove a panic stays in its room;
+    /// nothing on the network can send it).
     Crash,
 }
 

@@ -224,9 +224,9 @@ async fn run(
             glommio::timer::sleep(TICK).await;
             n += 1;
             let now = Instant::now();
-            let _ = guarded(&c, |core| core.tick(now, n % 4 == 0), |_| None);
+            let _ = guarded(&c, |core| core.tick(now, n.is_multiple_of(4)), |_| None);
             s.flush(&c, now).await;
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 let h = s.histogram.borrow();
                 st.latency_p50_ns
                     .store(h.value_at_quantile(0.5), Ordering::Relaxed);
