@@ -13,3 +13,6 @@ pub mod room;
 pub mod rtc;
 pub mod signaling;
 pub mod worker;
+
+#[cfg(test)]
+mod test_util;

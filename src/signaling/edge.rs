@@ -749,29 +749,7 @@ mod tests {
         }
     }
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new() -> Self {
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("sfu-edge-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-        fn write(&self, rel: &str, body: &str) {
-            let path = self.0.join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, body).unwrap();
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     struct Running {
         addr: SocketAddr,
@@ -792,7 +770,7 @@ mod tests {
     }
 
     fn start() -> Running {
-        let root = TempDir::new();
+        let root = TempDir::new("edge");
         root.write("web/index.html", "<h1>home</h1>");
         root.write("web/app.js", "console.log(1)");
         root.write("web/stream/_/index.html", "room page");
@@ -1103,7 +1081,7 @@ mod tests {
 
     #[test]
     fn connections_beyond_max_connections_are_refused() {
-        let root = TempDir::new();
+        let root = TempDir::new("edge");
         let cfg = EdgeConfig {
             hls_root: root.0.clone(),
             max_connections: 1,

@@ -33,13 +33,7 @@ pub fn serve(method: &str, path: &str, web_root: Option<&Path>, hls_root: &Path)
     }
 }
 
-/// `^[A-Za-z0-9_-]{1,64}$`
-pub fn is_valid_room_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
+pub use super::protocol::is_valid_room_id;
 
 /// `^[A-Za-z0-9_-]{1,64}\.(m3u8|ts|m4s|mp4)$`
 fn is_valid_hls_file(name: &str) -> bool {
@@ -187,28 +181,7 @@ pub fn content_type_for(path: &Path) -> &'static str {
 mod tests {
     use super::*;
 
-    struct TempDir(PathBuf);
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir =
-                std::env::temp_dir().join(format!("sfu-static-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-        fn write(&self, rel: &str, body: &str) {
-            let path = self.0.join(rel);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::write(path, body).unwrap();
-        }
-    }
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_util::TempDir;
 
     fn body(resp: &HttpResponse) -> &str {
         std::str::from_utf8(&resp.body).unwrap()
@@ -223,8 +196,8 @@ mod tests {
 
     #[test]
     fn pages_resolve_as_file_index_html_and_dot_html() {
-        let web = TempDir::new("web");
-        let hls = TempDir::new("hls");
+        let web = TempDir::new("static-web");
+        let hls = TempDir::new("static-hls");
         web.write("index.html", "home");
         web.write("watch/index.html", "watch");
         web.write("about.html", "about");
@@ -245,8 +218,8 @@ mod tests {
 
     #[test]
     fn stream_room_paths_fall_back_to_the_placeholder_page_and_unknown_paths_to_404_html() {
-        let web = TempDir::new("web");
-        let hls = TempDir::new("hls");
+        let web = TempDir::new("static-web");
+        let hls = TempDir::new("static-hls");
         web.write("stream/_/index.html", "room page");
         web.write("404.html", "custom 404");
         let get = |p: &str| serve("GET", p, Some(&web.0), &hls.0);
@@ -259,8 +232,8 @@ mod tests {
 
     #[test]
     fn hls_serves_only_valid_ids_inside_the_root() {
-        let web = TempDir::new("web");
-        let hls = TempDir::new("hls");
+        let web = TempDir::new("static-web");
+        let hls = TempDir::new("static-hls");
         hls.write("room1/index.m3u8", "#EXTM3U");
         hls.write("room1/seg_1.ts", "ts");
         let get = |p: &str| serve("GET", p, Some(&web.0), &hls.0);
@@ -285,9 +258,9 @@ mod tests {
 
     #[test]
     fn symlinks_escaping_the_root_are_refused() {
-        let web = TempDir::new("web");
-        let hls = TempDir::new("hls");
-        let outside = TempDir::new("outside");
+        let web = TempDir::new("static-web");
+        let hls = TempDir::new("static-hls");
+        let outside = TempDir::new("static-outside");
         outside.write("secret.ts", "secret");
         std::fs::create_dir_all(hls.0.join("room1")).unwrap();
         std::os::unix::fs::symlink(outside.0.join("secret.ts"), hls.0.join("room1/a.ts")).unwrap();
@@ -304,7 +277,7 @@ mod tests {
 
     #[test]
     fn a_missing_web_root_answers_a_hint_page() {
-        let hls = TempDir::new("hls");
+        let hls = TempDir::new("static-hls");
         let missing = hls.0.join("does-not-exist");
         let home = serve("GET", "/", Some(&missing), &hls.0);
         assert_eq!(home.status, 200);

@@ -264,3 +264,69 @@ async fn run(
         glommio::yield_if_needed().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::{mio_mailbox, task_mailbox};
+    use crate::rtc::dtls::DtlsCertificate;
+    use crate::signaling::protocol::Request;
+
+    fn join(core: &Shared, room: &str, peer: &str) {
+        let job = Job {
+            conn: 1,
+            room_id: Arc::from(room),
+            peer_id: Arc::from(peer),
+            kind: JobKind::Request {
+                req_id: 1,
+                request: Request::JoinRoom {
+                    room_id: room.into(),
+                    display_name: String::new(),
+                },
+            },
+        };
+        core.borrow_mut().handle_job(job, Instant::now());
+    }
+
+    #[test]
+    fn a_panic_in_one_room_closes_that_room_and_spares_the_others() {
+        let poll = mio::Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
+        let (sig_tx, _sig_rx) = mio_mailbox::<Outbound>(waker);
+        let (dtls_tx, _dtls_rx) = task_mailbox();
+        let cert = Arc::new(DtlsCertificate::generate().unwrap());
+        let fp = cert.fingerprint_sha256();
+        let stats = Arc::new(WorkerStats::new(0, None));
+        let core: Shared = Rc::new(RefCell::new(WorkerCore::new(
+            0,
+            "127.0.0.1:1".parse().unwrap(),
+            Arc::new(DtlsRuntime::start(cert).unwrap()),
+            fp,
+            dtls_tx,
+            sig_tx,
+            stats.clone(),
+        )));
+        join(&core, "doomed", "p1");
+        join(&core, "fine", "p2");
+        assert_eq!(core.borrow().rooms_len(), 2);
+        let crash = Job {
+            conn: 1,
+            room_id: Arc::from("doomed"),
+            peer_id: Arc::from("p1"),
+            kind: JobKind::Crash,
+        };
+        let r = guarded(
+            &core,
+            |c| c.handle_job(crash, Instant::now()),
+            |_| Some("doomed".to_string()),
+        );
+        assert!(r.is_none());
+        assert_eq!(core.borrow().rooms_len(), 1);
+        assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.rooms.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.peers.load(Ordering::Relaxed), 1);
+        // The surviving room still works.
+        join(&core, "fine", "p3");
+        assert_eq!(stats.peers.load(Ordering::Relaxed), 2);
+    }
+}
