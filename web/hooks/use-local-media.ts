@@ -68,9 +68,11 @@ export function useLocalMedia() {
 
   useEffect(() => {
     alive.current = true;
+    // Per-run flag: under StrictMode the first run's open must not outlive its cleanup.
+    let active = true;
     void (async () => {
       const { audio, video } = await openBoth();
-      if (!alive.current) {
+      if (!active) {
         audio.track?.stop();
         video.track?.stop();
         return;
@@ -91,6 +93,7 @@ export function useLocalMedia() {
     navigator.mediaDevices?.addEventListener?.("devicechange", onDeviceChange);
     const current = tracks.current;
     return () => {
+      active = false;
       alive.current = false;
       navigator.mediaDevices?.removeEventListener?.("devicechange", onDeviceChange);
       current.audio?.stop();
