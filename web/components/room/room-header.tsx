@@ -1,7 +1,13 @@
 import { Users } from "lucide-react";
 import { Badge } from "@/components/ui/badge";
 
-export function RoomHeader({ roomId, peerCount }: { roomId: string; peerCount: number }) {
+interface RoomHeaderProps {
+  roomId: string;
+  peerCount: number;
+  reconnecting: boolean;
+}
+
+export function RoomHeader({ roomId, peerCount, reconnecting }: RoomHeaderProps) {
   return (
     <div className="mx-auto flex w-full max-w-7xl items-center justify-between gap-3 px-3 py-4 sm:px-6">
       <div className="min-w-0">
@@ -11,9 +17,13 @@ export function RoomHeader({ roomId, peerCount }: { roomId: string; peerCount: n
         </h1>
       </div>
       <div className="flex items-center gap-2">
-        <Badge variant="success">
-          <span className="size-1.5 rounded-full bg-success" /> Live
-        </Badge>
+        {reconnecting ? (
+          <Badge variant="warning">Reconnecting</Badge>
+        ) : (
+          <Badge variant="success">
+            <span className="size-1.5 rounded-full bg-success" /> Live
+          </Badge>
+        )}
         <Badge variant="secondary">
           <Users /> {peerCount}
         </Badge>

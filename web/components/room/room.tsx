@@ -100,12 +100,16 @@ export function Room({ roomId, initialName, codec }: RoomProps) {
   return (
     <div className="flex min-h-[calc(100dvh-3.5rem)] flex-col">
       {status === "reconnecting" && <ReconnectingBanner attempt={snapshot.reconnectAttempt} />}
-      <RoomHeader roomId={roomId} peerCount={snapshot.peers.length + 1} />
+      <RoomHeader
+        roomId={roomId}
+        peerCount={snapshot.peers.length + 1}
+        reconnecting={status === "reconnecting"}
+      />
       <div className="flex-1 px-3 pb-28 sm:px-6">
         <RoomGrid
           localName={name.trim()}
           localVideoTrack={media.videoTrack}
-          localMic={snapshot.mic}
+          localMic={!media.audioTrack ? "off" : micMuted ? "muted" : "live"}
           peers={snapshot.peers}
         />
       </div>
