@@ -2,6 +2,7 @@
 // Development-only server for the static export (out/): maps /stream/<roomId>/ to the single
 // exported room page like the Rust server does, answers POST /api/rooms, and forwards the /ws
 // WebSocket to an SFU (default: the reference SFU on 127.0.0.1:8100).
+// HLS_DIR=<dir> serves /hls/<roomId>/* from <dir>/<roomId>/ (e.g. an ffmpeg test stream).
 //   PORT=3000 SFU=127.0.0.1:8100 node scripts/serve-out.mjs
 import { createReadStream, statSync } from "node:fs";
 import { createServer } from "node:http";
@@ -46,7 +47,21 @@ const server = createServer((req, res) => {
     return;
   }
   if (pathname.startsWith("/hls/")) {
-    res.writeHead(404).end("not found");
+    const hls = pathname.match(/^\/hls\/([A-Za-z0-9_-]{1,64})\/([A-Za-z0-9_.-]+\.(m3u8|ts|m4s|mp4))$/);
+    const file = hls && process.env.HLS_DIR ? join(process.env.HLS_DIR, hls[1], hls[2]) : null;
+    let found = false;
+    try {
+      found = file !== null && statSync(file).isFile();
+    } catch {
+      // not there (yet)
+    }
+    if (!found) {
+      res.writeHead(404).end("not found");
+      return;
+    }
+    const type = file.endsWith(".m3u8") ? "application/vnd.apple.mpegurl" : "video/mp2t";
+    res.writeHead(200, { "content-type": type, "cache-control": "no-cache" });
+    createReadStream(file).pipe(res);
     return;
   }
   const file = resolveFile(pathname);
