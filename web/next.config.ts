@@ -5,6 +5,8 @@ const nextConfig: NextConfig = {
   trailingSlash: true,
   images: { unoptimized: true },
   reactStrictMode: true,
+  // `next dev` only: let pages opened as http://127.0.0.1:3000 load dev assets and HMR.
+  allowedDevOrigins: ["127.0.0.1"],
 };
 
 export default nextConfig;

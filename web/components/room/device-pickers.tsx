@@ -19,7 +19,7 @@ export function DevicePicker({ id, label, devices, value, onChange, disabled }: 
     <div className="grid gap-2">
       <Label htmlFor={id}>{label}</Label>
       <Select
-        value={known ? value : undefined}
+        value={known ? value : ""}
         onValueChange={onChange}
         disabled={disabled || devices.length === 0}
       >
