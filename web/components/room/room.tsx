@@ -1,6 +1,6 @@
 "use client";
 
-import { useCallback, useState } from "react";
+import { useCallback, useEffect, useState } from "react";
 import { toast } from "sonner";
 import { useLocalMedia } from "@/hooks/use-local-media";
 import { useRoomSession } from "@/hooks/use-room-session";
@@ -28,6 +28,10 @@ export function Room({ roomId, initialName, codec }: RoomProps) {
   const [cameraBusy, setCameraBusy] = useState(false);
 
   const status = snapshot.status;
+
+  useEffect(() => {
+    document.title = `${roomId} · Rooms`;
+  }, [roomId]);
   const inRoom = status === "joined" || status === "reconnecting";
 
   const join = useCallback(() => {
