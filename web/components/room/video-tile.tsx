@@ -1,0 +1,91 @@
+"use client";
+
+import { Mic, MicOff, VideoOff } from "lucide-react";
+import type { ReactNode } from "react";
+import { cn } from "@/lib/utils";
+import { TrackVideo } from "./media-elements";
+
+export type MicState = "live" | "muted" | "off";
+
+interface VideoTileProps {
+  name: string;
+  videoTrack: MediaStreamTrack | null;
+  /** False shows the camera-off placeholder even if a (paused) track exists. */
+  cameraOn: boolean;
+  mic: MicState;
+  local?: boolean;
+  peerId?: string;
+  /** Extra elements (e.g. the remote <audio>). */
+  children?: ReactNode;
+  className?: string;
+}
+
+export function VideoTile({
+  name,
+  videoTrack,
+  cameraOn,
+  mic,
+  local = false,
+  peerId,
+  children,
+  className,
+}: VideoTileProps) {
+  const showVideo = cameraOn && videoTrack !== null;
+  return (
+    <div
+      className={cn(
+        "group relative aspect-video w-full overflow-hidden rounded-xl border border-border/60 bg-muted/40 shadow-lg shadow-black/30",
+        className,
+      )}
+      data-peer-tile={peerId ?? "local"}
+    >
+      <TrackVideo
+        track={videoTrack}
+        muted={local}
+        data-testid={local ? "local-video" : "remote-video"}
+        data-peer-id={peerId}
+        className={cn(
+          "size-full object-cover transition-opacity",
+          local && "-scale-x-100",
+          showVideo ? "opacity-100" : "opacity-0",
+        )}
+      />
+      {!showVideo && (
+        <div className="absolute inset-0 flex flex-col items-center justify-center gap-3 bg-gradient-to-br from-secondary to-background">
+          <div className="flex size-16 items-center justify-center rounded-full bg-primary/20 text-2xl font-semibold text-primary sm:size-20 sm:text-3xl">
+            {initials(name)}
+          </div>
+          <span className="flex items-center gap-1.5 text-xs text-muted-foreground">
+            <VideoOff className="size-3.5" /> Camera off
+          </span>
+        </div>
+      )}
+      <div className="absolute inset-x-2 bottom-2 flex items-center justify-between gap-2">
+        <span className="flex min-w-0 items-center gap-1.5 rounded-md bg-black/55 px-2 py-1 text-xs font-medium text-white backdrop-blur">
+          <MicIcon mic={mic} />
+          <span className="truncate">{name}</span>
+        </span>
+      </div>
+      {children}
+    </div>
+  );
+}
+
+function MicIcon({ mic }: { mic: MicState }) {
+  if (mic === "live") return <Mic aria-label="Microphone on" className="size-3.5 text-success" />;
+  return (
+    <MicOff
+      aria-label={mic === "muted" ? "Microphone muted" : "No microphone"}
+      className="size-3.5 text-destructive"
+    />
+  );
+}
+
+function initials(name: string): string {
+  const parts = name.trim().split(/\s+/).filter(Boolean);
+  if (parts.length === 0) return "?";
+  return parts
+    .slice(0, 2)
+    .map((part) => part[0]?.toUpperCase() ?? "")
+    .join("");
+}

@@ -1,0 +1,99 @@
+/**
+ * Wire types of the signaling protocol (shared/protocol.md). Parameter objects are
+ * mediasoup-client's own types, so nothing is translated between the wire and the Device.
+ */
+import type { types } from "mediasoup-client";
+
+export const ROOM_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+export function isValidRoomId(roomId: string): boolean {
+  return ROOM_ID_PATTERN.test(roomId);
+}
+
+export type MediaKind = "audio" | "video";
+
+/** Codes the server sends, plus the ones this client raises itself. */
+export type ErrorCode =
+  | "bad-request"
+  | "not-found"
+  | "invalid-state"
+  | "unsupported"
+  | "limit"
+  | "internal"
+  // client-side
+  | "timeout"
+  | "closed"
+  | "unreachable";
+
+export interface PeerInfo {
+  peerId: string;
+  displayName: string;
+}
+
+export interface ProducerInfo {
+  producerId: string;
+  peerId: string;
+  kind: MediaKind;
+}
+
+export interface TransportInfo {
+  id: string;
+  iceParameters: types.IceParameters;
+  iceCandidates: types.IceCandidate[];
+  dtlsParameters: types.DtlsParameters;
+}
+
+type Empty = Record<string, never>;
+
+/** method → [request data, response data] */
+export interface Requests {
+  "join-room": [
+    { roomId: string; displayName?: string },
+    {
+      peerId: string;
+      routerRtpCapabilities: types.RtpCapabilities;
+      peers: PeerInfo[];
+      producers: ProducerInfo[];
+    },
+  ];
+  "create-transport": [{ direction: "send" | "recv" }, TransportInfo];
+  "connect-transport": [{ transportId: string; dtlsParameters: types.DtlsParameters }, Empty];
+  produce: [
+    {
+      transportId: string;
+      kind: MediaKind;
+      rtpParameters: types.RtpParameters;
+      appData?: types.AppData;
+    },
+    { producerId: string },
+  ];
+  "consume-media": [
+    { transportId: string; producerId: string; rtpCapabilities: types.RtpCapabilities },
+    { consumerId: string; producerId: string; kind: MediaKind; rtpParameters: types.RtpParameters },
+  ];
+  "resume-consumer": [{ consumerId: string }, Empty];
+  "pause-consumer": [{ consumerId: string }, Empty];
+  "pause-producer": [{ producerId: string }, Empty];
+  "resume-producer": [{ producerId: string }, Empty];
+  "close-producer": [{ producerId: string }, Empty];
+  "restart-ice": [{ transportId: string }, { iceParameters: types.IceParameters }];
+  "leave-room": [Empty, Empty];
+}
+
+export type Method = keyof Requests;
+export type RequestData<M extends Method> = Requests[M][0];
+export type ResponseData<M extends Method> = Requests[M][1];
+
+export interface Notifications {
+  "peer-joined": PeerInfo;
+  "peer-left": { peerId: string };
+  "new-producer": ProducerInfo;
+  "producer-closed": { producerId: string };
+  "producer-paused": { producerId: string };
+  "producer-resumed": { producerId: string };
+  "consumer-closed": { consumerId: string };
+  "consumer-layers-changed": { consumerId: string; spatialLayer: number; temporalLayer: number };
+  error: { code: ErrorCode; message: string };
+}
+
+export type NotificationMethod = keyof Notifications;

@@ -1,0 +1,146 @@
+/**
+ * Bookkeeping of the other peers in the room: who is there, which producers they have, and
+ * which local consumer (if any) receives each producer. Pure state, no I/O.
+ */
+import type { types } from "mediasoup-client";
+import type { MediaKind, PeerInfo, ProducerInfo } from "./protocol";
+
+export interface RemoteProducer {
+  producerId: string;
+  peerId: string;
+  kind: MediaKind;
+  paused: boolean;
+  consumer: types.Consumer | null;
+  /** A consume is in flight; guards against consuming one producer twice. */
+  consuming: boolean;
+}
+
+/** What the UI needs to render one remote media stream. */
+export interface RemoteMediaView {
+  producerId: string;
+  paused: boolean;
+  track: MediaStreamTrack | null;
+}
+
+export interface RemotePeerView {
+  peerId: string;
+  displayName: string;
+  audio: RemoteMediaView | null;
+  video: RemoteMediaView | null;
+}
+
+interface RemotePeer {
+  peerId: string;
+  displayName: string;
+  joinedAt: number;
+  producers: Map<string, RemoteProducer>;
+}
+
+export class RemotePeers {
+  private readonly peers = new Map<string, RemotePeer>();
+  private readonly producers = new Map<string, RemoteProducer>();
+  private joinCounter = 0;
+
+  addPeer({ peerId, displayName }: PeerInfo): void {
+    const existing = this.peers.get(peerId);
+    if (existing) {
+      existing.displayName = displayName || existing.displayName;
+      return;
+    }
+    this.peers.set(peerId, {
+      peerId,
+      displayName,
+      joinedAt: this.joinCounter++,
+      producers: new Map(),
+    });
+  }
+
+  /** Removes a peer and closes the consumers of its producers. */
+  removePeer(peerId: string): void {
+    const peer = this.peers.get(peerId);
+    if (!peer) return;
+    for (const producerId of [...peer.producers.keys()]) this.removeProducer(producerId);
+    this.peers.delete(peerId);
+  }
+
+  /** Records a producer; returns it, or null if it was already known. */
+  addProducer(info: ProducerInfo): RemoteProducer | null {
+    if (this.producers.has(info.producerId)) return null;
+    // A producer can be announced before its peer (e.g. during the join answer).
+    if (!this.peers.has(info.peerId)) this.addPeer({ peerId: info.peerId, displayName: "" });
+    const producer: RemoteProducer = {
+      ...info,
+      paused: false,
+      consumer: null,
+      consuming: false,
+    };
+    this.producers.set(info.producerId, producer);
+    this.peers.get(info.peerId)?.producers.set(info.producerId, producer);
+    return producer;
+  }
+
+  producer(producerId: string): RemoteProducer | undefined {
+    return this.producers.get(producerId);
+  }
+
+  unconsumedProducers(): RemoteProducer[] {
+    return [...this.producers.values()].filter((p) => !p.consumer && !p.consuming);
+  }
+
+  /** Forgets a producer and closes its consumer. Returns whether anything changed. */
+  removeProducer(producerId: string): boolean {
+    const producer = this.producers.get(producerId);
+    if (!producer) return false;
+    producer.consumer?.close();
+    producer.consumer = null;
+    this.producers.delete(producerId);
+    this.peers.get(producer.peerId)?.producers.delete(producerId);
+    return true;
+  }
+
+  removeByConsumerId(consumerId: string): boolean {
+    for (const producer of this.producers.values()) {
+      if (producer.consumer?.id === consumerId) return this.removeProducer(producer.producerId);
+    }
+    return false;
+  }
+
+  setPaused(producerId: string, paused: boolean): boolean {
+    const producer = this.producers.get(producerId);
+    if (!producer || producer.paused === paused) return false;
+    producer.paused = paused;
+    return true;
+  }
+
+  /** Closes every consumer and forgets everyone (connection lost or left). */
+  clear(): void {
+    for (const producer of this.producers.values()) producer.consumer?.close();
+    this.producers.clear();
+    this.peers.clear();
+  }
+
+  views(): RemotePeerView[] {
+    return [...this.peers.values()]
+      .sort((a, b) => a.joinedAt - b.joinedAt)
+      .map((peer) => ({
+        peerId: peer.peerId,
+        displayName: peer.displayName,
+        audio: mediaView(peer, "audio"),
+        video: mediaView(peer, "video"),
+      }));
+  }
+}
+
+/** The newest producer of that kind, if a peer has several. */
+function mediaView(peer: RemotePeer, kind: MediaKind): RemoteMediaView | null {
+  let latest: RemoteProducer | null = null;
+  for (const producer of peer.producers.values()) {
+    if (producer.kind === kind) latest = producer;
+  }
+  if (!latest) return null;
+  return {
+    producerId: latest.producerId,
+    paused: latest.paused,
+    track: latest.consumer?.track ?? null,
+  };
+}
