@@ -19,8 +19,5 @@ done
 export SFU_URL="http://127.0.0.1:$port" TEST_OUTPUT="$out"
 status=0
 (cd "$root/tests/browser" && npm test) || status=$?
-if [ -d "$root/web/e2e" ]; then
-  (cd "$root/web" && npm run e2e) || status=$?
-fi
 if [ $status -ne 0 ]; then echo "--- server log (tail)"; tail -n 50 "$out/server.log"; fi
 exit $status
