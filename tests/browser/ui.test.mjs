@@ -159,7 +159,7 @@ test('two users in one room see each other, see camera off, and see the other le
   }
 });
 
-test('a room created from the lobby can be joined through its invite link', async () => {
+test('a room created from the lobby can be joined through its invite link', async (t) => {
   const host = await openUser('Host', `${SFU_URL}/stream`, { permissions: ['clipboard-read', 'clipboard-write'] });
   let guest;
   try {
@@ -185,6 +185,7 @@ test('a room created from the lobby can be joined through its invite link', asyn
     const copied = await waitFor(() => host.page.evaluate(() => navigator.clipboard.readText()),
       { timeout: 5_000, message: 'invite link on the clipboard' }).catch(() => null);
     const invite = copied ?? host.page.url();
+    t.diagnostic(`invite link ${invite} (${copied ? 'from the clipboard' : 'the page URL; clipboard not readable'})`);
     assert.equal(new URL(invite).origin, new URL(SFU_URL).origin, `invite link ${invite} is on the server's origin`);
     assert.match(new URL(invite).pathname, new RegExp(`^/stream/${id}/?$`), `invite link ${invite} names the room`);
 
