@@ -232,7 +232,7 @@ struct Conn {
 
 enum ConnState {
     Http(HttpConn),
-    Ws(WsConn),
+    Ws(Box<WsConn>),
     /// Output done and write side shut down; discarding input until EOF or the deadline.
     Linger(TcpStream),
     /// Transient, while moving the stream between states.
@@ -407,11 +407,11 @@ impl EdgeLoop {
         // Frames the client sent right after its handshake are already in `inbuf`.
         let ws =
             WebSocket::from_partially_read(http.stream, http.inbuf, Role::Server, Some(config));
-        conn.state = ConnState::Ws(WsConn {
+        conn.state = ConnState::Ws(Box::new(WsConn {
             ws,
             closing: false,
             closed_notified: false,
-        });
+        }));
         conn.deadline = None;
         let peer = conn.peer;
         tracing::debug!(conn = id, %peer, "websocket open");
