@@ -22,9 +22,18 @@ impl Grid {
     pub fn for_sources(n: usize, tile: (u32, u32)) -> Grid {
         let even = |v: u32| (v / 2 * 2).max(2);
         match n {
-            0 | 1 => Grid { cols: 1, tile: (even(tile.0), even(tile.1)) },
-            2..=4 => Grid { cols: 2, tile: (even(tile.0), even(tile.1)) },
-            _ => Grid { cols: 3, tile: (even(tile.0 * 2 / 3), even(tile.1 * 2 / 3)) },
+            0 | 1 => Grid {
+                cols: 1,
+                tile: (even(tile.0), even(tile.1)),
+            },
+            2..=4 => Grid {
+                cols: 2,
+                tile: (even(tile.0), even(tile.1)),
+            },
+            _ => Grid {
+                cols: 3,
+                tile: (even(tile.0 * 2 / 3), even(tile.1 * 2 / 3)),
+            },
         }
     }
 
@@ -40,10 +49,16 @@ pub(crate) fn filter_graph(videos: usize, audios: usize, fps: u32, tile: (u32, u
     let (w, h) = grid.tile;
     let mut chains = Vec::new();
     match videos {
-        0 => chains.push(format!("color=c=black:s={w}x{h}:r={fps},format=yuv420p[vout]")),
+        0 => chains.push(format!(
+            "color=c=black:s={w}x{h}:r={fps},format=yuv420p[vout]"
+        )),
         _ => {
             for i in 0..videos {
-                let label = if videos == 1 { "vout".to_string() } else { format!("v{i}") };
+                let label = if videos == 1 {
+                    "vout".to_string()
+                } else {
+                    format!("v{i}")
+                };
                 chains.push(format!(
                     "[0:v:{i}]fps={fps},scale={w}:{h}:force_original_aspect_ratio=decrease:\
                      force_divisible_by=2,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:black,setsar=1,\
@@ -81,7 +96,10 @@ pub(crate) fn filter_graph(videos: usize, audios: usize, fps: u32, tile: (u32, u
 /// FFmpeg's arguments for `streams`; paths are relative to the room directory. `continuing`:
 /// a playlist from an earlier run exists and is appended to (after a discontinuity).
 pub fn ffmpeg_args(cfg: &HlsConfig, streams: &[PipelineStream], continuing: bool) -> Vec<OsString> {
-    let videos = streams.iter().filter(|s| s.source.kind == SourceKind::Video).count();
+    let videos = streams
+        .iter()
+        .filter(|s| s.source.kind == SourceKind::Video)
+        .count();
     let audios = streams.len() - videos;
     let gop = (cfg.fps * cfg.segment_secs.max(1)).to_string();
     let flags = if continuing {
@@ -101,10 +119,12 @@ pub fn ffmpeg_args(cfg: &HlsConfig, streams: &[PipelineStream], continuing: bool
         "file,rtp,udp".into(),
         "-fflags".into(),
         "+genpts".into(),
+        // Probing ends as soon as every stream has decoded a frame; the limit only matters when a
+        // key frame is late.
         "-analyzeduration".into(),
-        "1000000".into(),
+        "4000000".into(),
         "-probesize".into(),
-        "1000000".into(),
+        "5000000".into(),
         "-reorder_queue_size".into(),
         "64".into(),
         "-max_delay".into(),

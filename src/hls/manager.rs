@@ -69,7 +69,11 @@ struct Dying {
 
 impl HlsManager {
     pub fn new(cfg: HlsConfig) -> Self {
-        HlsManager { cfg, rooms: HashMap::new(), dying: Vec::new() }
+        HlsManager {
+            cfg,
+            rooms: HashMap::new(),
+            dying: Vec::new(),
+        }
     }
 
     /// A viewer asked for `/hls/<room_id>/...`. Starts the pipeline (on the next tick) when the
@@ -97,7 +101,9 @@ impl HlsManager {
             };
             self.rooms.insert(room_id.to_string(), room);
         }
-        let Some(room) = self.rooms.get_mut(room_id) else { return };
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
         if room.sources != usable {
             room.sources = usable;
             room.sources_changed_at = now;
@@ -134,7 +140,9 @@ impl HlsManager {
 
     /// The playlist exists and FFmpeg is running.
     pub fn is_live(&self, room_id: &str) -> bool {
-        let Some(room) = self.rooms.get(room_id) else { return false };
+        let Some(room) = self.rooms.get(room_id) else {
+            return false;
+        };
         let running = room
             .pipeline
             .as_ref()
@@ -191,7 +199,8 @@ impl HlsManager {
     }
 
     fn wants_pipeline(&self, room: &Room, now: Instant) -> bool {
-        room.last_viewer.is_some_and(|t| now.saturating_duration_since(t) < self.cfg.idle_timeout)
+        room.last_viewer
+            .is_some_and(|t| now.saturating_duration_since(t) < self.cfg.idle_timeout)
     }
 
     fn maybe_start(&mut self, id: &str, now: Instant, actions: &mut Vec<HlsAction>) {
@@ -204,7 +213,11 @@ impl HlsManager {
             return;
         }
         // The directory of an earlier pipeline is deleted once its FFmpeg is reaped: wait.
-        if self.dying.iter().any(|d| d.delete_dir.as_deref() == Some(room.dir.as_path())) {
+        if self
+            .dying
+            .iter()
+            .any(|d| d.delete_dir.as_deref() == Some(room.dir.as_path()))
+        {
             return;
         }
         let dir = room.dir.clone();
@@ -218,7 +231,10 @@ impl HlsManager {
             return;
         };
         tracing::info!(room = id, streams = streams.len(), "HLS pipeline starting");
-        actions.push(HlsAction::SetTaps { room_id: id.to_string(), taps: taps_of(&streams) });
+        actions.push(HlsAction::SetTaps {
+            room_id: id.to_string(),
+            taps: taps_of(&streams),
+        });
         let room = self.rooms.get_mut(id).expect("room exists");
         room.pipeline = Some(Pipeline {
             streams,
@@ -233,7 +249,9 @@ impl HlsManager {
     fn supervise(&mut self, id: &str, now: Instant, actions: &mut Vec<HlsAction>) {
         let cfg = self.cfg.clone();
         let room = self.rooms.get_mut(id).expect("room exists");
-        let idle = !room.last_viewer.is_some_and(|t| now.saturating_duration_since(t) < cfg.idle_timeout);
+        let idle = !room
+            .last_viewer
+            .is_some_and(|t| now.saturating_duration_since(t) < cfg.idle_timeout);
         let pipeline = room.pipeline.as_mut().expect("pipeline exists");
         let sourceless = pipeline
             .no_sources_since
@@ -254,7 +272,11 @@ impl HlsManager {
                 Ok(Some(_)) | Err(_) => {
                     let status = run.child.try_wait().ok().flatten();
                     let ran = now.saturating_duration_since(run.started_at);
-                    pipeline.failures = if ran >= HEALTHY_RUN { 1 } else { pipeline.failures + 1 };
+                    pipeline.failures = if ran >= HEALTHY_RUN {
+                        1
+                    } else {
+                        pipeline.failures + 1
+                    };
                     let delay = backoff(pipeline.failures);
                     tracing::warn!(
                         room = id, ?status, killed_for_stall = run.killed, restart_in = ?delay,
@@ -267,7 +289,8 @@ impl HlsManager {
         }
 
         // Apply a source change once it has settled.
-        let settled = now.saturating_duration_since(room.sources_changed_at) >= cfg.rebuild_debounce;
+        let settled =
+            now.saturating_duration_since(room.sources_changed_at) >= cfg.rebuild_debounce;
         let current: Vec<&MediaSource> = pipeline.streams.iter().map(|s| &s.source).collect();
         let changed = !room.sources.is_empty() && room.sources.iter().ne(current.iter().copied());
         if changed && settled {
@@ -276,8 +299,15 @@ impl HlsManager {
                 tracing::warn!(room = id, "no free UDP ports for the HLS rebuild");
                 return;
             };
-            tracing::info!(room = id, streams = streams.len(), "HLS pipeline rebuilding");
-            actions.push(HlsAction::SetTaps { room_id: id.to_string(), taps: taps_of(&streams) });
+            tracing::info!(
+                room = id,
+                streams = streams.len(),
+                "HLS pipeline rebuilding"
+            );
+            actions.push(HlsAction::SetTaps {
+                room_id: id.to_string(),
+                taps: taps_of(&streams),
+            });
             let room = self.rooms.get_mut(id).expect("room exists");
             let pipeline = room.pipeline.as_mut().expect("pipeline exists");
             let old_ports: Vec<u16> = pipeline.streams.iter().map(|s| s.port).collect();
@@ -286,7 +316,11 @@ impl HlsManager {
             pipeline.restart_at = now;
             if let Some(mut run) = pipeline.run.take() {
                 let _ = run.child.kill();
-                self.dying.push(Dying { child: run.child, ports: old_ports, delete_dir: None });
+                self.dying.push(Dying {
+                    child: run.child,
+                    ports: old_ports,
+                    delete_dir: None,
+                });
             }
         }
 
@@ -302,9 +336,12 @@ impl HlsManager {
         let room = self.rooms.get_mut(id).expect("room exists");
         let pipeline = room.pipeline.as_mut().expect("pipeline exists");
         let continuing = room.dir.join(PLAYLIST_FILE).is_file();
-        let started = fs::write(room.dir.join(SDP_FILE), sdp_text(id, &pipeline.streams))
-            .and_then(|()| {
-                let log = OpenOptions::new().create(true).append(true).open(room.dir.join(LOG_FILE))?;
+        let started =
+            fs::write(room.dir.join(SDP_FILE), sdp_text(id, &pipeline.streams)).and_then(|()| {
+                let log = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(room.dir.join(LOG_FILE))?;
                 let mut command = Command::new(&cfg.ffmpeg);
                 command
                     .args(ffmpeg_args(cfg, &pipeline.streams, continuing))
@@ -317,7 +354,12 @@ impl HlsManager {
             });
         match started {
             Ok(child) => {
-                tracing::debug!(room = id, pid = child.id(), continuing, "HLS FFmpeg started");
+                tracing::debug!(
+                    room = id,
+                    pid = child.id(),
+                    continuing,
+                    "HLS FFmpeg started"
+                );
                 pipeline.run = Some(Run {
                     child,
                     started_at: now,
@@ -340,13 +382,22 @@ impl HlsManager {
     /// Stops tapping, kills FFmpeg and deletes the room directory (after the reap).
     fn stop(&mut self, id: &str, actions: &mut Vec<HlsAction>) {
         let room = self.rooms.get_mut(id).expect("room exists");
-        let Some(pipeline) = room.pipeline.take() else { return };
-        actions.push(HlsAction::SetTaps { room_id: id.to_string(), taps: Vec::new() });
+        let Some(pipeline) = room.pipeline.take() else {
+            return;
+        };
+        actions.push(HlsAction::SetTaps {
+            room_id: id.to_string(),
+            taps: Vec::new(),
+        });
         match pipeline.run {
             Some(mut run) => {
                 let _ = run.child.kill();
                 let ports = pipeline.streams.iter().map(|s| s.port).collect();
-                self.dying.push(Dying { child: run.child, ports, delete_dir: Some(room.dir.clone()) });
+                self.dying.push(Dying {
+                    child: run.child,
+                    ports,
+                    delete_dir: Some(room.dir.clone()),
+                });
             }
             None => remove_dir(&room.dir),
         }
@@ -408,7 +459,9 @@ fn watch_run(
     if let Some(at) = run.next_key_frame.filter(|at| now >= *at) {
         let has_video = streams.iter().any(|s| s.source.kind == SourceKind::Video);
         if has_video {
-            actions.push(HlsAction::RequestKeyFrames { room_id: id.to_string() });
+            actions.push(HlsAction::RequestKeyFrames {
+                room_id: id.to_string(),
+            });
         }
         let period = Duration::from_secs(u64::from(cfg.segment_secs.max(1)));
         run.next_key_frame = Some((at + period).max(now));
@@ -428,7 +481,10 @@ fn watch_run(
     let log = dir.join(LOG_FILE);
     if fs::metadata(&log).is_ok_and(|m| m.len() > LOG_LIMIT) {
         // FFmpeg's stderr is in append mode: it continues at the new end.
-        let _ = OpenOptions::new().write(true).open(&log).and_then(|f| f.set_len(0));
+        let _ = OpenOptions::new()
+            .write(true)
+            .open(&log)
+            .and_then(|f| f.set_len(0));
     }
 }
 
@@ -442,9 +498,18 @@ fn usable_sources(mut sources: Vec<MediaSource>) -> Vec<MediaSource> {
     let mut videos = 0;
     let mut audios = 0;
     sources.retain(|s| {
-        let count = if s.kind == SourceKind::Video { &mut videos } else { &mut audios };
+        let count = if s.kind == SourceKind::Video {
+            &mut videos
+        } else {
+            &mut audios
+        };
         *count += 1;
-        *count <= if s.kind == SourceKind::Video { MAX_VIDEO } else { MAX_AUDIO }
+        *count
+            <= if s.kind == SourceKind::Video {
+                MAX_VIDEO
+            } else {
+                MAX_AUDIO
+            }
     });
     sources
 }
@@ -468,7 +533,11 @@ fn backoff(failures: u32) -> Duration {
 
 /// Room ids are checked by the caller; this only guards the path join.
 fn safe_dir_name(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
 }
 
 fn remove_dir(dir: &Path) {
@@ -481,7 +550,9 @@ fn remove_dir(dir: &Path) {
 
 /// Whether every stream's port is bound on 127.0.0.1 (Linux `/proc/net/udp`).
 fn ports_bound(streams: &[PipelineStream]) -> bool {
-    let Ok(table) = fs::read_to_string("/proc/net/udp") else { return false };
+    let Ok(table) = fs::read_to_string("/proc/net/udp") else {
+        return false;
+    };
     let bound: HashSet<u16> = table
         .lines()
         .skip(1)

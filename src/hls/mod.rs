@@ -107,7 +107,10 @@ pub struct TapTarget {
 #[derive(Clone, Debug, PartialEq)]
 pub enum HlsAction {
     /// Replace the taps of a room (empty = stop tapping).
-    SetTaps { room_id: String, taps: Vec<TapTarget> },
+    SetTaps {
+        room_id: String,
+        taps: Vec<TapTarget>,
+    },
     /// Ask the room's video producers for key frames (FFmpeg sends no PLI).
     RequestKeyFrames { room_id: String },
 }

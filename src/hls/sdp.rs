@@ -36,10 +36,15 @@ pub(crate) fn rtpmap(source: &MediaSource) -> Option<(&'static str, u32, Option<
 /// Codec parameters come from clients: keep only pairs that cannot break the SDP syntax.
 fn safe_fmtp(fmtp: &[(String, String)]) -> String {
     let key_ok = |k: &str| {
-        !k.is_empty() && k.len() <= 64 && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+        !k.is_empty()
+            && k.len() <= 64
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
     };
     let value_ok = |v: &str| {
-        v.len() <= 512 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.,/+=:".contains(&b))
+        v.len() <= 512
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.,/+=:".contains(&b))
     };
     fmtp.iter()
         .filter(|(k, v)| key_ok(k) && value_ok(v))
@@ -84,7 +89,11 @@ pub fn sdp_text(session_name: &str, streams: &[PipelineStream]) -> String {
         if !fmtp.is_empty() {
             let _ = write!(sdp, "a=fmtp:{pt} {fmtp}\r\n");
         }
-        let _ = write!(sdp, "a=ssrc:{} cname:{}\r\na=recvonly\r\n", stream.ssrc, name);
+        let _ = write!(
+            sdp,
+            "a=ssrc:{} cname:{}\r\na=recvonly\r\n",
+            stream.ssrc, name
+        );
     }
     sdp
 }
