@@ -249,9 +249,9 @@ impl HlsManager {
     fn supervise(&mut self, id: &str, now: Instant, actions: &mut Vec<HlsAction>) {
         let cfg = self.cfg.clone();
         let room = self.rooms.get_mut(id).expect("room exists");
-        let idle = !room
+        let idle = room
             .last_viewer
-            .is_some_and(|t| now.saturating_duration_since(t) < cfg.idle_timeout);
+            .is_none_or(|t| now.saturating_duration_since(t) >= cfg.idle_timeout);
         let pipeline = room.pipeline.as_mut().expect("pipeline exists");
         let sourceless = pipeline
             .no_sources_since

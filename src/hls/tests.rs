@@ -339,7 +339,11 @@ fn one_video_source_becomes_a_live_playlist_of_h264_and_aac() {
     assert_eq!(senders.taps_set, 1);
     assert!(senders.key_frame_requests >= 1);
     let tap = &senders.last_taps[0];
-    assert!(tap.dest.ip().is_loopback() && tap.dest.port() >= 46000 && tap.dest.port() % 2 == 0);
+    assert!(
+        tap.dest.ip().is_loopback()
+            && tap.dest.port() >= 46000
+            && tap.dest.port().is_multiple_of(2)
+    );
     let streams = probe(&dir.join("index.m3u8"));
     assert!(
         streams.iter().any(|s| s.starts_with("h264,video,320")),
