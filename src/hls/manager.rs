@@ -269,8 +269,8 @@ impl HlsManager {
                 Ok(None) => {
                     watch_run(run, &dir, &pipeline.streams, &cfg, now, id, actions);
                 }
-                Ok(Some(_)) | Err(_) => {
-                    let status = run.child.try_wait().ok().flatten();
+                exited => {
+                    let status = exited.ok().flatten();
                     let ran = now.saturating_duration_since(run.started_at);
                     pipeline.failures = if ran >= HEALTHY_RUN {
                         1
