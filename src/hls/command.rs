@@ -133,6 +133,9 @@ pub fn ffmpeg_args(cfg: &HlsConfig, streams: &[PipelineStream], continuing: bool
         "1048576".into(),
         "-thread_queue_size".into(),
         "1024".into(),
+        // Receive on loopback only (the default is 0.0.0.0).
+        "-localaddr".into(),
+        "127.0.0.1".into(),
         "-i".into(),
         SDP_FILE.into(),
         "-filter_complex".into(),

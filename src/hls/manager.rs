@@ -220,16 +220,16 @@ impl HlsManager {
         {
             return;
         }
+        let Some(streams) = self.new_streams(&room.sources) else {
+            tracing::warn!(room = id, "no free UDP ports for HLS");
+            return;
+        };
         let dir = room.dir.clone();
         remove_dir(&dir); // a stale playlist from an earlier server run must not be appended to
         if let Err(e) = fs::create_dir_all(&dir) {
             tracing::warn!(room = id, dir = %dir.display(), error = %e, "HLS directory not created");
             return;
         }
-        let Some(streams) = self.new_streams(&self.rooms[id].sources) else {
-            tracing::warn!(room = id, "no free UDP ports for HLS");
-            return;
-        };
         tracing::info!(room = id, streams = streams.len(), "HLS pipeline starting");
         actions.push(HlsAction::SetTaps {
             room_id: id.to_string(),
