@@ -8,6 +8,7 @@
 
 pub mod channel;
 pub mod config;
+pub mod hls;
 pub mod ids;
 pub mod room;
 pub mod rtc;
