@@ -4,6 +4,7 @@
 use clap::Parser;
 use sfu::channel::mio_mailbox;
 use sfu::config::{Cli, Config};
+use sfu::hls::{HlsConfig, HlsManager};
 use sfu::rtc::dtls::{DtlsCertificate, DtlsRuntime};
 use sfu::signaling::edge::{Edge, EdgeConfig};
 use sfu::signaling::session::{Signaling, SignalingLimits, WorkerLink};
@@ -121,6 +122,10 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         SignalingLimits {
             max_peers_per_room: cfg.max_peers_per_room,
         },
+        Some(HlsManager::new(HlsConfig {
+            root: cfg.hls_root.clone(),
+            ..HlsConfig::default()
+        })),
     );
     let edge_thread = std::thread::Builder::new()
         .name("signaling".into())

@@ -70,6 +70,8 @@ pub struct WorkerCore {
     pub(crate) by_addr: HashMap<SocketAddr, TKey>,
     pub(crate) producers: HashMap<PKey, Producer>,
     pub(crate) consumers: HashMap<CKey, Consumer>,
+    /// HLS taps of producers (plain RTP to the room's FFmpeg).
+    pub(crate) taps: HashMap<PKey, Vec<super::tap::Tap>>,
     pub(crate) caps: RtpCapabilities,
     pub(crate) dtls: Arc<DtlsRuntime>,
     pub(crate) fingerprint: String,
@@ -114,6 +116,7 @@ impl WorkerCore {
             by_addr: HashMap::new(),
             producers: HashMap::new(),
             consumers: HashMap::new(),
+            taps: HashMap::new(),
             caps,
             dtls,
             fingerprint,
@@ -161,6 +164,8 @@ impl WorkerCore {
                 });
             }
             JobKind::Disconnected => self.remove_peer(&job.room_id, &job.peer_id),
+            JobKind::SetTaps(taps) => self.set_taps(&job.room_id, taps, now),
+            JobKind::RequestKeyFrames => self.request_room_keyframes(&job.room_id, now),
             JobKind::Crash => panic!("crash requested for room {}", job.room_id),
         }
     }
@@ -552,6 +557,7 @@ impl WorkerCore {
             "new-producer",
             json!({"producerId": id, "peerId": &**peer_id, "kind": kind.as_str()}),
         );
+        self.announce_sources(room_id);
         Ok(json!({ "producerId": id }))
     }
 
@@ -722,6 +728,7 @@ impl WorkerCore {
             if let Some(room) = self.rooms.get(room_id) {
                 self.notify_others(room, peer_id, method, json!({"producerId": producer_id}));
             }
+            self.announce_sources(room_id);
         }
         Ok(json!({}))
     }
@@ -732,6 +739,7 @@ impl WorkerCore {
             return;
         };
         self.stats.dec(Counted::Producer);
+        self.taps.remove(&pkey);
         for ckey in &p.consumers {
             self.close_consumer(*ckey, true);
         }
@@ -750,6 +758,7 @@ impl WorkerCore {
                 "producer-closed",
                 json!({"producerId": p.id}),
             );
+            self.announce_sources(&p.room);
         }
     }
 

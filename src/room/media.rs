@@ -309,6 +309,7 @@ impl WorkerCore {
         if need_keyframe {
             self.request_keyframe(pkey, now, false);
         }
+        self.forward_to_taps(pkey, plain, hdr);
     }
 
     fn handle_rtcp(&mut self, tkey: TKey, buf: &[u8], now: Instant) {

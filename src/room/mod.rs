@@ -6,6 +6,7 @@ pub mod core;
 pub mod media;
 pub mod ortc;
 pub mod producer;
+pub mod tap;
 pub mod transport;
 
 /// Keys of the objects a worker owns (never reused within a worker).

@@ -11,6 +11,8 @@ use super::protocol::{
     ApiError, Frame, Request,
 };
 use crate::channel::{Receiver, Sender};
+use crate::hls::{HlsAction, HlsManager};
+use std::time::Instant;
 use crate::worker::jobs::{Job, JobKind, Outbound};
 use crate::worker::stats::{Counted, WorkerStats};
 use serde_json::{json, Value};
@@ -55,6 +57,8 @@ struct RoomEntry {
 
 pub struct Signaling {
     workers: Vec<WorkerLink>,
+    /// Live HLS pipelines (FFmpeg children of this thread), if HLS is enabled.
+    hls: Option<HlsManager>,
     worker_rooms: Vec<usize>,
     outbound: Receiver<Outbound>,
     conns: HashMap<ConnId, Conn>,
@@ -67,10 +71,12 @@ impl Signaling {
         workers: Vec<WorkerLink>,
         outbound: Receiver<Outbound>,
         limits: SignalingLimits,
+        hls: Option<HlsManager>,
     ) -> Self {
         let n = workers.len();
         Self {
             workers,
+            hls,
             worker_rooms: vec![0; n],
             outbound,
             conns: HashMap::new(),
@@ -296,6 +302,50 @@ impl Signaling {
         }
     }
 
+    /// `/hls/<roomId>/<file>`: marks a viewer (starting the pipeline when the room has media);
+    /// until the stream is live the answer is 404 and players retry. Once live, the edge serves
+    /// the file (it validates the names and never leaves the HLS folder).
+    fn hls_request(&mut self, path: &str) -> Option<HttpResponse> {
+        let mut parts = path["/hls/".len()..].splitn(2, '/');
+        let room = parts.next().unwrap_or_default();
+        let not_found = || Some(HttpResponse::text(404, "no live stream for this room (yet)"));
+        if !super::protocol::is_valid_room_id(room) {
+            return not_found();
+        }
+        let Some(hls) = self.hls.as_mut() else {
+            return not_found();
+        };
+        hls.viewer_request(room, Instant::now());
+        if hls.is_live(room) {
+            None
+        } else {
+            not_found()
+        }
+    }
+
+    /// Applies what the HLS manager asks of the workers.
+    fn hls_tick(&mut self) {
+        let Some(hls) = self.hls.as_mut() else {
+            return;
+        };
+        for action in hls.tick(Instant::now()) {
+            let (room_id, kind) = match action {
+                HlsAction::SetTaps { room_id, taps } => (room_id, JobKind::SetTaps(taps)),
+                HlsAction::RequestKeyFrames { room_id } => (room_id, JobKind::RequestKeyFrames),
+            };
+            let Some(entry) = self.rooms.get(room_id.as_str()) else {
+                continue;
+            };
+            let job = Job {
+                conn: 0,
+                room_id: Arc::from(room_id.as_str()),
+                peer_id: Arc::from(""),
+                kind,
+            };
+            let _ = self.workers[entry.worker].jobs.send(job);
+        }
+    }
+
     fn stats_json(&self) -> Value {
         let sum = |c: Counted| -> usize { self.workers.iter().map(|w| w.stats.get(c)).sum() };
         json!({
@@ -340,6 +390,7 @@ impl EdgeHandler for Signaling {
                     ),
                 })
             }
+            ("GET" | "HEAD", p) if p.starts_with("/hls/") => self.hls_request(p),
             (_, p) if p.starts_with("/api/") => Some(HttpResponse::json(
                 404,
                 &json!({"error": {"code": "not-found", "message": "no such API"}}),
@@ -379,6 +430,10 @@ impl EdgeHandler for Signaling {
         }
     }
 
+    fn tick(&mut self, _out: &mut EdgeOut) {
+        self.hls_tick();
+    }
+
     fn wake(&mut self, out: &mut EdgeOut) {
         while let Some(msg) = self.outbound.try_recv() {
             match msg {
@@ -390,6 +445,11 @@ impl EdgeHandler for Signaling {
                 Outbound::Notify { conn, method, data } => {
                     if self.conns.contains_key(&conn) {
                         out.send_text(conn, notification(method, data));
+                    }
+                }
+                Outbound::RoomSources { room_id, sources } => {
+                    if let Some(hls) = self.hls.as_mut() {
+                        hls.room_sources(&room_id, sources, Instant::now());
                     }
                 }
                 Outbound::PeerGone {

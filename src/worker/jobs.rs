@@ -22,6 +22,10 @@ pub enum JobKind {
     Request { req_id: u32, request: Request },
     /// The socket closed without leave-room: same as leaving, nobody to answer.
     Disconnected,
+    /// Replace the room's HLS taps (plain RTP to loopback); empty stops them.
+    SetTaps(Vec<crate::hls::TapTarget>),
+    /// Ask the room's video producers for key frames (HLS segment boundaries).
+    RequestKeyFrames,
     /// Makes the room's handler panic (used by tests to prove a panic stays in its room;
     /// nothing on the network can send it).
     Crash,
@@ -39,6 +43,11 @@ pub enum Outbound {
         conn: ConnId,
         method: &'static str,
         data: Value,
+    },
+    /// The producers of a room changed (for the HLS pipeline).
+    RoomSources {
+        room_id: String,
+        sources: Vec<crate::hls::MediaSource>,
     },
     /// A peer was removed by the worker on its own (its room failed): forget it.
     PeerGone {

@@ -1,0 +1,168 @@
+//! Taps: a room's producers forwarded as plain RTP to loopback (the HLS pipeline's FFmpeg).
+//!
+//! A tap is a consumer without a transport: no ICE, no SRTP, no RTCP from the other side. It
+//! gets its own SSRC and payload type and a continuous sequence space, starts at a key frame
+//! like a WebRTC consumer, and carries no header extensions.
+
+use super::consumer::SeqState;
+use super::core::WorkerCore;
+use super::ortc::{MediaKind, RtpCodecCapability};
+use super::PKey;
+use crate::hls::{MediaSource, SourceKind, TapTarget};
+use crate::rtc::keyframe::is_keyframe;
+use crate::rtc::rtp::{self, ExtIdMap, Rewrite};
+use crate::worker::jobs::Outbound;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+pub struct Tap {
+    pub dest: SocketAddr,
+    pub payload_type: u8,
+    pub ssrc: u32,
+    pub seq: SeqState,
+}
+
+fn codec_fmtp(codec: &RtpCodecCapability) -> Vec<(String, String)> {
+    codec
+        .parameters
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+impl WorkerCore {
+    /// The media sources of a room, as the HLS pipeline needs them.
+    pub fn room_sources(&self, room_id: &str) -> Vec<MediaSource> {
+        let Some(room) = self.rooms.get(room_id) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for peer in &room.peers {
+            let mut keys: Vec<(&String, &PKey)> = peer.producers.iter().collect();
+            keys.sort();
+            for (id, pkey) in keys {
+                let Some(p) = self.producers.get(pkey) else {
+                    continue;
+                };
+                let Some(codec) = p.mapping.codecs.first() else {
+                    continue;
+                };
+                out.push(MediaSource {
+                    producer_id: id.clone(),
+                    peer_id: peer.id.to_string(),
+                    kind: match p.kind {
+                        MediaKind::Audio => SourceKind::Audio,
+                        MediaKind::Video => SourceKind::Video,
+                    },
+                    mime_type: codec.router_codec.mime_type.clone(),
+                    clock_rate: codec.router_codec.clock_rate,
+                    channels: codec.router_codec.channels,
+                    fmtp: codec_fmtp(&codec.router_codec),
+                    paused: p.paused,
+                });
+            }
+        }
+        out
+    }
+
+    /// Tells the signaling thread (and so the HLS pipeline) that a room's media changed.
+    pub(crate) fn announce_sources(&self, room_id: &str) {
+        let _ = self.signaling.send(Outbound::RoomSources {
+            room_id: room_id.into(),
+            sources: self.room_sources(room_id),
+        });
+    }
+
+    /// Replaces the taps of a room.
+    pub fn set_taps(&mut self, room_id: &str, targets: Vec<TapTarget>, now: Instant) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let room_producers: Vec<PKey> = room.producers_by_id.values().copied().collect();
+        for p in &room_producers {
+            self.taps.remove(p);
+        }
+        for t in targets {
+            // Only loopback destinations: taps feed a local FFmpeg, never the network.
+            if !t.dest.ip().is_loopback() {
+                continue;
+            }
+            let Some(&pkey) = room.producers_by_id.get(&t.producer_id) else {
+                continue;
+            };
+            self.taps.entry(pkey).or_default().push(Tap {
+                dest: t.dest,
+                payload_type: t.payload_type,
+                ssrc: t.ssrc,
+                seq: SeqState::new(rand::random::<u16>() & 0x3fff),
+            });
+        }
+        for p in room_producers {
+            if self.taps.contains_key(&p) {
+                self.request_keyframe(p, now, true);
+            }
+        }
+    }
+
+    /// Asks every video producer of a room for a key frame (HLS segment boundaries).
+    pub fn request_room_keyframes(&mut self, room_id: &str, now: Instant) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let keys: Vec<PKey> = room.producers_by_id.values().copied().collect();
+        for p in keys {
+            self.request_keyframe(p, now, false);
+        }
+    }
+
+    /// Forwards one producer packet (already decrypted and parsed) to the producer's taps.
+    pub(crate) fn forward_to_taps(&mut self, pkey: PKey, plain: &[u8], hdr: &rtp::RtpHeader) {
+        let Some(taps) = self.taps.get_mut(&pkey) else {
+            return;
+        };
+        let Some(p) = self.producers.get(&pkey) else {
+            return;
+        };
+        let is_media = p
+            .mapping
+            .codecs
+            .first()
+            .is_some_and(|c| c.payload_type == hdr.payload_type);
+        if !is_media {
+            return;
+        }
+        let payload = plain.get(hdr.payload_start..hdr.payload_end).unwrap_or(&[]);
+        let mut keyframe: Option<bool> = None;
+        let no_ext = ExtIdMap::new();
+        for tap in taps.iter_mut() {
+            if !tap.seq.synced {
+                if p.kind == MediaKind::Video
+                    && !*keyframe.get_or_insert_with(|| is_keyframe(p.video_codec, payload))
+                {
+                    continue;
+                }
+                tap.seq.sync(hdr.sequence, hdr.timestamp);
+            }
+            let Some((seq, ts)) = tap.seq.map(hdr.sequence, hdr.timestamp) else {
+                continue;
+            };
+            let rw = Rewrite {
+                ssrc: tap.ssrc,
+                payload_type: tap.payload_type,
+                sequence: seq,
+                timestamp: ts,
+                ext_map: &no_ext,
+                mid: None,
+            };
+            rtp::rewrite_into(plain, hdr, &rw, &mut self.scratch);
+            self.outbox
+                .push((tap.dest, bytes::Bytes::copy_from_slice(&self.scratch)));
+        }
+    }
+}
