@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR ?= never
 WEB_SOURCES := $(shell find web/app web/components web/lib web/hooks web/public -type f 2>/dev/null) \
 	web/package.json web/package-lock.json $(wildcard web/next.config.* web/tsconfig.json web/postcss.config.* web/tailwind.config.*)
 
-.PHONY: run test build web deps-system deps-web deps-browser lint test-rust test-web test-browser bench
+.PHONY: run test build web deps-system deps-web deps-browser lint test-rust test-web test-browser bench bench-hls
 
 ## run: build everything and serve the app on http://localhost:$(PORT)
 run: build
@@ -64,3 +64,7 @@ test-browser: build deps-browser
 ## bench: micro benches of the hot path and the loadtest against a local server
 bench: build
 	$(CARGO) bench --bench hot_path
+
+## bench-hls: HLS glass-to-glass latency (publisher clock → frame shown on /watch)
+bench-hls: build deps-browser deps-system
+	tests/run-with-server.sh sh -c 'cd tests/browser && node bench-hls-latency.mjs 20'

@@ -1,23 +1,4 @@
 #!/usr/bin/env bash
-# Starts the release server on test ports, runs the real-browser suites against it, stops it.
+# The real-browser suites (tests/browser, node:test) against the release server on test ports.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-port=${TEST_PORT:-18000}
-rtc_port=${TEST_RTC_PORT:-46000}
-out=${TEST_OUTPUT:-$root/test-output}
-mkdir -p "$out"
-ulimit -l unlimited 2>/dev/null || true
-"$root/target/release/sfu" --listen "127.0.0.1:$port" --rtc-port "$rtc_port" \
-  --web-root "$root/web/out" --hls-root "$out/hls" >"$out/server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-  kill -0 $server 2>/dev/null || { echo "server exited; log:"; cat "$out/server.log"; exit 1; }
-  sleep 0.1
-done
-export SFU_URL="http://127.0.0.1:$port" TEST_OUTPUT="$out"
-status=0
-(cd "$root/tests/browser" && npm test) || status=$?
-if [ $status -ne 0 ]; then echo "--- server log (tail)"; tail -n 50 "$out/server.log"; fi
-exit $status
+exec "$(dirname "$0")/run-with-server.sh" sh -c 'cd "$(dirname "$0")/browser" && npm test' "$(cd "$(dirname "$0")" && pwd)/x"

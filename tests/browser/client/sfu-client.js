@@ -164,11 +164,33 @@ async function makeTransport(direction) {
   return transport;
 }
 
-async function publish({ video = true, audio = true, codec = 'vp8' } = {}) {
+/**
+ * A 640x360 canvas track that shows the wall clock as 20 black/white blocks (10 ms units), so a
+ * viewer can read when each frame was drawn (glass-to-glass latency).
+ */
+function clockTrack() {
+  const canvas = Object.assign(document.createElement('canvas'), { width: 640, height: 360 });
+  const g = canvas.getContext('2d');
+  const draw = () => {
+    const t = Math.floor(Date.now() / 10) & 0xfffff;
+    g.fillStyle = '#808080';
+    g.fillRect(0, 0, 640, 360);
+    for (let bit = 0; bit < 20; bit++) {
+      g.fillStyle = (t >> bit) & 1 ? '#ffffff' : '#000000';
+      g.fillRect(64 * (bit % 10), bit < 10 ? 60 : 220, 64, 80);
+    }
+  };
+  draw();
+  setInterval(draw, 1000 / 30);
+  return canvas.captureStream(30).getVideoTracks()[0];
+}
+
+async function publish({ video = true, audio = true, codec = 'vp8', clock = false } = {}) {
   const stream = await navigator.mediaDevices.getUserMedia({
-    video: video ? { width: 640, height: 480, frameRate: 15 } : false,
+    video: video && !clock ? { width: 640, height: 480, frameRate: 15 } : false,
     audio: !!audio,
   });
+  if (video && clock) stream.addTrack(clockTrack());
   state.localStream = stream;
   const out = [];
   for (const track of stream.getTracks()) {
