@@ -67,4 +67,4 @@ bench: build
 
 ## bench-hls: HLS glass-to-glass latency (publisher clock → frame shown on /watch)
 bench-hls: build deps-browser deps-system
-	tests/run-with-server.sh sh -c 'cd tests/browser && node bench-hls-latency.mjs 20'
+	cd tests/browser && ../run-with-server.sh node bench-hls-latency.mjs 20
