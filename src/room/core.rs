@@ -81,6 +81,8 @@ pub struct WorkerCore {
     /// Datagrams to send: (destination, bytes).
     pub outbox: Vec<(SocketAddr, Bytes)>,
     pub(crate) scratch: Vec<u8>,
+    /// Transport-wide congestion control state of each sending transport (see media.rs).
+    pub(crate) twcc: HashMap<TKey, super::media::TransportFeedback>,
     next_key: u64,
 }
 
@@ -123,6 +125,7 @@ impl WorkerCore {
             announced,
             outbox: Vec::with_capacity(64),
             scratch: Vec::with_capacity(1500),
+            twcc: HashMap::new(),
             next_key: 1,
         }
     }
@@ -532,6 +535,7 @@ impl WorkerCore {
             cname: mapping.cname.clone().unwrap_or_else(|| "sfu".into()),
             paused: false,
             consumers: Vec::new(),
+            quality: crate::room::producer::ProducerQuality::new(&mapping),
             mapping,
         };
         let t = self.transports.get_mut(&tkey).expect("checked above");
@@ -667,6 +671,7 @@ impl WorkerCore {
             packets_sent: 0,
             octets_sent: 0,
             last_sent_at: None,
+            quality: Default::default(),
         };
         let t = self.transports.get_mut(&tkey).expect("checked above");
         t.consumers_by_ssrc.insert(ssrc, ckey);
