@@ -532,7 +532,12 @@ impl WorkerCore {
             clock_rate,
             last_keyframe_request: None,
             keyframe_request_pending: false,
-            cname: mapping.cname.clone().unwrap_or_else(|| "sfu".into()),
+            // Simulcast offers carry no a=ssrc lines, so mediasoup-client sends an empty cname.
+            cname: mapping
+                .cname
+                .clone()
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "sfu".into()),
             paused: false,
             consumers: Vec::new(),
             quality: crate::room::producer::ProducerQuality::new(&mapping),
