@@ -465,7 +465,8 @@ impl WorkerCore {
                     }
                 }
                 // Until the switch, keep forwarding the current layer.
-                if !switched && !(c.seq.synced && current == Some(layer)) {
+                let keeps_current = c.seq.synced && current == Some(layer);
+                if !(switched || keeps_current) {
                     continue;
                 }
             } else if current != Some(layer) {
