@@ -261,11 +261,20 @@ impl WorkerCore {
         let Some((osn, payload)) = nack::rtx_unwrap(hdr.payload(&plain)) else {
             return;
         };
-        if payload.is_empty() {
+        // Chromium also probes bandwidth by resending old packets over RTX: only what is
+        // still missing goes on to the consumers.
+        let Some(l) = p.quality.layers.get(layer) else {
+            return;
+        };
+        if payload.is_empty() || !l.nack.wants(osn) {
             return;
         }
         self.stats.rtx_received.fetch_add(1, Ordering::Relaxed);
-        let mut original = Vec::with_capacity(hdr.payload_start + payload.len());
+        let Some(p) = self.producers.get_mut(&pkey) else {
+            return;
+        };
+        let mut original = std::mem::take(&mut p.quality.rtx_buf);
+        original.clear();
         original.extend_from_slice(&plain[..hdr.payload_start]);
         original[0] &= !0x20; // the padding went with the RTX packet
         original.extend_from_slice(payload);
@@ -274,6 +283,9 @@ impl WorkerCore {
         rtp::set_ssrc(&mut original, media_ssrc);
         if let Some(h) = rtp::parse_rtp(&original) {
             self.on_producer_packet(pkey, layer, &original, &h, now);
+        }
+        if let Some(p) = self.producers.get_mut(&pkey) {
+            p.quality.rtx_buf = original;
         }
     }
 

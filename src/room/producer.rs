@@ -45,6 +45,8 @@ pub struct ProducerQuality {
     pub layers: Vec<LayerState>,
     /// RTX payload type → media payload type (0xFF: not an RTX payload type).
     pub rtx_apt: [u8; 128],
+    /// Reused buffer for the packet recovered from an RTX packet.
+    pub rtx_buf: Vec<u8>,
 }
 
 pub struct LayerState {
@@ -83,6 +85,7 @@ impl ProducerQuality {
                 })
                 .collect(),
             rtx_apt,
+            rtx_buf: Vec::new(),
         }
     }
 

@@ -130,6 +130,11 @@ impl NackGenerator {
         &self.due
     }
 
+    /// Whether a retransmission of `seq` is useful: it is missing, or newer than any seen.
+    pub fn wants(&self, seq: u16) -> bool {
+        self.highest.is_none_or(|h| seq_newer(seq, h)) || self.missing.iter().any(|m| m.seq == seq)
+    }
+
     pub fn missing_len(&self) -> usize {
         self.missing.len()
     }
@@ -168,7 +173,9 @@ mod tests {
         let t1 = t0 + Duration::from_millis(10);
         assert_eq!(g.poll(t1), &[65535, 0, 1]);
         assert!(g.poll(t1).is_empty());
+        assert!(g.wants(0) && !g.wants(2) && !g.wants(65534) && g.wants(3));
         g.on_packet(0, t1); // repaired
+        assert!(!g.wants(0), "a duplicate");
         let t2 = t1 + Duration::from_millis(61);
         assert_eq!(g.poll(t2), &[65535, 1]);
         let t3 = t2 + Duration::from_millis(121);
