@@ -40,9 +40,32 @@ pub struct ConsumerQuality {
     pub layer: Option<usize>,
     /// Next sequence number of the RTX stream.
     pub rtx_seq: u16,
+    /// Retransmissions in the current budget window (bounds what NACKs can make us send).
+    pub retransmit_window: Option<Instant>,
+    pub retransmitted_in_window: u16,
 }
 
+/// At most this many retransmissions per consumer per [`RETRANSMIT_WINDOW`] (≈ 10 Mbps).
+pub const MAX_RETRANSMISSIONS_PER_WINDOW: u16 = 100;
+pub const RETRANSMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(100);
+
 impl ConsumerQuality {
+    /// Takes one retransmission from the budget; false when it is spent for this window.
+    pub fn take_retransmission(&mut self, now: Instant) -> bool {
+        let fresh = self
+            .retransmit_window
+            .is_none_or(|t| now.saturating_duration_since(t) >= RETRANSMIT_WINDOW);
+        if fresh {
+            self.retransmit_window = Some(now);
+            self.retransmitted_in_window = 0;
+        }
+        if self.retransmitted_in_window >= MAX_RETRANSMISSIONS_PER_WINDOW {
+            return false;
+        }
+        self.retransmitted_in_window += 1;
+        true
+    }
+
     /// The encoding to forward: the preferred one (default: the highest) if it is sending,
     /// else the nearest sending one below it, else the lowest sending one above it.
     pub fn target_layer(preferred: Option<u8>, layers: usize, active: u32) -> usize {
@@ -173,6 +196,15 @@ mod tests {
         assert_eq!(t(Some(0), 3, 0b110), 1, "nothing below: the lowest above");
         assert_eq!(t(Some(1), 3, 0), 1, "nothing sending: keep the preference");
         assert_eq!(t(None, 1, 0), 0);
+    }
+
+    #[test]
+    fn retransmissions_are_bounded_per_window() {
+        let t0 = Instant::now();
+        let mut q = ConsumerQuality::default();
+        let sent = (0..500).filter(|_| q.take_retransmission(t0)).count();
+        assert_eq!(sent, usize::from(MAX_RETRANSMISSIONS_PER_WINDOW));
+        assert!(q.take_retransmission(t0 + RETRANSMIT_WINDOW));
     }
 
     #[test]

@@ -592,7 +592,7 @@ impl WorkerCore {
                         .and_then(|t| t.consumers_by_ssrc.get(&media_ssrc))
                         .copied();
                     if let Some(ckey) = ckey {
-                        self.retransmit(ckey, media_ssrc, &lost);
+                        self.retransmit(ckey, media_ssrc, &lost, now);
                     }
                 }
                 _ => {}
@@ -686,7 +686,7 @@ impl WorkerCore {
 impl WorkerCore {
     /// Answers a consumer's NACK from its producer's packet cache: as RTX when the consumer
     /// negotiated it, else as the original packet again.
-    fn retransmit(&mut self, ckey: CKey, media_ssrc: u32, lost: &[u16]) {
+    fn retransmit(&mut self, ckey: CKey, media_ssrc: u32, lost: &[u16], now: Instant) {
         let WorkerCore {
             consumers,
             producers,
@@ -723,6 +723,9 @@ impl WorkerCore {
             let Some(packet) = cache.get(producer_seq) else {
                 continue;
             };
+            if !c.quality.take_retransmission(now) {
+                break;
+            }
             let Some(hdr) = rtp::parse_rtp(packet) else {
                 continue;
             };

@@ -22,7 +22,7 @@ pub struct Producer {
     pub consumers: Vec<CKey>,
     /// The SSRC of each encoding, index = encoding index (learned from the rid for simulcast).
     pub ssrcs: Vec<Option<u32>>,
-    /// The encoding forwarded to consumers (the highest for now).
+    /// The highest encoding (each consumer picks its own layer: `Consumer::quality`).
     pub active_encoding: usize,
     pub video_codec: VideoCodec,
     pub clock_rate: u32,
@@ -33,6 +33,12 @@ pub struct Producer {
     /// Loss recovery and layer state.
     pub quality: ProducerQuality,
 }
+
+// Memory bound: the packet caches of one video producer stay within 4 MiB.
+const _: () = assert!(
+    ortc::MAX_ENCODINGS * crate::rtc::nack::CACHE_SLOTS * crate::rtc::nack::CACHE_SLOT_LEN
+        <= 4 << 20
+);
 
 /// A simulcast layer (or the only encoding) counts as sending when a packet came this recently.
 pub const LAYER_ACTIVE_WINDOW: Duration = Duration::from_millis(1500);
@@ -129,10 +135,6 @@ impl Producer {
             self.keyframe_request_pending = true;
         }
         ready
-    }
-
-    pub fn media_ssrc(&self) -> Option<u32> {
-        self.ssrcs.get(self.active_encoding).copied().flatten()
     }
 
     /// The encoding `ssrc` belongs to, and whether it is that encoding's RTX stream.
