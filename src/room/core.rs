@@ -83,6 +83,8 @@ pub struct WorkerCore {
     /// Datagrams to send: (destination, bytes).
     pub outbox: Vec<(SocketAddr, Bytes)>,
     pub(crate) scratch: Vec<u8>,
+    /// Transport-wide congestion control state of each sending transport (see media.rs).
+    pub(crate) twcc: HashMap<TKey, super::media::TransportFeedback>,
     next_key: u64,
 }
 
@@ -126,6 +128,7 @@ impl WorkerCore {
             announced,
             outbox: Vec::with_capacity(64),
             scratch: Vec::with_capacity(1500),
+            twcc: HashMap::new(),
             next_key: 1,
         }
     }
@@ -534,9 +537,15 @@ impl WorkerCore {
             clock_rate,
             last_keyframe_request: None,
             keyframe_request_pending: false,
-            cname: mapping.cname.clone().unwrap_or_else(|| "sfu".into()),
+            // Simulcast offers carry no a=ssrc lines, so mediasoup-client sends an empty cname.
+            cname: mapping
+                .cname
+                .clone()
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(|| "sfu".into()),
             paused: false,
             consumers: Vec::new(),
+            quality: crate::room::producer::ProducerQuality::new(&mapping),
             mapping,
         };
         let t = self.transports.get_mut(&tkey).expect("checked above");
@@ -673,6 +682,7 @@ impl WorkerCore {
             packets_sent: 0,
             octets_sent: 0,
             last_sent_at: None,
+            quality: Default::default(),
         };
         let t = self.transports.get_mut(&tkey).expect("checked above");
         t.consumers_by_ssrc.insert(ssrc, ckey);

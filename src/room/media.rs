@@ -2,19 +2,60 @@
 //! forward RTP from a producer to its consumers with per-consumer rewrite, and handle RTCP
 //! feedback. No JSON, no sockets: datagrams to send are appended to `outbox`.
 
+use super::consumer::{seq_newer, ConsumerQuality};
 use super::core::{DtlsMsg, WorkerCore};
 use super::ortc::MediaKind;
 use super::transport::{DtlsState, MAX_EARLY_DTLS};
-use super::{PKey, TKey};
+use super::{CKey, PKey, TKey};
 use crate::rtc::dtls::{DtlsEvent, DtlsRole, SrtpProfileId};
 use crate::rtc::keyframe::is_keyframe;
+use crate::rtc::nack;
 use crate::rtc::rtcp::{self, RtcpEvent};
 use crate::rtc::rtp::{self, Rewrite};
 use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
+use crate::rtc::twcc::TwccRecorder;
 use crate::rtc::{classify, ice, PacketClass};
+use crate::worker::jobs::Outbound;
+use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A connected transport that has received neither STUN (consent) nor media for this long is
+/// considered dead and closed.
+pub const CONSENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Packets retransmitted for one NACK packet at most.
+const MAX_RETRANSMISSIONS_PER_NACK: usize = 64;
+
+/// Test-only: `SFU_TEST_DROP_OUT_PERCENT` (0..=100, read once) drops that share of the RTP
+/// packets forwarded to consumers (not retransmissions), to exercise NACK/RTX in the browser
+/// tests. Never set it in production.
+fn test_drop_out_percent() -> u32 {
+    static PERCENT: OnceLock<u32> = OnceLock::new();
+    *PERCENT.get_or_init(|| {
+        std::env::var("SFU_TEST_DROP_OUT_PERCENT")
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .map_or(0, |p| p.min(100))
+    })
+}
+
+/// Transport-wide congestion control feedback state of one sending transport.
+pub struct TransportFeedback {
+    /// The transport-wide-cc extension id (taken from the first producer that has it).
+    pub ext_id: u8,
+    pub recorder: TwccRecorder,
+}
+
+impl TransportFeedback {
+    fn new(ext_id: u8, now: Instant) -> Self {
+        Self {
+            ext_id,
+            recorder: TwccRecorder::new(now),
+        }
+    }
+}
 
 fn srtp_profile(id: SrtpProfileId) -> SrtpProfile {
     match id {
@@ -186,17 +227,109 @@ impl WorkerCore {
             return;
         };
         t.last_seen = now;
-        let pkey = match t.producers_by_ssrc.get(&hdr.ssrc) {
-            Some(&p) => p,
+        let known = t.producers_by_ssrc.get(&hdr.ssrc).copied();
+        self.record_transport_cc(tkey, known, &plain, &hdr, now);
+        let pkey = match known {
+            Some(p) => p,
             None => match self.learn_rid_ssrc(tkey, &plain, &hdr) {
                 Some(p) => p,
                 None => return,
             },
         };
-        self.forward_rtp(pkey, &plain, &hdr, now);
+        let Some(p) = self.producers.get(&pkey) else {
+            return;
+        };
+        let Some((layer, is_rtx)) = p.layer_of(hdr.ssrc) else {
+            return;
+        };
+        if !is_rtx {
+            self.on_producer_packet(pkey, layer, &plain, &hdr, now);
+            return;
+        }
+        // RTX (RFC 4588): the original sequence number, then the original payload. Padding-only
+        // packets (bandwidth probes) carry nothing to forward.
+        let media_pt = p
+            .quality
+            .rtx_apt
+            .get(usize::from(hdr.payload_type))
+            .copied();
+        let media_ssrc = p.ssrcs.get(layer).copied().flatten();
+        let (Some(media_pt), Some(media_ssrc)) = (media_pt.filter(|&pt| pt != 0xFF), media_ssrc)
+        else {
+            return;
+        };
+        let Some((osn, payload)) = nack::rtx_unwrap(hdr.payload(&plain)) else {
+            return;
+        };
+        // Chromium also probes bandwidth by resending old packets over RTX: only what is
+        // still missing goes on to the consumers.
+        let Some(l) = p.quality.layers.get(layer) else {
+            return;
+        };
+        if payload.is_empty() || !l.nack.wants(osn) {
+            return;
+        }
+        self.stats.rtx_received.fetch_add(1, Ordering::Relaxed);
+        let Some(p) = self.producers.get_mut(&pkey) else {
+            return;
+        };
+        let mut original = std::mem::take(&mut p.quality.rtx_buf);
+        original.clear();
+        original.extend_from_slice(&plain[..hdr.payload_start]);
+        original[0] &= !0x20; // the padding went with the RTX packet
+        original.extend_from_slice(payload);
+        rtp::set_sequence(&mut original, osn);
+        rtp::set_payload_type(&mut original, media_pt);
+        rtp::set_ssrc(&mut original, media_ssrc);
+        if let Some(h) = rtp::parse_rtp(&original) {
+            self.on_producer_packet(pkey, layer, &original, &h, now);
+        }
+        if let Some(p) = self.producers.get_mut(&pkey) {
+            p.quality.rtx_buf = original;
+        }
     }
 
-    /// Simulcast producers announce rids, not SSRCs: bind an unknown SSRC by its rid.
+    /// Feeds the transport-wide sequence number of an incoming packet to the transport's
+    /// congestion control feedback, and sends the feedback when it is due.
+    fn record_transport_cc(
+        &mut self,
+        tkey: TKey,
+        known: Option<PKey>,
+        plain: &[u8],
+        hdr: &rtp::RtpHeader,
+        now: Instant,
+    ) {
+        let ext_id = known
+            .and_then(|p| self.producers.get(&p))
+            .and_then(|p| p.quality.twcc_ext_id);
+        let fb = match (self.twcc.get_mut(&tkey), ext_id) {
+            (Some(fb), _) => fb,
+            (None, Some(id)) => self
+                .twcc
+                .entry(tkey)
+                .or_insert_with(|| TransportFeedback::new(id, now)),
+            (None, None) => return,
+        };
+        let Some(v) = rtp::find_extension(plain, hdr, fb.ext_id) else {
+            return;
+        };
+        let Some(seq) = v.first_chunk::<2>() else {
+            return;
+        };
+        fb.recorder.record(u16::from_be_bytes(*seq), now);
+        if !fb.recorder.due(now) {
+            return;
+        }
+        let mut pkt = Vec::with_capacity(64);
+        fb.recorder
+            .build_feedback(FEEDBACK_SSRC, hdr.ssrc, now, &mut pkt);
+        if !pkt.is_empty() {
+            self.send_rtcp(tkey, &pkt);
+        }
+    }
+
+    /// Simulcast producers announce rids, not SSRCs: bind an unknown SSRC by its rid (or, for
+    /// an RTX stream, by its repaired rid).
     fn learn_rid_ssrc(&mut self, tkey: TKey, plain: &[u8], hdr: &rtp::RtpHeader) -> Option<PKey> {
         let candidates: Vec<PKey> = self
             .producers
@@ -205,44 +338,86 @@ impl WorkerCore {
             .map(|(k, _)| *k)
             .collect();
         let t = self.transports.get_mut(&tkey)?;
+        if t.producers_by_ssrc.len() >= 32 {
+            return None;
+        }
         for pkey in candidates {
             let p = self.producers.get_mut(&pkey)?;
-            let Some(rid_id) = p.mapping.rid_ext_id() else {
-                continue;
-            };
-            let Some(rid) = rtp::find_extension(plain, hdr, rid_id) else {
-                continue;
-            };
-            let Some(idx) = p
-                .mapping
-                .encodings
-                .iter()
-                .position(|e| e.rid.as_deref().map(str::as_bytes) == Some(rid))
-            else {
-                continue;
-            };
-            if p.ssrcs.get(idx).copied().flatten().is_none() && t.producers_by_ssrc.len() < 16 {
-                p.ssrcs[idx] = Some(hdr.ssrc);
-                t.producers_by_ssrc.insert(hdr.ssrc, pkey);
-                return Some(pkey);
+            let rid_ids = [
+                (p.mapping.rid_ext_id(), false),
+                (p.mapping.repaired_rid_ext_id(), true),
+            ];
+            for (id, is_rtx) in rid_ids {
+                let Some(rid) = id.and_then(|id| rtp::find_extension(plain, hdr, id)) else {
+                    continue;
+                };
+                let Some(idx) = p
+                    .mapping
+                    .encodings
+                    .iter()
+                    .position(|e| e.rid.as_deref().map(str::as_bytes) == Some(rid))
+                else {
+                    continue;
+                };
+                let slot = if is_rtx {
+                    p.quality.layers.get_mut(idx).map(|l| &mut l.rtx_ssrc)
+                } else {
+                    p.ssrcs.get_mut(idx)
+                };
+                if let Some(slot @ None) = slot {
+                    *slot = Some(hdr.ssrc);
+                    t.producers_by_ssrc.insert(hdr.ssrc, pkey);
+                    return Some(pkey);
+                }
             }
         }
         None
     }
 
-    fn forward_rtp(&mut self, pkey: PKey, plain: &[u8], hdr: &rtp::RtpHeader, now: Instant) {
-        let Some(p) = self.producers.get(&pkey) else {
+    /// A media packet of encoding `layer` of a producer (original or recovered from RTX):
+    /// cache it, look for gaps to NACK, forward it.
+    fn on_producer_packet(
+        &mut self,
+        pkey: PKey,
+        layer: usize,
+        plain: &[u8],
+        hdr: &rtp::RtpHeader,
+        now: Instant,
+    ) {
+        let Some(p) = self.producers.get_mut(&pkey) else {
             return;
         };
-        if p.paused || p.media_ssrc() != Some(hdr.ssrc) {
-            // Paused, or RTX / a simulcast layer that is not forwarded.
-            return;
-        }
         let kind = p.kind;
-        let codec = p.video_codec;
-        let mut keyframe: Option<bool> = None;
-        let mut need_keyframe = false;
-        let payload = plain.get(hdr.payload_start..hdr.payload_end).unwrap_or(&[]);
+        let tkey = p.transport;
+        let Some(l) = p.quality.layers.get_mut(layer) else {
+            return;
+        };
+        l.last_packet_at = Some(now);
+        if kind == MediaKind::Video {
+            l.cache
+                .get_or_insert_with(Box::default)
+                .insert(hdr.sequence, plain);
+            l.nack.on_packet(hdr.sequence, now);
+            let lost = l.nack.poll(now);
+            if !lost.is_empty() {
+                let mut pkt = Vec::with_capacity(16 + 4 * lost.len());
+                rtcp::build_nack(FEEDBACK_SSRC, hdr.ssrc, lost, &mut pkt);
+                self.stats.nacks_sent.fetch_add(1, Ordering::Relaxed);
+                self.send_rtcp(tkey, &pkt);
+            }
+        }
+        self.forward_rtp(pkey, layer, plain, hdr, now);
+    }
+
+    fn forward_rtp(
+        &mut self,
+        pkey: PKey,
+        layer: usize,
+        plain: &[u8],
+        hdr: &rtp::RtpHeader,
+        now: Instant,
+    ) {
+        let drop_percent = test_drop_out_percent();
         let WorkerCore {
             consumers,
             transports,
@@ -255,6 +430,17 @@ impl WorkerCore {
         let Some(p) = producers.get(&pkey) else {
             return;
         };
+        if p.paused {
+            return;
+        }
+        let kind = p.kind;
+        let codec = p.video_codec;
+        let layers = p.ssrcs.len();
+        let active = p.quality.active_layers(now);
+        let mut keyframe: Option<bool> = None;
+        let mut need_keyframe = false;
+        let mut layer_changes: Vec<(CKey, usize)> = Vec::new();
+        let payload = hdr.payload(plain);
         for ckey in &p.consumers {
             let Some(c) = consumers.get_mut(ckey) else {
                 continue;
@@ -266,14 +452,37 @@ impl WorkerCore {
                 Some(&pt) if pt != 0xFF => pt,
                 _ => continue,
             };
-            if !c.seq.synced {
-                if kind == MediaKind::Video
-                    && !*keyframe.get_or_insert_with(|| is_keyframe(codec, payload))
-                {
-                    need_keyframe = true;
+            let target = ConsumerQuality::target_layer(c.preferred_spatial_layer, layers, active);
+            let current = c.quality.layer;
+            if !c.seq.synced || current != Some(target) {
+                let mut switched = false;
+                if layer == target {
+                    if kind == MediaKind::Video
+                        && !*keyframe.get_or_insert_with(|| is_keyframe(codec, payload))
+                    {
+                        need_keyframe = true;
+                    } else {
+                        let elapsed = c.last_sent_at.map_or(0, |at| {
+                            (now.saturating_duration_since(at).as_secs_f64()
+                                * f64::from(c.clock_rate)) as u32
+                        });
+                        c.seq.sync(hdr.sequence, hdr.timestamp, elapsed);
+                        if current != Some(layer) {
+                            c.quality.layer = Some(layer);
+                            if layers > 1 {
+                                layer_changes.push((*ckey, layer));
+                            }
+                        }
+                        switched = true;
+                    }
+                }
+                // Until the switch, keep forwarding the current layer.
+                let keeps_current = c.seq.synced && current == Some(layer);
+                if !(switched || keeps_current) {
                     continue;
                 }
-                c.seq.sync(hdr.sequence, hdr.timestamp);
+            } else if current != Some(layer) {
+                continue;
             }
             let Some((seq, ts)) = c.seq.map(hdr.sequence, hdr.timestamp) else {
                 continue;
@@ -284,6 +493,14 @@ impl WorkerCore {
             let (Some(to), Some(srtp)) = (t.remote, t.srtp.as_mut()) else {
                 continue;
             };
+            c.packets_sent = c.packets_sent.wrapping_add(1);
+            c.octets_sent = c
+                .octets_sent
+                .wrapping_add((hdr.payload_end - hdr.payload_start) as u32);
+            c.last_sent_at = Some(now);
+            if drop_percent > 0 && rand::random::<u32>() % 100 < drop_percent {
+                continue;
+            }
             let rw = Rewrite {
                 ssrc: c.ssrc,
                 payload_type: pt,
@@ -294,11 +511,6 @@ impl WorkerCore {
             };
             rtp::rewrite_into(plain, hdr, &rw, scratch);
             if let Ok(out) = srtp.encrypt_rtp(scratch) {
-                c.packets_sent = c.packets_sent.wrapping_add(1);
-                c.octets_sent = c
-                    .octets_sent
-                    .wrapping_add((hdr.payload_end - hdr.payload_start) as u32);
-                c.last_sent_at = Some(now);
                 stats.packets_out.fetch_add(1, Ordering::Relaxed);
                 stats
                     .bytes_out
@@ -306,10 +518,41 @@ impl WorkerCore {
                 outbox.push((to, out));
             }
         }
+        for (ckey, layer) in layer_changes {
+            self.notify_layers_changed(ckey, layer);
+        }
         if need_keyframe {
             self.request_keyframe(pkey, now, false);
         }
         self.forward_to_taps(pkey, plain, hdr);
+    }
+
+    /// Tells a consumer's peer which layer it now receives.
+    fn notify_layers_changed(&self, ckey: CKey, layer: usize) {
+        let Some(c) = self.consumers.get(&ckey) else {
+            return;
+        };
+        let temporal = self
+            .producers
+            .get(&c.producer)
+            .and_then(|p| p.quality.layers.get(layer))
+            .map_or(0, |l| l.max_temporal_layer);
+        let conn = self
+            .rooms
+            .get(&c.room)
+            .and_then(|r| r.peers.iter().find(|p| p.id == c.peer))
+            .map(|p| p.conn);
+        if let Some(conn) = conn {
+            let _ = self.signaling.send(Outbound::Notify {
+                conn,
+                method: "consumer-layers-changed",
+                data: json!({
+                    "consumerId": c.id,
+                    "spatialLayer": layer,
+                    "temporalLayer": temporal,
+                }),
+            });
+        }
     }
 
     fn handle_rtcp(&mut self, tkey: TKey, buf: &[u8], now: Instant) {
@@ -340,6 +583,19 @@ impl WorkerCore {
                         self.request_keyframe(pkey, now, false);
                     }
                 }
+                RtcpEvent::Nack {
+                    media_ssrc, lost, ..
+                } => {
+                    self.stats.nacks_received.fetch_add(1, Ordering::Relaxed);
+                    let ckey = self
+                        .transports
+                        .get(&tkey)
+                        .and_then(|t| t.consumers_by_ssrc.get(&media_ssrc))
+                        .copied();
+                    if let Some(ckey) = ckey {
+                        self.retransmit(ckey, media_ssrc, &lost, now);
+                    }
+                }
                 _ => {}
             }
         }
@@ -360,16 +616,15 @@ impl WorkerCore {
         if !p.take_keyframe_slot(now) {
             return;
         }
-        let Some(media_ssrc) = p
-            .media_ssrc()
-            .or_else(|| p.ssrcs.iter().flatten().next().copied())
-        else {
-            return;
-        };
+        // Every known layer: consumers may be waiting to switch to any of them.
         let tkey = p.transport;
-        let mut pkt = Vec::with_capacity(12);
-        rtcp::build_pli(FEEDBACK_SSRC, media_ssrc, &mut pkt);
-        self.send_rtcp(tkey, &pkt);
+        let mut pkt = Vec::with_capacity(12 * p.ssrcs.len());
+        for &ssrc in p.ssrcs.iter().flatten() {
+            rtcp::build_pli(FEEDBACK_SSRC, ssrc, &mut pkt);
+        }
+        if !pkt.is_empty() {
+            self.send_rtcp(tkey, &pkt);
+        }
     }
 
     fn send_rtcp(&mut self, tkey: TKey, plain: &[u8]) {
@@ -386,6 +641,9 @@ impl WorkerCore {
 
     /// Periodic work (about every 250 ms): deferred key-frame requests and sender reports.
     pub fn tick(&mut self, now: Instant, send_reports: bool) {
+        self.close_dead_transports(now);
+        let transports = &self.transports;
+        self.twcc.retain(|t, _| transports.contains_key(t));
         let pending: Vec<PKey> = self
             .producers
             .iter()
@@ -427,6 +685,116 @@ impl WorkerCore {
 }
 
 impl WorkerCore {
+    /// Answers a consumer's NACK from its producer's packet cache: as RTX when the consumer
+    /// negotiated it, else as the original packet again.
+    fn retransmit(&mut self, ckey: CKey, media_ssrc: u32, lost: &[u16], now: Instant) {
+        let WorkerCore {
+            consumers,
+            producers,
+            transports,
+            outbox,
+            scratch,
+            stats,
+            ..
+        } = self;
+        let Some(c) = consumers.get_mut(&ckey) else {
+            return;
+        };
+        if c.ssrc != media_ssrc || !c.seq.started {
+            return;
+        }
+        let (Some(p), Some(layer)) = (producers.get(&c.producer), c.quality.layer) else {
+            return;
+        };
+        let Some(cache) = p.quality.layers.get(layer).and_then(|l| l.cache.as_deref()) else {
+            return;
+        };
+        let Some(t) = transports.get_mut(&c.transport) else {
+            return;
+        };
+        let (Some(to), Some(srtp)) = (t.remote, t.srtp.as_mut()) else {
+            return;
+        };
+        for &seq in lost.iter().take(MAX_RETRANSMISSIONS_PER_NACK) {
+            let producer_seq = seq.wrapping_sub(c.seq.seq_offset);
+            // Packets from before the current sync point came from another layer or offset.
+            if producer_seq != c.seq.sync_seq && seq_newer(c.seq.sync_seq, producer_seq) {
+                continue;
+            }
+            let Some(packet) = cache.get(producer_seq) else {
+                continue;
+            };
+            if !c.quality.take_retransmission(now) {
+                break;
+            }
+            let Some(hdr) = rtp::parse_rtp(packet) else {
+                continue;
+            };
+            let Some(&media_pt) = c.pt_map.get(usize::from(hdr.payload_type)) else {
+                continue;
+            };
+            if media_pt == 0xFF {
+                continue;
+            }
+            let rtx_pt = p
+                .mapping
+                .codec_by_payload_type(hdr.payload_type)
+                .and_then(|codec| codec.rtx_payload_type)
+                .and_then(|pt| c.pt_map.get(usize::from(pt)).copied())
+                .filter(|&pt| pt != 0xFF);
+            let rtx = c.rtx_ssrc.zip(rtx_pt);
+            let (ssrc, payload_type, sequence) = match rtx {
+                Some((rtx_ssrc, rtx_pt)) => {
+                    let s = c.quality.rtx_seq;
+                    c.quality.rtx_seq = s.wrapping_add(1);
+                    (rtx_ssrc, rtx_pt, s)
+                }
+                None => (c.ssrc, media_pt, seq),
+            };
+            let rw = Rewrite {
+                ssrc,
+                payload_type,
+                sequence,
+                timestamp: hdr.timestamp.wrapping_add(c.seq.ts_offset),
+                ext_map: &c.ext_map,
+                mid: c.mid(),
+            };
+            rtp::rewrite_into(packet, &hdr, &rw, scratch);
+            if rtx.is_some() {
+                // RTX payload: the original (consumer) sequence number first.
+                let payload_at = scratch.len() - (packet.len() - hdr.payload_start);
+                scratch.splice(payload_at..payload_at, seq.to_be_bytes());
+            }
+            if let Ok(out) = srtp.encrypt_rtp(scratch) {
+                stats.retransmissions_sent.fetch_add(1, Ordering::Relaxed);
+                stats.packets_out.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .bytes_out
+                    .fetch_add(out.len() as u64, Ordering::Relaxed);
+                outbox.push((to, out));
+            }
+        }
+    }
+
+    /// ICE consent: closes connected transports silent for [`CONSENT_TIMEOUT`] (Chromium sends
+    /// a consent check every few seconds), with everything on them.
+    fn close_dead_transports(&mut self, now: Instant) {
+        let dead: Vec<TKey> = self
+            .transports
+            .iter()
+            .filter(|(_, t)| {
+                t.is_connected() && now.saturating_duration_since(t.last_seen) > CONSENT_TIMEOUT
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for tkey in dead {
+            if let Some(t) = self.transports.get(&tkey) {
+                tracing::info!(transport = %t.id, "no consent or media for 30 s; closing the transport");
+            }
+            self.close_transport(tkey);
+        }
+    }
+
     /// The room of a transport (to evict it after a panic).
     pub fn transport_room(&self, tkey: TKey) -> Option<String> {
         self.transports.get(&tkey).map(|t| t.room.to_string())

@@ -1,9 +1,10 @@
 //! A producer: one media track a peer sends, with the mapping `ortc` derived from its
 //! parameters. Owns the list of its consumers (closing it closes them).
 
-use super::ortc::{MediaKind, ProducerMapping};
+use super::ortc::{self, MediaKind, ProducerMapping};
 use super::{CKey, TKey};
 use crate::rtc::keyframe::VideoCodec;
+use crate::rtc::nack::{NackGenerator, RtpCache};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +22,7 @@ pub struct Producer {
     pub consumers: Vec<CKey>,
     /// The SSRC of each encoding, index = encoding index (learned from the rid for simulcast).
     pub ssrcs: Vec<Option<u32>>,
-    /// The encoding forwarded to consumers (the highest for now).
+    /// The highest encoding (each consumer picks its own layer: `Consumer::quality`).
     pub active_encoding: usize,
     pub video_codec: VideoCodec,
     pub clock_rate: u32,
@@ -29,6 +30,93 @@ pub struct Producer {
     pub keyframe_request_pending: bool,
     /// The producer's CNAME, reused for its consumers' RTCP.
     pub cname: String,
+    /// Loss recovery and layer state.
+    pub quality: ProducerQuality,
+}
+
+// Memory bound: the packet caches of one video producer stay within 4 MiB.
+const _: () = assert!(
+    ortc::MAX_ENCODINGS * crate::rtc::nack::CACHE_SLOTS * crate::rtc::nack::CACHE_SLOT_LEN
+        <= 4 << 20
+);
+
+/// A simulcast layer (or the only encoding) counts as sending when a packet came this recently.
+pub const LAYER_ACTIVE_WINDOW: Duration = Duration::from_millis(1500);
+
+/// Per-producer state for bandwidth estimation, loss recovery and simulcast.
+pub struct ProducerQuality {
+    /// The transport-wide-cc header extension id the producer negotiated.
+    pub twcc_ext_id: Option<u8>,
+    /// Per encoding (index = encoding index).
+    pub layers: Vec<LayerState>,
+    /// RTX payload type → media payload type (0xFF: not an RTX payload type).
+    pub rtx_apt: [u8; 128],
+    /// Reused buffer for the packet recovered from an RTX packet.
+    pub rtx_buf: Vec<u8>,
+}
+
+pub struct LayerState {
+    pub rtx_ssrc: Option<u32>,
+    pub last_packet_at: Option<Instant>,
+    /// Recent packets for retransmission (video only; allocated at the first packet).
+    pub cache: Option<Box<RtpCache>>,
+    pub nack: NackGenerator,
+    /// Highest temporal layer of the encoding (from its scalability mode, `L1T3` → 2).
+    pub max_temporal_layer: u8,
+}
+
+impl ProducerQuality {
+    pub fn new(mapping: &ProducerMapping) -> Self {
+        let mut rtx_apt = [0xFF; 128];
+        for c in &mapping.codecs {
+            if let Some(rtx) = c.rtx_payload_type.filter(|&pt| pt < 128) {
+                rtx_apt[usize::from(rtx)] = c.payload_type;
+            }
+        }
+        Self {
+            twcc_ext_id: mapping.ext_id(ortc::uri::TRANSPORT_WIDE_CC),
+            layers: mapping
+                .encodings
+                .iter()
+                .map(|e| LayerState {
+                    rtx_ssrc: e.rtx_ssrc,
+                    last_packet_at: None,
+                    cache: None,
+                    nack: NackGenerator::default(),
+                    max_temporal_layer: e
+                        .scalability_mode
+                        .as_deref()
+                        .and_then(temporal_layers)
+                        .map_or(0, |n| n.saturating_sub(1)),
+                })
+                .collect(),
+            rtx_apt,
+            rtx_buf: Vec::new(),
+        }
+    }
+
+    /// Bit `i` set: encoding `i` sent a packet within [`LAYER_ACTIVE_WINDOW`].
+    pub fn active_layers(&self, now: Instant) -> u32 {
+        let mut mask = 0;
+        for (i, l) in self.layers.iter().enumerate().take(32) {
+            if l.last_packet_at
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_ACTIVE_WINDOW)
+            {
+                mask |= 1 << i;
+            }
+        }
+        mask
+    }
+}
+
+/// The number of temporal layers in a scalability mode such as `L1T3` or `S3T3_KEY`.
+fn temporal_layers(mode: &str) -> Option<u8> {
+    let t = mode.find('T')?;
+    let digits: String = mode[t + 1..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
 }
 
 impl Producer {
@@ -49,7 +137,27 @@ impl Producer {
         ready
     }
 
-    pub fn media_ssrc(&self) -> Option<u32> {
-        self.ssrcs.get(self.active_encoding).copied().flatten()
+    /// The encoding `ssrc` belongs to, and whether it is that encoding's RTX stream.
+    pub fn layer_of(&self, ssrc: u32) -> Option<(usize, bool)> {
+        if let Some(i) = self.ssrcs.iter().position(|s| *s == Some(ssrc)) {
+            return Some((i, false));
+        }
+        self.quality
+            .layers
+            .iter()
+            .position(|l| l.rtx_ssrc == Some(ssrc))
+            .map(|i| (i, true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalability_modes_give_their_temporal_layer_count() {
+        assert_eq!(temporal_layers("L1T3"), Some(3));
+        assert_eq!(temporal_layers("S3T3_KEY"), Some(3));
+        assert_eq!(temporal_layers("L1"), None);
     }
 }

@@ -3,9 +3,11 @@
 pub mod dtls;
 pub mod ice;
 pub mod keyframe;
+pub mod nack;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
+pub mod twcc;
 
 /// What a datagram arriving on the shared media socket is (RFC 7983 demultiplexing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -17,6 +17,12 @@ pub struct WorkerStats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub panics: AtomicU64,
+    /// Loss recovery: NACK packets received from consumers, packets retransmitted to them,
+    /// NACK packets sent to producers, RTX packets received from producers.
+    pub nacks_received: AtomicU64,
+    pub retransmissions_sent: AtomicU64,
+    pub nacks_sent: AtomicU64,
+    pub rtx_received: AtomicU64,
     /// Forwarding latency percentiles in nanoseconds (socket in → socket out), refreshed
     /// about once a second by the worker.
     pub latency_p50_ns: AtomicU64,
@@ -82,6 +88,10 @@ impl WorkerStats {
             "bytesIn": l(&self.bytes_in),
             "bytesOut": l(&self.bytes_out),
             "panics": l(&self.panics),
+            "nacksReceived": l(&self.nacks_received),
+            "retransmissionsSent": l(&self.retransmissions_sent),
+            "nacksSent": l(&self.nacks_sent),
+            "rtxPacketsReceived": l(&self.rtx_received),
             "forwardLatencyNs": {
                 "p50": l(&self.latency_p50_ns),
                 "p99": l(&self.latency_p99_ns),
