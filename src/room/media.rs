@@ -524,7 +524,7 @@ impl WorkerCore {
         if need_keyframe {
             self.request_keyframe(pkey, now, false);
         }
-        self.forward_to_taps(pkey, plain, hdr);
+        self.forward_to_taps(pkey, layer, plain, hdr, now);
     }
 
     /// Tells a consumer's peer which layer it now receives.

@@ -20,6 +20,9 @@ pub struct Tap {
     pub payload_type: u8,
     pub ssrc: u32,
     pub seq: SeqState,
+    /// The simulcast layer forwarded (the highest active one; switched at its key frame).
+    pub layer: Option<usize>,
+    pub last_sent_at: Option<Instant>,
 }
 
 fn codec_fmtp(codec: &RtpCodecCapability) -> Vec<(String, String)> {
@@ -101,6 +104,8 @@ impl WorkerCore {
                 payload_type: t.payload_type,
                 ssrc: t.ssrc,
                 seq: SeqState::new(rand::random::<u16>() & 0x3fff),
+                layer: None,
+                last_sent_at: None,
             });
         }
         for p in room_producers {
@@ -121,8 +126,16 @@ impl WorkerCore {
         }
     }
 
-    /// Forwards one producer packet (already decrypted and parsed) to the producer's taps.
-    pub(crate) fn forward_to_taps(&mut self, pkey: PKey, plain: &[u8], hdr: &rtp::RtpHeader) {
+    /// Forwards one producer packet of simulcast `layer` (already decrypted and parsed) to the
+    /// producer's taps.
+    pub(crate) fn forward_to_taps(
+        &mut self,
+        pkey: PKey,
+        layer: usize,
+        plain: &[u8],
+        hdr: &rtp::RtpHeader,
+        now: Instant,
+    ) {
         let Some(taps) = self.taps.get_mut(&pkey) else {
             return;
         };
@@ -137,17 +150,34 @@ impl WorkerCore {
         if !is_media {
             return;
         }
+        let active = p.quality.active_layers(now);
+        let target = if active == 0 {
+            layer
+        } else {
+            (31 - active.leading_zeros()) as usize
+        };
         let payload = plain.get(hdr.payload_start..hdr.payload_end).unwrap_or(&[]);
         let mut keyframe: Option<bool> = None;
+        let mut need_keyframe = false;
         let no_ext = ExtIdMap::new();
         for tap in taps.iter_mut() {
-            if !tap.seq.synced {
+            let switching = tap.layer != Some(layer);
+            if switching && layer != target {
+                continue;
+            }
+            if switching || !tap.seq.synced {
                 if p.kind == MediaKind::Video
                     && !*keyframe.get_or_insert_with(|| is_keyframe(p.video_codec, payload))
                 {
+                    need_keyframe = true;
                     continue;
                 }
-                tap.seq.sync(hdr.sequence, hdr.timestamp);
+                let elapsed = tap
+                    .last_sent_at
+                    .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+                tap.seq
+                    .sync(hdr.sequence, hdr.timestamp, (elapsed * f64::from(p.clock_rate)) as u32);
+                tap.layer = Some(layer);
             }
             let Some((seq, ts)) = tap.seq.map(hdr.sequence, hdr.timestamp) else {
                 continue;
@@ -161,8 +191,12 @@ impl WorkerCore {
                 mid: None,
             };
             rtp::rewrite_into(plain, hdr, &rw, &mut self.scratch);
+            tap.last_sent_at = Some(now);
             self.outbox
                 .push((tap.dest, bytes::Bytes::copy_from_slice(&self.scratch)));
+        }
+        if need_keyframe {
+            self.request_keyframe(pkey, now, false);
         }
     }
 }
