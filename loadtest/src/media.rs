@@ -17,8 +17,9 @@ pub const VIDEO_PT: u8 = 96;
 pub const AUDIO_PT: u8 = 111;
 /// The mid header extension id publishers use (as Chromium does).
 const MID_EXT_ID: u8 = 4;
-/// VP8: payload descriptor (1 byte, S=1) + a 10-byte key-frame header; the stamp follows.
-pub const VIDEO_STAMP_OFFSET: usize = 11;
+/// VP8: payload descriptor (4 bytes: X, S, 15-bit picture id) + a 10-byte key-frame header;
+/// the stamp follows. mediasoup only parses descriptors with X set, as Chromium sends them.
+pub const VIDEO_STAMP_OFFSET: usize = 14;
 pub const AUDIO_STAMP_OFFSET: usize = 0;
 const AUDIO_PAYLOAD_LEN: usize = 80;
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
@@ -146,7 +147,10 @@ impl Track {
         let payload_start = out.len();
         if self.kind == Kind::Video {
             let key = self.sent % KEYFRAME_EVERY == 0;
-            out.push(0x10); // VP8 payload descriptor: S=1, partition 0
+            let picture_id = (self.sent & 0x7fff) as u16 | 0x8000;
+            // VP8 payload descriptor: X=1, S=1, partition 0; I=1 with a 15-bit picture id.
+            out.extend_from_slice(&[0x90, 0x80]);
+            out.extend_from_slice(&picture_id.to_be_bytes());
             if key {
                 // Frame tag with P=0, start code, 640x480.
                 out.extend_from_slice(&[0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);

@@ -94,6 +94,7 @@ impl StepResult {
             .and_then(|s| s["workers"].as_array())
             .map(|ws| {
                 ws.iter()
+                    .filter(|w| w["forwardLatencyNs"].is_object())
                     .map(|w| serde_json::json!({"worker": w["id"], "forwardLatencyNs": w["forwardLatencyNs"]}))
                     .collect()
             })
