@@ -246,15 +246,21 @@ fn run_step(args: &Args, subscribers: usize, dtls: &DtlsClient) -> Result<StepRe
         drain_until(Instant::now() + Duration::from_secs_f64(args.warmup), &mut signaling);
         phase.store(PHASE_MEASURE, Ordering::Relaxed);
         let before = cpu::snapshot(&pids);
+        let own_before = cpu::snapshot(&[std::process::id()]);
         drain_until(Instant::now() + Duration::from_secs_f64(args.duration), &mut signaling);
         let after = cpu::snapshot(&pids);
+        let own_after = cpu::snapshot(&[std::process::id()]);
         phase.store(PHASE_STOP, Ordering::Relaxed);
         let send = sender.join().expect("sender thread");
         let received: Vec<_> = receivers
             .into_iter()
             .map(|r| r.join().expect("receive thread"))
             .collect();
-        (send, received, cpu::usage(&before, &after))
+        let own: f64 = cpu::usage(&own_before, &own_after)
+            .iter()
+            .map(|t| t.percent)
+            .sum();
+        (send, received, (cpu::usage(&before, &after), own))
     });
     let received = received
         .into_iter()

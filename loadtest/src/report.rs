@@ -45,6 +45,10 @@ pub struct StepResult {
     pub received_mbit_per_s: f64,
     /// Server threads: every sfu-worker-N, and any other thread above 1% of a core.
     pub server_cpu: Vec<ThreadCpu>,
+    /// The load generator's own CPU (all threads), % of one core.
+    pub loadtest_cpu_percent: f64,
+    /// /proc/loadavg at the end: the machine is shared, so say how busy it was.
+    pub load_average: String,
     /// `workers[].forwardLatencyNs` from the server's /api/stats (our server only).
     pub server_forward_latency_ns: Vec<Value>,
 }
@@ -62,7 +66,7 @@ impl StepResult {
         setup_s: f64,
         send: SendTotals,
         received: Vec<ReceiveTotals>,
-        server_cpu: Vec<ThreadCpu>,
+        (server_cpu, loadtest_cpu_percent): (Vec<ThreadCpu>, f64),
         server_stats: Option<Value>,
     ) -> Self {
         let mut histogram = received
@@ -126,6 +130,10 @@ impl StepResult {
             received_packets_per_s: (packets as f64 / secs).round(),
             received_mbit_per_s: (bytes as f64 * 8.0 / secs / 1e4).round() / 100.0,
             server_cpu,
+            loadtest_cpu_percent: (loadtest_cpu_percent * 10.0).round() / 10.0,
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default(),
             server_forward_latency_ns,
         }
     }
@@ -165,6 +173,11 @@ impl StepResult {
             s,
             "sent {} pkt/s  received {} pkt/s, {} Mbit/s",
             self.sent_packets_per_s, self.received_packets_per_s, self.received_mbit_per_s
+        );
+        let _ = writeln!(
+            s,
+            "loadtest cpu {:.1}% of a core, load average {}",
+            self.loadtest_cpu_percent, self.load_average
         );
         for t in &self.server_cpu {
             let _ = writeln!(
