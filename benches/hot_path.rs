@@ -165,23 +165,26 @@ fn fan_out(c: &mut Criterion) {
         let mut scratch = Vec::with_capacity(2048);
         // Elements = forwarded packets, so the report's per-element time is ns/packet.
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(BenchmarkId::new("rewrite_encrypt_aead_aes_256_gcm", n), |b| {
-            b.iter(|| {
-                for c in &mut consumers {
-                    c.seq = c.seq.wrapping_add(1);
-                    let rw = Rewrite {
-                        ssrc: c.ssrc,
-                        payload_type: 101,
-                        sequence: c.seq,
-                        timestamp: 12345,
-                        ext_map: &map,
-                        mid: Some((1, b"3")),
-                    };
-                    rewrite_into(&src, &header, &rw, &mut scratch);
-                    black_box(c.srtp.encrypt_rtp(&scratch).expect("encrypt"));
-                }
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new("rewrite_encrypt_aead_aes_256_gcm", n),
+            |b| {
+                b.iter(|| {
+                    for c in &mut consumers {
+                        c.seq = c.seq.wrapping_add(1);
+                        let rw = Rewrite {
+                            ssrc: c.ssrc,
+                            payload_type: 101,
+                            sequence: c.seq,
+                            timestamp: 12345,
+                            ext_map: &map,
+                            mid: Some((1, b"3")),
+                        };
+                        rewrite_into(&src, &header, &rw, &mut scratch);
+                        black_box(c.srtp.encrypt_rtp(&scratch).expect("encrypt"));
+                    }
+                })
+            },
+        );
     }
     group.finish();
 }

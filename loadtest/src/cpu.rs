@@ -103,7 +103,11 @@ fn read_stat(path: &str) -> Option<(String, Vec<String>)> {
 pub fn snapshot(pids: &[u32]) -> Snapshot {
     let mut ticks = HashMap::new();
     for &pid in pids {
-        for entry in fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        for entry in fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let Ok(tid) = entry.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
             };

@@ -19,7 +19,10 @@ use signaling::Signaling;
 use transport::DtlsClient;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "loadtest", about = "WebRTC load generator: real ICE, DTLS and SRTP against the SFU")]
+#[command(
+    name = "loadtest",
+    about = "WebRTC load generator: real ICE, DTLS and SRTP against the SFU"
+)]
 pub struct Args {
     /// Signaling URL: ws://HOST:PORT/ws or http://HOST:PORT
     #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
@@ -108,7 +111,10 @@ fn setup_publisher(
     out: &mut RoomSetup,
 ) -> Result<(), String> {
     let mut sig = Signaling::connect(&args.url)?;
-    sig.request("join-room", json!({"roomId": room, "displayName": "loadtest-pub"}))?;
+    sig.request(
+        "join-room",
+        json!({"roomId": room, "displayName": "loadtest-pub"}),
+    )?;
     let t = transport::open(&mut sig, "send", dtls)?;
     let cname = format!("lt{}", rand::random::<u32>());
     let video_ssrc = rand::random::<u32>() & !1;
@@ -117,7 +123,11 @@ fn setup_publisher(
         json!({"transportId": t.id, "kind": "video",
                "rtpParameters": media::vp8_rtp_parameters(video_ssrc, &cname)}),
     )?;
-    let mut tracks = vec![Track::video(video_ssrc, args.bitrate_kbps, args.packet_size)];
+    let mut tracks = vec![Track::video(
+        video_ssrc,
+        args.bitrate_kbps,
+        args.packet_size,
+    )];
     if args.audio {
         let audio_ssrc = video_ssrc.wrapping_add(2);
         sig.request(
@@ -137,9 +147,16 @@ fn setup_publisher(
     Ok(())
 }
 
-fn setup_subscriber(args: &Args, room: &str, dtls: &DtlsClient) -> Result<(Signaling, Subscriber), String> {
+fn setup_subscriber(
+    args: &Args,
+    room: &str,
+    dtls: &DtlsClient,
+) -> Result<(Signaling, Subscriber), String> {
     let mut sig = Signaling::connect(&args.url)?;
-    let joined = sig.request("join-room", json!({"roomId": room, "displayName": "loadtest-sub"}))?;
+    let joined = sig.request(
+        "join-room",
+        json!({"roomId": room, "displayName": "loadtest-sub"}),
+    )?;
     let caps = joined["routerRtpCapabilities"].clone();
     let producers: Vec<Value> = joined["producers"].as_array().cloned().unwrap_or_default();
     let t = transport::open(&mut sig, "recv", dtls)?;
@@ -157,14 +174,22 @@ fn setup_subscriber(args: &Args, room: &str, dtls: &DtlsClient) -> Result<(Signa
         } else {
             Kind::Video
         };
-        sig.request("resume-consumer", json!({"consumerId": consumer["consumerId"]}))?;
+        sig.request(
+            "resume-consumer",
+            json!({"consumerId": consumer["consumerId"]}),
+        )?;
         streams.push(Stream::new(ssrc, kind));
     }
     let subscriber = Subscriber::new(t.socket, t.srtp, streams, t._dtls);
     Ok((sig, subscriber))
 }
 
-fn setup_room(args: &Args, room: &str, subscribers: usize, dtls: &DtlsClient) -> Result<RoomSetup, String> {
+fn setup_room(
+    args: &Args,
+    room: &str,
+    subscribers: usize,
+    dtls: &DtlsClient,
+) -> Result<RoomSetup, String> {
     let mut setup = RoomSetup {
         signaling: Vec::new(),
         publishers: Vec::new(),
@@ -187,7 +212,10 @@ fn setup_room(args: &Args, room: &str, subscribers: usize, dtls: &DtlsClient) ->
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("setup thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("setup thread panicked".into()))
+            })
             .collect()
     });
     for batch in made {
@@ -243,11 +271,17 @@ fn run_step(args: &Args, subscribers: usize, dtls: &DtlsClient) -> Result<StepRe
                 std::thread::sleep(Duration::from_millis(200));
             }
         };
-        drain_until(Instant::now() + Duration::from_secs_f64(args.warmup), &mut signaling);
+        drain_until(
+            Instant::now() + Duration::from_secs_f64(args.warmup),
+            &mut signaling,
+        );
         phase.store(PHASE_MEASURE, Ordering::Relaxed);
         let before = cpu::snapshot(&pids);
         let own_before = cpu::snapshot(&[std::process::id()]);
-        drain_until(Instant::now() + Duration::from_secs_f64(args.duration), &mut signaling);
+        drain_until(
+            Instant::now() + Duration::from_secs_f64(args.duration),
+            &mut signaling,
+        );
         let after = cpu::snapshot(&pids);
         let own_after = cpu::snapshot(&[std::process::id()]);
         phase.store(PHASE_STOP, Ordering::Relaxed);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use sfu::rtc::rtp::parse_rtp;
 use sfu::rtc::dtls::DtlsSession;
+use sfu::rtc::rtp::parse_rtp;
 use sfu::rtc::srtp::SrtpSession;
 
 pub const VIDEO_PT: u8 = 96;
@@ -146,14 +146,16 @@ impl Track {
         out.extend_from_slice(&[0xBE, 0xDE, 0, 1, MID_EXT_ID << 4, self.mid, 0, 0]);
         let payload_start = out.len();
         if self.kind == Kind::Video {
-            let key = self.sent % KEYFRAME_EVERY == 0;
+            let key = self.sent.is_multiple_of(KEYFRAME_EVERY);
             let picture_id = (self.sent & 0x7fff) as u16 | 0x8000;
             // VP8 payload descriptor: X=1, S=1, partition 0; I=1 with a 15-bit picture id.
             out.extend_from_slice(&[0x90, 0x80]);
             out.extend_from_slice(&picture_id.to_be_bytes());
             if key {
                 // Frame tag with P=0, start code, 640x480.
-                out.extend_from_slice(&[0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01]);
+                out.extend_from_slice(&[
+                    0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
+                ]);
             } else {
                 out.extend_from_slice(&[0x51, 0x2a, 0x00, 0, 0, 0, 0, 0, 0, 0]);
             }
@@ -289,7 +291,12 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    pub fn new(socket: UdpSocket, srtp: SrtpSession, streams: Vec<Stream>, dtls: DtlsSession) -> Self {
+    pub fn new(
+        socket: UdpSocket,
+        srtp: SrtpSession,
+        streams: Vec<Stream>,
+        dtls: DtlsSession,
+    ) -> Self {
         Self {
             socket,
             srtp,
@@ -390,7 +397,7 @@ pub fn receive_loop(
                 totals.packets += 1;
                 totals.bytes += n as u64;
                 sub.seen += 1;
-                if sub.seen % sample != 0 {
+                if !sub.seen.is_multiple_of(sample) {
                     continue;
                 }
                 let Ok(plain) = sub.srtp.decrypt_rtp(packet) else {

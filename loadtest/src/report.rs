@@ -206,7 +206,12 @@ pub fn svg_plot(results: &[StepResult]) -> String {
     const RIGHT: f64 = 20.0;
     const TOP: f64 = 40.0;
     const BOTTOM: f64 = 60.0;
-    let xmax = results.iter().map(|r| r.consumers).max().unwrap_or(1).max(1) as f64;
+    let xmax = results
+        .iter()
+        .map(|r| r.consumers)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     let ymax = results
         .iter()
         .map(|r| r.latency.p999_ms)
@@ -259,7 +264,8 @@ pub fn svg_plot(results: &[StepResult]) -> String {
         (y0 + y1) / 2.0,
         (y0 + y1) / 2.0
     );
-    let series: [(&str, &str, fn(&Latency) -> f64); 4] = [
+    type Series<'a> = (&'a str, &'a str, fn(&Latency) -> f64);
+    let series: [Series; 4] = [
         ("p50", "#1f77b4", |l| l.p50_ms),
         ("p90", "#2ca02c", |l| l.p90_ms),
         ("p99", "#ff7f0e", |l| l.p99_ms),

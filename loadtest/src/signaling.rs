@@ -35,7 +35,8 @@ pub fn http_host(url: &str) -> String {
 
 impl Signaling {
     pub fn connect(url: &str) -> Result<Self, String> {
-        let (ws, _) = tungstenite::connect(ws_url(url)).map_err(|e| format!("connect {url}: {e}"))?;
+        let (ws, _) =
+            tungstenite::connect(ws_url(url)).map_err(|e| format!("connect {url}: {e}"))?;
         if let MaybeTlsStream::Plain(s) = ws.get_ref() {
             s.set_read_timeout(Some(Duration::from_secs(20)))
                 .map_err(|e| e.to_string())?;

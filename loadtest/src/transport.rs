@@ -14,9 +14,7 @@ use sfu::rtc::dtls::{
 };
 use sfu::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
 use stun::agent::TransactionId;
-use stun::attributes::{
-    ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE,
-};
+use stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE};
 use stun::fingerprint::FINGERPRINT;
 use stun::integrity::MessageIntegrity;
 use stun::message::{Message, Setter, BINDING_REQUEST, BINDING_SUCCESS};
@@ -58,7 +56,10 @@ pub struct Transport {
 /// create-transport, connect-transport, ICE and DTLS.
 pub fn open(sig: &mut Signaling, direction: &str, dtls: &DtlsClient) -> Result<Transport, String> {
     let t = sig.request("create-transport", json!({ "direction": direction }))?;
-    let id = t["id"].as_str().ok_or("create-transport: no id")?.to_owned();
+    let id = t["id"]
+        .as_str()
+        .ok_or("create-transport: no id")?
+        .to_owned();
     let ufrag = t["iceParameters"]["usernameFragment"]
         .as_str()
         .ok_or("no ufrag")?
@@ -114,8 +115,12 @@ fn udp_candidate(candidates: &Value) -> Result<SocketAddr, String> {
     let c = candidates
         .as_array()
         .and_then(|cs| {
-            cs.iter()
-                .find(|c| c["protocol"].as_str().unwrap_or("udp").eq_ignore_ascii_case("udp"))
+            cs.iter().find(|c| {
+                c["protocol"]
+                    .as_str()
+                    .unwrap_or("udp")
+                    .eq_ignore_ascii_case("udp")
+            })
         })
         .ok_or("no UDP candidate")?;
     let ip = c["ip"]
@@ -182,7 +187,9 @@ fn ice_connect(socket: &UdpSocket, ufrag: &str, pwd: &str) -> Result<(), String>
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
         let request = binding_request(ufrag, &client_ufrag, pwd);
-        socket.send(&request).map_err(|e| format!("STUN send: {e}"))?;
+        socket
+            .send(&request)
+            .map_err(|e| format!("STUN send: {e}"))?;
         let retry_at = Instant::now() + STUN_RETRY;
         while Instant::now() < retry_at {
             let Ok(n) = socket.recv(&mut buf) else { break };
@@ -223,7 +230,9 @@ fn dtls_connect(
         while let Ok(event) = events.try_recv() {
             match event {
                 DtlsEvent::Transmit(datagram) => {
-                    socket.send(&datagram).map_err(|e| format!("DTLS send: {e}"))?;
+                    socket
+                        .send(&datagram)
+                        .map_err(|e| format!("DTLS send: {e}"))?;
                 }
                 DtlsEvent::Connected(keys) => {
                     let profile = srtp_profile(keys.profile);

@@ -22,7 +22,11 @@ fn sfu_binary() -> PathBuf {
     if let Ok(path) = std::env::var("SFU_BIN") {
         return PathBuf::from(path);
     }
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -31,7 +35,9 @@ fn sfu_binary() -> PathBuf {
     if !binary.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.current_dir(&root).args(["build", "-p", "sfu", "--bin", "sfu"]);
+        build
+            .current_dir(&root)
+            .args(["build", "-p", "sfu", "--bin", "sfu"]);
         if profile == "release" {
             build.arg("--release");
         }
@@ -42,11 +48,19 @@ fn sfu_binary() -> PathBuf {
 }
 
 fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_server() -> (Server, u16) {
@@ -97,5 +111,8 @@ fn one_publisher_to_five_subscribers_for_three_seconds_loses_under_five_percent(
     assert!(r.received_packets_per_s > 100.0, "{r:?}");
     assert!(r.loss_percent < 5.0, "loss {}%", r.loss_percent);
     assert!(r.latency.samples > 0);
-    assert!(r.server_cpu.iter().any(|t| t.name.starts_with("sfu-worker")));
+    assert!(r
+        .server_cpu
+        .iter()
+        .any(|t| t.name.starts_with("sfu-worker")));
 }
