@@ -428,3 +428,41 @@ pub fn receive_loop(
     }
     Ok(totals)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sfu::rtc::keyframe::{is_keyframe, VideoCodec};
+
+    #[test]
+    fn loss_is_counted_from_sequence_gaps_across_the_16_bit_wrap() {
+        let mut s = Stream::new(1, Kind::Video);
+        for seq in [65_533u16, 65_534, 0, 1, 3, 2] {
+            s.record(seq);
+        }
+        assert_eq!(s.expected(), 7); // 65533 ..= 3
+        assert_eq!(s.received, 6);
+    }
+
+    #[test]
+    fn every_thirtieth_video_packet_is_a_key_frame_carrying_the_send_stamp() {
+        let mut track = Track::video(42, 1000, 1200);
+        let mut packet = Vec::new();
+        let mut keys = 0;
+        for i in 0..60 {
+            let before = now_ns();
+            track.next_packet(&mut packet);
+            assert_eq!(packet.len(), 1200);
+            let h = parse_rtp(&packet).expect("valid RTP");
+            assert_eq!((h.ssrc, h.payload_type), (42, VIDEO_PT));
+            let payload = h.payload(&packet);
+            let key = is_keyframe(VideoCodec::from_mime("video/VP8"), payload);
+            assert_eq!(key, i % 30 == 0, "packet {i}");
+            keys += usize::from(key);
+            let at = VIDEO_STAMP_OFFSET;
+            let stamp = u64::from_be_bytes(payload[at..at + 8].try_into().unwrap());
+            assert!(stamp >= before && stamp <= now_ns());
+        }
+        assert_eq!(keys, 2);
+    }
+}

@@ -117,3 +117,17 @@ pub fn http_get(host: &str, path: &str) -> Result<String, String> {
     }
     Ok(body.to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_and_ws_urls_both_lead_to_the_websocket_and_the_http_host() {
+        assert_eq!(ws_url("http://127.0.0.1:8100"), "ws://127.0.0.1:8100/ws");
+        assert_eq!(ws_url("http://h:1/x"), "ws://h:1/ws");
+        assert_eq!(ws_url("ws://h:2/ws"), "ws://h:2/ws");
+        assert_eq!(http_host("ws://h:2/ws"), "h:2");
+        assert_eq!(http_host("http://h:3"), "h:3");
+    }
+}
