@@ -1,0 +1,318 @@
+//! A WebRTC load generator for the SFU (and any server speaking shared/protocol.md): N rooms ×
+//! P publishers × S subscribers with real ICE, DTLS and SRTP. See docs/performance.md.
+
+pub mod cpu;
+pub mod media;
+pub mod report;
+pub mod signaling;
+pub mod transport;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+use media::{Kind, Publisher, Stream, Subscriber, Track, PHASE_MEASURE, PHASE_STOP};
+use report::StepResult;
+use signaling::Signaling;
+use transport::DtlsClient;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "loadtest",
+    about = "WebRTC load generator: real ICE, DTLS and SRTP against the SFU"
+)]
+pub struct Args {
+    /// Signaling URL: ws://HOST:PORT/ws or http://HOST:PORT
+    #[arg(long, default_value = "ws://127.0.0.1:8000/ws")]
+    pub url: String,
+    #[arg(long, default_value_t = 1)]
+    pub rooms: usize,
+    /// Publishers per room
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Subscribers per room (each consumes every publisher's tracks)
+    #[arg(long, default_value_t = 10)]
+    pub subscribers: usize,
+    /// Measured seconds (after the warmup)
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds of media before measuring (consumers sync on a key frame meanwhile)
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Video bitrate per publisher
+    #[arg(long, default_value_t = 1000)]
+    pub bitrate_kbps: u32,
+    /// Video RTP packet size in bytes (before SRTP)
+    #[arg(long, default_value_t = 1200)]
+    pub packet_size: usize,
+    /// Also publish Opus audio (50 packets/s)
+    #[arg(long)]
+    pub audio: bool,
+    /// Decrypt every n-th packet of each subscriber for latency (all are counted for loss)
+    #[arg(long, default_value_t = 4)]
+    pub sample: u64,
+    /// Receive threads for the subscribers' sockets
+    #[arg(long, default_value_t = 1)]
+    pub recv_threads: usize,
+    /// Threads setting up subscribers (signaling, ICE, DTLS) in parallel
+    #[arg(long, default_value_t = 4)]
+    pub setup_threads: usize,
+    /// Server pid(s) for CPU per thread (default: the process listening on the URL's port, and
+    /// its children)
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+    /// Write the results as JSON
+    #[arg(long)]
+    pub json: Option<String>,
+    /// Write an SVG plot of latency percentiles vs consumers (with --sweep)
+    #[arg(long)]
+    pub plot: Option<String>,
+    /// Subscriber counts per room, one run each, e.g. "50,100,200" (overrides --subscribers)
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Vec<usize>,
+    /// A name for this run in the output (e.g. the server under test)
+    #[arg(long, default_value = "sfu")]
+    pub label: String,
+}
+
+/// Every step of a run (one unless --sweep).
+pub fn run(args: &Args) -> Result<Vec<StepResult>, String> {
+    let dtls = DtlsClient::start()?;
+    let steps = if args.sweep.is_empty() {
+        vec![args.subscribers]
+    } else {
+        args.sweep.clone()
+    };
+    let mut results = Vec::new();
+    for (i, &subscribers) in steps.iter().enumerate() {
+        if i > 0 {
+            // Let the server finish closing the previous step's peers.
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        let result = run_step(args, subscribers, &dtls)?;
+        eprintln!("{}", result.summary_line());
+        results.push(result);
+    }
+    Ok(results)
+}
+
+struct RoomSetup {
+    signaling: Vec<Signaling>,
+    publishers: Vec<Publisher>,
+    subscribers: Vec<Subscriber>,
+}
+
+fn setup_publisher(
+    args: &Args,
+    room: &str,
+    dtls: &DtlsClient,
+    out: &mut RoomSetup,
+) -> Result<(), String> {
+    let mut sig = Signaling::connect(&args.url)?;
+    sig.request(
+        "join-room",
+        json!({"roomId": room, "displayName": "loadtest-pub"}),
+    )?;
+    let t = transport::open(&mut sig, "send", dtls)?;
+    let cname = format!("lt{}", rand::random::<u32>());
+    let video_ssrc = rand::random::<u32>() & !1;
+    sig.request(
+        "produce",
+        json!({"transportId": t.id, "kind": "video",
+               "rtpParameters": media::vp8_rtp_parameters(video_ssrc, &cname)}),
+    )?;
+    let mut tracks = vec![Track::video(
+        video_ssrc,
+        args.bitrate_kbps,
+        args.packet_size,
+    )];
+    if args.audio {
+        let audio_ssrc = video_ssrc.wrapping_add(2);
+        sig.request(
+            "produce",
+            json!({"transportId": t.id, "kind": "audio",
+                   "rtpParameters": media::opus_rtp_parameters(audio_ssrc, &cname)}),
+        )?;
+        tracks.push(Track::audio(audio_ssrc));
+    }
+    out.publishers.push(Publisher {
+        socket: t.socket,
+        srtp: t.srtp,
+        tracks,
+        _dtls: t._dtls,
+    });
+    out.signaling.push(sig);
+    Ok(())
+}
+
+fn setup_subscriber(
+    args: &Args,
+    room: &str,
+    dtls: &DtlsClient,
+) -> Result<(Signaling, Subscriber), String> {
+    let mut sig = Signaling::connect(&args.url)?;
+    let joined = sig.request(
+        "join-room",
+        json!({"roomId": room, "displayName": "loadtest-sub"}),
+    )?;
+    let caps = joined["routerRtpCapabilities"].clone();
+    let producers: Vec<Value> = joined["producers"].as_array().cloned().unwrap_or_default();
+    let t = transport::open(&mut sig, "recv", dtls)?;
+    let mut streams = Vec::new();
+    for p in producers {
+        let consumer = sig.request(
+            "consume-media",
+            json!({"transportId": t.id, "producerId": p["producerId"], "rtpCapabilities": caps}),
+        )?;
+        let ssrc = consumer["rtpParameters"]["encodings"][0]["ssrc"]
+            .as_u64()
+            .ok_or("consume-media: no ssrc")? as u32;
+        let kind = if consumer["kind"] == "audio" {
+            Kind::Audio
+        } else {
+            Kind::Video
+        };
+        sig.request(
+            "resume-consumer",
+            json!({"consumerId": consumer["consumerId"]}),
+        )?;
+        streams.push(Stream::new(ssrc, kind));
+    }
+    let subscriber = Subscriber::new(t.socket, t.srtp, streams, t._dtls);
+    Ok((sig, subscriber))
+}
+
+fn setup_room(
+    args: &Args,
+    room: &str,
+    subscribers: usize,
+    dtls: &DtlsClient,
+) -> Result<RoomSetup, String> {
+    let mut setup = RoomSetup {
+        signaling: Vec::new(),
+        publishers: Vec::new(),
+        subscribers: Vec::new(),
+    };
+    for _ in 0..args.publishers {
+        setup_publisher(args, room, dtls, &mut setup)?;
+    }
+    let threads = args.setup_threads.clamp(1, subscribers.max(1));
+    let made: Vec<Result<Vec<(Signaling, Subscriber)>, String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                let count = subscribers / threads + usize::from(k < subscribers % threads);
+                scope.spawn(move || {
+                    (0..count)
+                        .map(|_| setup_subscriber(args, room, dtls))
+                        .collect::<Result<Vec<_>, String>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("setup thread panicked".into()))
+            })
+            .collect()
+    });
+    for batch in made {
+        for (sig, sub) in batch? {
+            setup.signaling.push(sig);
+            setup.subscribers.push(sub);
+        }
+    }
+    Ok(setup)
+}
+
+fn run_step(args: &Args, subscribers: usize, dtls: &DtlsClient) -> Result<StepResult, String> {
+    let setup_started = Instant::now();
+    let run_id = format!("{:08x}", rand::random::<u32>());
+    let mut signaling = Vec::new();
+    let mut publishers = Vec::new();
+    let mut subs = Vec::new();
+    for r in 0..args.rooms {
+        let room = format!("lt-{run_id}-{r}");
+        let setup = setup_room(args, &room, subscribers, dtls)?;
+        signaling.extend(setup.signaling);
+        publishers.extend(setup.publishers);
+        subs.extend(setup.subscribers);
+    }
+    let consumers: usize = subs.iter().map(|s| s.streams.len()).sum();
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+    for s in &mut signaling {
+        s.set_nonblocking();
+    }
+
+    let port = signaling::http_host(&args.url)
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok());
+    let pids = cpu::server_pids(&args.server_pid, port);
+
+    let phase = AtomicU8::new(media::PHASE_WARMUP);
+    let threads = args.recv_threads.max(1);
+    let mut groups: Vec<Vec<Subscriber>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, s) in subs.into_iter().enumerate() {
+        groups[i % threads].push(s);
+    }
+    let (send, received, cpu) = std::thread::scope(|scope| {
+        let phase = &phase;
+        let sender = scope.spawn(move || media::send_loop(publishers, phase));
+        let receivers: Vec<_> = groups
+            .into_iter()
+            .map(|g| scope.spawn(move || media::receive_loop(g, args.sample, phase)))
+            .collect();
+        let drain_until = |until: Instant, signaling: &mut Vec<Signaling>| {
+            while Instant::now() < until {
+                signaling.iter_mut().for_each(Signaling::drain);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
+        drain_until(
+            Instant::now() + Duration::from_secs_f64(args.warmup),
+            &mut signaling,
+        );
+        phase.store(PHASE_MEASURE, Ordering::Relaxed);
+        let before = cpu::snapshot(&pids);
+        let own_before = cpu::snapshot(&[std::process::id()]);
+        drain_until(
+            Instant::now() + Duration::from_secs_f64(args.duration),
+            &mut signaling,
+        );
+        let after = cpu::snapshot(&pids);
+        let own_after = cpu::snapshot(&[std::process::id()]);
+        phase.store(PHASE_STOP, Ordering::Relaxed);
+        let send = sender.join().expect("sender thread");
+        let received: Vec<_> = receivers
+            .into_iter()
+            .map(|r| r.join().expect("receive thread"))
+            .collect();
+        let own: f64 = cpu::usage(&own_before, &own_after)
+            .iter()
+            .map(|t| t.percent)
+            .sum();
+        (send, received, (cpu::usage(&before, &after), own))
+    });
+    let received = received
+        .into_iter()
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| format!("receive: {e}"))?;
+    let server_stats = signaling::http_get(&signaling::http_host(&args.url), "/api/stats")
+        .ok()
+        .and_then(|body| serde_json::from_str::<Value>(&body).ok());
+
+    drop(signaling);
+    Ok(StepResult::new(
+        args,
+        subscribers,
+        consumers,
+        setup_secs,
+        send,
+        received,
+        cpu,
+        server_stats,
+    ))
+}

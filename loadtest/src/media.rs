@@ -1,0 +1,468 @@
+//! Synthetic media: publishers send paced, SRTP-protected RTP with a send stamp in the payload;
+//! subscribers count every packet by its clear RTP header and decrypt a sample for latency.
+
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use sfu::rtc::dtls::DtlsSession;
+use sfu::rtc::rtp::parse_rtp;
+use sfu::rtc::srtp::SrtpSession;
+
+pub const VIDEO_PT: u8 = 96;
+pub const AUDIO_PT: u8 = 111;
+/// The mid header extension id publishers use (as Chromium does).
+const MID_EXT_ID: u8 = 4;
+/// VP8: payload descriptor (4 bytes: X, S, 15-bit picture id) + a 10-byte key-frame header;
+/// the stamp follows. mediasoup only parses descriptors with X set, as Chromium sends them.
+pub const VIDEO_STAMP_OFFSET: usize = 14;
+pub const AUDIO_STAMP_OFFSET: usize = 0;
+const AUDIO_PAYLOAD_LEN: usize = 80;
+const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
+/// Every n-th video packet is a key frame so new consumers sync quickly.
+const KEYFRAME_EVERY: u64 = 30;
+
+pub const PHASE_WARMUP: u8 = 0;
+pub const PHASE_MEASURE: u8 = 1;
+pub const PHASE_STOP: u8 = 2;
+
+/// Nanoseconds since the process's first call: the clock both stamps and receipts use.
+pub fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Video,
+    Audio,
+}
+
+impl Kind {
+    pub fn stamp_offset(self) -> usize {
+        match self {
+            Kind::Video => VIDEO_STAMP_OFFSET,
+            Kind::Audio => AUDIO_STAMP_OFFSET,
+        }
+    }
+}
+
+/// RTP parameters as mediasoup-client (Chromium) sends them for VP8 with RTX.
+pub fn vp8_rtp_parameters(ssrc: u32, cname: &str) -> Value {
+    json!({
+        "mid": "0",
+        "codecs": [
+            {"mimeType": "video/VP8", "payloadType": VIDEO_PT, "clockRate": 90000, "parameters": {},
+             "rtcpFeedback": [{"type": "goog-remb", "parameter": ""}, {"type": "transport-cc", "parameter": ""},
+                              {"type": "ccm", "parameter": "fir"}, {"type": "nack", "parameter": ""},
+                              {"type": "nack", "parameter": "pli"}]},
+            {"mimeType": "video/rtx", "payloadType": VIDEO_PT + 1, "clockRate": 90000, "parameters": {"apt": VIDEO_PT}, "rtcpFeedback": []}
+        ],
+        "headerExtensions": [
+            {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": MID_EXT_ID, "encrypt": false, "parameters": {}},
+            {"uri": "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time", "id": 2, "encrypt": false, "parameters": {}},
+            {"uri": "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01", "id": 3, "encrypt": false, "parameters": {}}
+        ],
+        "encodings": [{"ssrc": ssrc, "rtx": {"ssrc": ssrc + 1}}],
+        "rtcp": {"cname": cname, "reducedSize": true}
+    })
+}
+
+/// RTP parameters as mediasoup-client (Chromium) sends them for Opus.
+pub fn opus_rtp_parameters(ssrc: u32, cname: &str) -> Value {
+    json!({
+        "mid": "1",
+        "codecs": [
+            {"mimeType": "audio/opus", "payloadType": AUDIO_PT, "clockRate": 48000, "channels": 2,
+             "parameters": {"minptime": 10, "useinbandfec": 1},
+             "rtcpFeedback": [{"type": "transport-cc", "parameter": ""}]}
+        ],
+        "headerExtensions": [
+            {"uri": "urn:ietf:params:rtp-hdrext:sdes:mid", "id": MID_EXT_ID, "encrypt": false, "parameters": {}},
+            {"uri": "urn:ietf:params:rtp-hdrext:ssrc-audio-level", "id": 1, "encrypt": false, "parameters": {}}
+        ],
+        "encodings": [{"ssrc": ssrc, "dtx": false}],
+        "rtcp": {"cname": cname, "reducedSize": true}
+    })
+}
+
+/// One outgoing track of a publisher.
+pub struct Track {
+    pub kind: Kind,
+    pub ssrc: u32,
+    pub mid: u8,
+    pub interval: Duration,
+    pub payload_len: usize,
+    seq: u16,
+    ts_base: u32,
+    sent: u64,
+    next_due: Instant,
+}
+
+impl Track {
+    pub fn video(ssrc: u32, bitrate_kbps: u32, packet_size: usize) -> Self {
+        let bits = packet_size as f64 * 8.0;
+        let interval = Duration::from_secs_f64(bits / (bitrate_kbps.max(1) as f64 * 1000.0));
+        // 12-byte header + 4-byte mid extension block + 4-byte extension header.
+        let payload_len = packet_size.saturating_sub(20).max(VIDEO_STAMP_OFFSET + 8);
+        Self::new(Kind::Video, ssrc, b'0', interval, payload_len)
+    }
+
+    pub fn audio(ssrc: u32) -> Self {
+        Self::new(Kind::Audio, ssrc, b'1', AUDIO_INTERVAL, AUDIO_PAYLOAD_LEN)
+    }
+
+    fn new(kind: Kind, ssrc: u32, mid: u8, interval: Duration, payload_len: usize) -> Self {
+        Self {
+            kind,
+            ssrc,
+            mid,
+            interval,
+            payload_len,
+            seq: rand::random::<u16>() & 0x3fff,
+            ts_base: rand::random(),
+            sent: 0,
+            next_due: Instant::now(),
+        }
+    }
+
+    /// Writes the next plain RTP packet into `out`.
+    pub fn next_packet(&mut self, out: &mut Vec<u8>) {
+        out.clear();
+        let elapsed_us = now_ns() / 1000;
+        let (pt, ts) = match self.kind {
+            Kind::Video => (VIDEO_PT, elapsed_us * 90 / 1000),
+            Kind::Audio => (AUDIO_PT, elapsed_us * 48 / 1000),
+        };
+        out.push(0x90); // V=2, X=1
+        out.push(0x80 | pt); // every packet ends a "frame"
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.ts_base.wrapping_add(ts as u32).to_be_bytes());
+        out.extend_from_slice(&self.ssrc.to_be_bytes());
+        out.extend_from_slice(&[0xBE, 0xDE, 0, 1, MID_EXT_ID << 4, self.mid, 0, 0]);
+        let payload_start = out.len();
+        if self.kind == Kind::Video {
+            let key = self.sent.is_multiple_of(KEYFRAME_EVERY);
+            let picture_id = (self.sent & 0x7fff) as u16 | 0x8000;
+            // VP8 payload descriptor: X=1, S=1, partition 0; I=1 with a 15-bit picture id.
+            out.extend_from_slice(&[0x90, 0x80]);
+            out.extend_from_slice(&picture_id.to_be_bytes());
+            if key {
+                // Frame tag with P=0, start code, 640x480.
+                out.extend_from_slice(&[
+                    0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
+                ]);
+            } else {
+                out.extend_from_slice(&[0x51, 0x2a, 0x00, 0, 0, 0, 0, 0, 0, 0]);
+            }
+        }
+        out.extend_from_slice(&now_ns().to_be_bytes());
+        out.resize(payload_start + self.payload_len, 0xa5);
+        self.seq = self.seq.wrapping_add(1);
+        self.sent += 1;
+    }
+}
+
+pub struct Publisher {
+    pub socket: UdpSocket,
+    pub srtp: SrtpSession,
+    pub tracks: Vec<Track>,
+    /// Dropping it would close the server's transport.
+    pub _dtls: DtlsSession,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SendTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+/// Paces every publisher's tracks until `phase` says stop. Counts only the measured phase.
+pub fn send_loop(mut publishers: Vec<Publisher>, phase: &AtomicU8) -> SendTotals {
+    let mut totals = SendTotals::default();
+    let mut plain = Vec::with_capacity(2048);
+    let start = Instant::now();
+    for p in &mut publishers {
+        for t in &mut p.tracks {
+            t.next_due = start;
+        }
+    }
+    let mut measuring = false;
+    loop {
+        let now_phase = phase.load(Ordering::Relaxed);
+        if now_phase == PHASE_STOP {
+            return totals;
+        }
+        if now_phase == PHASE_MEASURE && !measuring {
+            measuring = true;
+            totals = SendTotals::default();
+        }
+        let now = Instant::now();
+        let mut earliest = now + Duration::from_millis(20);
+        for p in &mut publishers {
+            for t in &mut p.tracks {
+                while t.next_due <= now {
+                    t.next_packet(&mut plain);
+                    // Behind by more than a second (a stalled machine): skip rather than burst.
+                    t.next_due += t.interval;
+                    if now.duration_since(t.next_due) > Duration::from_secs(1) {
+                        t.next_due = now;
+                    }
+                    match p.srtp.encrypt_rtp(&plain) {
+                        Ok(packet) => match p.socket.send(&packet) {
+                            Ok(n) => {
+                                totals.packets += 1;
+                                totals.bytes += n as u64;
+                            }
+                            Err(_) => totals.errors += 1,
+                        },
+                        Err(_) => totals.errors += 1,
+                    }
+                }
+                earliest = earliest.min(t.next_due);
+            }
+        }
+        if let Some(wait) = earliest.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// What a subscriber counts for one consumer (one SSRC it receives).
+#[derive(Debug, Clone)]
+pub struct Stream {
+    pub ssrc: u32,
+    pub kind: Kind,
+    first: Option<i64>,
+    max: i64,
+    pub received: u64,
+}
+
+impl Stream {
+    pub fn new(ssrc: u32, kind: Kind) -> Self {
+        Self {
+            ssrc,
+            kind,
+            first: None,
+            max: 0,
+            received: 0,
+        }
+    }
+
+    fn record(&mut self, seq: u16) {
+        self.received += 1;
+        let Some(_) = self.first else {
+            self.first = Some(seq as i64);
+            self.max = seq as i64;
+            return;
+        };
+        // Extend the 16-bit number relative to the newest one seen.
+        let delta = seq.wrapping_sub(self.max as u16) as i16 as i64;
+        let ext = self.max + delta;
+        if ext > self.max {
+            self.max = ext;
+        }
+        if ext < self.first.unwrap_or(ext) {
+            self.first = Some(ext);
+        }
+    }
+
+    pub fn expected(&self) -> u64 {
+        self.first.map_or(0, |f| (self.max - f + 1) as u64)
+    }
+
+    fn reset(&mut self) {
+        self.first = None;
+        self.received = 0;
+    }
+}
+
+pub struct Subscriber {
+    pub socket: UdpSocket,
+    pub srtp: SrtpSession,
+    pub streams: Vec<Stream>,
+    seen: u64,
+    _dtls: DtlsSession,
+}
+
+impl Subscriber {
+    pub fn new(
+        socket: UdpSocket,
+        srtp: SrtpSession,
+        streams: Vec<Stream>,
+        dtls: DtlsSession,
+    ) -> Self {
+        Self {
+            socket,
+            srtp,
+            streams,
+            seen: 0,
+            _dtls: dtls,
+        }
+    }
+}
+
+/// One receive thread's results.
+pub struct ReceiveTotals {
+    pub latency_ns: Histogram<u64>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub expected: u64,
+    pub received: u64,
+    pub decrypt_errors: u64,
+    /// Consumers that got no packet at all during the measurement.
+    pub silent_streams: u64,
+    pub streams: u64,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Receives for `subscribers` with one mio poll until `phase` says stop; decrypts every
+/// `sample`-th packet of each subscriber for the latency histogram.
+pub fn receive_loop(
+    mut subscribers: Vec<Subscriber>,
+    sample: u64,
+    phase: &AtomicU8,
+) -> std::io::Result<ReceiveTotals> {
+    use mio::{Events, Interest, Poll, Token};
+    let mut poll = Poll::new()?;
+    let mut sockets = Vec::with_capacity(subscribers.len());
+    for (i, s) in subscribers.iter().enumerate() {
+        let std_socket = s.socket.try_clone()?;
+        std_socket.set_nonblocking(true)?;
+        let mut socket = mio::net::UdpSocket::from_std(std_socket);
+        poll.registry()
+            .register(&mut socket, Token(i), Interest::READABLE)?;
+        sockets.push(socket);
+    }
+    let mut totals = ReceiveTotals {
+        latency_ns: new_histogram(),
+        packets: 0,
+        bytes: 0,
+        expected: 0,
+        received: 0,
+        decrypt_errors: 0,
+        silent_streams: 0,
+        streams: 0,
+    };
+    let mut events = Events::with_capacity(1024);
+    let mut buf = [0u8; 2048];
+    let mut measuring = false;
+    let sample = sample.max(1);
+    loop {
+        let now_phase = phase.load(Ordering::Relaxed);
+        if now_phase == PHASE_STOP {
+            break;
+        }
+        if now_phase == PHASE_MEASURE && !measuring {
+            measuring = true;
+            totals.latency_ns.reset();
+            totals.packets = 0;
+            totals.bytes = 0;
+            totals.decrypt_errors = 0;
+            for s in &mut subscribers {
+                s.streams.iter_mut().for_each(Stream::reset);
+            }
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        for event in events.iter() {
+            let i = event.token().0;
+            let sub = &mut subscribers[i];
+            loop {
+                let n = match sockets[i].recv(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                    Err(e) => return Err(e),
+                };
+                let packet = &buf[..n];
+                // RTP only (RFC 7983 first byte 128..=191, RTCP payload types excluded).
+                if n < 12 || !(128..=191).contains(&packet[0]) || (192..=223).contains(&packet[1]) {
+                    continue;
+                }
+                let seq = u16::from_be_bytes([packet[2], packet[3]]);
+                let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+                let Some(stream) = sub.streams.iter_mut().find(|s| s.ssrc == ssrc) else {
+                    continue; // RTX, probation or padding streams
+                };
+                stream.record(seq);
+                let kind = stream.kind;
+                totals.packets += 1;
+                totals.bytes += n as u64;
+                sub.seen += 1;
+                if !sub.seen.is_multiple_of(sample) {
+                    continue;
+                }
+                let Ok(plain) = sub.srtp.decrypt_rtp(packet) else {
+                    totals.decrypt_errors += 1;
+                    continue;
+                };
+                let received_at = now_ns();
+                let Some(h) = parse_rtp(&plain) else { continue };
+                let at = h.payload_start + kind.stamp_offset();
+                if let Some(stamp) = plain.get(at..at + 8) {
+                    let sent_at = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
+                    if measuring && sent_at <= received_at {
+                        let _ = totals.latency_ns.record((received_at - sent_at).max(1_000));
+                    }
+                }
+            }
+        }
+    }
+    for s in &subscribers {
+        for stream in &s.streams {
+            totals.streams += 1;
+            totals.expected += stream.expected();
+            totals.received += stream.received;
+            if stream.received == 0 {
+                totals.silent_streams += 1;
+            }
+        }
+    }
+    Ok(totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sfu::rtc::keyframe::{is_keyframe, VideoCodec};
+
+    #[test]
+    fn loss_is_counted_from_sequence_gaps_across_the_16_bit_wrap() {
+        let mut s = Stream::new(1, Kind::Video);
+        for seq in [65_533u16, 65_534, 0, 1, 3, 2] {
+            s.record(seq);
+        }
+        assert_eq!(s.expected(), 7); // 65533 ..= 3
+        assert_eq!(s.received, 6);
+    }
+
+    #[test]
+    fn every_thirtieth_video_packet_is_a_key_frame_carrying_the_send_stamp() {
+        let mut track = Track::video(42, 1000, 1200);
+        let mut packet = Vec::new();
+        let mut keys = 0;
+        for i in 0..60 {
+            let before = now_ns();
+            track.next_packet(&mut packet);
+            assert_eq!(packet.len(), 1200);
+            let h = parse_rtp(&packet).expect("valid RTP");
+            assert_eq!((h.ssrc, h.payload_type), (42, VIDEO_PT));
+            let payload = h.payload(&packet);
+            let key = is_keyframe(VideoCodec::from_mime("video/VP8"), payload);
+            assert_eq!(key, i % 30 == 0, "packet {i}");
+            keys += usize::from(key);
+            let at = VIDEO_STAMP_OFFSET;
+            let stamp = u64::from_be_bytes(payload[at..at + 8].try_into().unwrap());
+            assert!(stamp >= before && stamp <= now_ns());
+        }
+        assert_eq!(keys, 2);
+    }
+}

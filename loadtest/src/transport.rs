@@ -1,0 +1,266 @@
+//! One WebRTC transport as a browser would run it against an ICE-lite server: a UDP socket of
+//! its own, a STUN binding request with USE-CANDIDATE, a DTLS handshake as the client, then SRTP.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use serde_json::{json, Value};
+use sfu::rtc::dtls::{
+    DtlsCertificate, DtlsEvent, DtlsRole, DtlsRuntime, DtlsSession, RemoteFingerprint,
+    SrtpProfileId,
+};
+use sfu::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
+use stun::agent::TransactionId;
+use stun::attributes::{ATTR_ICE_CONTROLLING, ATTR_PRIORITY, ATTR_USERNAME, ATTR_USE_CANDIDATE};
+use stun::fingerprint::FINGERPRINT;
+use stun::integrity::MessageIntegrity;
+use stun::message::{Message, Setter, BINDING_REQUEST, BINDING_SUCCESS};
+use stun::textattrs::TextAttribute;
+
+use crate::signaling::Signaling;
+
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
+const STUN_RETRY: Duration = Duration::from_millis(200);
+
+/// Process-wide DTLS identity and the thread running the handshakes.
+pub struct DtlsClient {
+    pub runtime: DtlsRuntime,
+    pub fingerprint: String,
+}
+
+impl DtlsClient {
+    pub fn start() -> Result<Self, String> {
+        let cert = Arc::new(DtlsCertificate::generate().map_err(|e| e.to_string())?);
+        let fingerprint = cert.fingerprint_sha256();
+        let runtime = DtlsRuntime::start(cert).map_err(|e| e.to_string())?;
+        Ok(Self {
+            runtime,
+            fingerprint,
+        })
+    }
+}
+
+/// A connected transport: media flows over `socket`, protected by `srtp`.
+pub struct Transport {
+    pub id: String,
+    pub socket: UdpSocket,
+    pub srtp: SrtpSession,
+    /// Kept alive for the whole run: dropping it sends close_notify, which closes the
+    /// server's transport.
+    pub _dtls: DtlsSession,
+}
+
+/// create-transport, connect-transport, ICE and DTLS.
+pub fn open(sig: &mut Signaling, direction: &str, dtls: &DtlsClient) -> Result<Transport, String> {
+    let t = sig.request("create-transport", json!({ "direction": direction }))?;
+    let id = t["id"]
+        .as_str()
+        .ok_or("create-transport: no id")?
+        .to_owned();
+    let ufrag = t["iceParameters"]["usernameFragment"]
+        .as_str()
+        .ok_or("no ufrag")?
+        .to_owned();
+    let pwd = t["iceParameters"]["password"]
+        .as_str()
+        .ok_or("no password")?
+        .to_owned();
+    let remote = udp_candidate(&t["iceCandidates"])?;
+    let server_fingerprints: Vec<RemoteFingerprint> = t["dtlsParameters"]["fingerprints"]
+        .as_array()
+        .ok_or("no fingerprints")?
+        .iter()
+        .filter(|f| f["algorithm"] == "sha-256")
+        .map(|f| RemoteFingerprint {
+            algorithm: "sha-256".into(),
+            value: f["value"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect();
+
+    let local_ip = match (remote.ip().is_loopback(), remote.is_ipv4()) {
+        (true, true) => "127.0.0.1",
+        (true, false) => "::1",
+        (false, true) => "0.0.0.0",
+        (false, false) => "::",
+    };
+    let socket = UdpSocket::bind((local_ip, 0)).map_err(|e| e.to_string())?;
+    socket.connect(remote).map_err(|e| e.to_string())?;
+    set_buffer_sizes(&socket);
+
+    sig.request(
+        "connect-transport",
+        json!({
+            "transportId": id,
+            "dtlsParameters": {
+                "role": "client",
+                "fingerprints": [{"algorithm": "sha-256", "value": dtls.fingerprint}],
+            },
+        }),
+    )?;
+
+    ice_connect(&socket, &ufrag, &pwd)?;
+    let (srtp, session) = dtls_connect(&socket, dtls, server_fingerprints)?;
+    Ok(Transport {
+        id,
+        socket,
+        srtp,
+        _dtls: session,
+    })
+}
+
+fn udp_candidate(candidates: &Value) -> Result<SocketAddr, String> {
+    let c = candidates
+        .as_array()
+        .and_then(|cs| {
+            cs.iter().find(|c| {
+                c["protocol"]
+                    .as_str()
+                    .unwrap_or("udp")
+                    .eq_ignore_ascii_case("udp")
+            })
+        })
+        .ok_or("no UDP candidate")?;
+    let ip = c["ip"]
+        .as_str()
+        .or_else(|| c["address"].as_str())
+        .ok_or("candidate without ip")?;
+    let port = c["port"].as_u64().ok_or("candidate without port")?;
+    format!("{ip}:{port}")
+        .parse()
+        .or_else(|_| format!("[{ip}]:{port}").parse())
+        .map_err(|e| format!("candidate {ip}:{port}: {e}"))
+}
+
+fn set_buffer_sizes(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 1 << 20;
+    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
+        // SAFETY: a valid fd and a c_int option value of the right size.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                &size as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+}
+
+fn random_string(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+/// A binding request as Chromium sends it when nominating (controlling agent, aggressive).
+pub fn binding_request(server_ufrag: &str, client_ufrag: &str, server_pwd: &str) -> Vec<u8> {
+    let mut m = Message::new();
+    m.set_type(BINDING_REQUEST);
+    m.transaction_id = TransactionId::new();
+    m.write_header();
+    let username = format!("{server_ufrag}:{client_ufrag}");
+    let build = |m: &mut Message| -> Result<(), stun::Error> {
+        TextAttribute::new(ATTR_USERNAME, username).add_to(m)?;
+        m.add(ATTR_PRIORITY, &1_845_501_695u32.to_be_bytes());
+        m.add(ATTR_ICE_CONTROLLING, &rand::random::<u64>().to_be_bytes());
+        m.add(ATTR_USE_CANDIDATE, &[]);
+        MessageIntegrity::new_short_term_integrity(server_pwd.to_owned()).add_to(m)?;
+        FINGERPRINT.add_to(m)
+    };
+    build(&mut m).expect("building a STUN request cannot fail");
+    m.raw.clone()
+}
+
+fn ice_connect(socket: &UdpSocket, ufrag: &str, pwd: &str) -> Result<(), String> {
+    let client_ufrag = random_string(8);
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    socket
+        .set_read_timeout(Some(STUN_RETRY))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 1500];
+    while Instant::now() < deadline {
+        let request = binding_request(ufrag, &client_ufrag, pwd);
+        socket
+            .send(&request)
+            .map_err(|e| format!("STUN send: {e}"))?;
+        let retry_at = Instant::now() + STUN_RETRY;
+        while Instant::now() < retry_at {
+            let Ok(n) = socket.recv(&mut buf) else { break };
+            if !stun::message::is_message(&buf[..n]) {
+                continue;
+            }
+            let mut response = Message::new();
+            if response.unmarshal_binary(&buf[..n]).is_ok()
+                && response.typ == BINDING_SUCCESS
+                && response.transaction_id.0 == request[8..20]
+            {
+                return Ok(());
+            }
+        }
+    }
+    Err("ICE: no binding response".into())
+}
+
+fn dtls_connect(
+    socket: &UdpSocket,
+    dtls: &DtlsClient,
+    server_fingerprints: Vec<RemoteFingerprint>,
+) -> Result<(SrtpSession, DtlsSession), String> {
+    let (tx, events) = mpsc::channel();
+    let session = dtls.runtime.new_session(
+        DtlsRole::Client,
+        server_fingerprints,
+        Arc::new(move |event| {
+            let _ = tx.send(event);
+        }),
+    );
+    socket
+        .set_read_timeout(Some(Duration::from_millis(2)))
+        .map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline {
+        while let Ok(event) = events.try_recv() {
+            match event {
+                DtlsEvent::Transmit(datagram) => {
+                    socket
+                        .send(&datagram)
+                        .map_err(|e| format!("DTLS send: {e}"))?;
+                }
+                DtlsEvent::Connected(keys) => {
+                    let profile = srtp_profile(keys.profile);
+                    let keys = split_keying_material(profile, &keys.material, true)
+                        .map_err(|e| e.to_string())?;
+                    let srtp = SrtpSession::new(&keys).map_err(|e| e.to_string())?;
+                    socket.set_read_timeout(None).map_err(|e| e.to_string())?;
+                    return Ok((srtp, session));
+                }
+                DtlsEvent::Failed(reason) => return Err(format!("DTLS failed: {reason}")),
+                DtlsEvent::Closed => return Err("DTLS closed during the handshake".into()),
+            }
+        }
+        if let Ok(n) = socket.recv(&mut buf) {
+            // RFC 7983: DTLS records start with 20..=63.
+            if (20..=63).contains(&buf[0]) {
+                session.feed(&buf[..n]);
+            }
+        }
+    }
+    Err("DTLS handshake timed out".into())
+}
+
+fn srtp_profile(p: SrtpProfileId) -> SrtpProfile {
+    match p {
+        SrtpProfileId::AeadAes256Gcm => SrtpProfile::AeadAes256Gcm,
+        SrtpProfileId::AeadAes128Gcm => SrtpProfile::AeadAes128Gcm,
+        SrtpProfileId::Aes128CmHmacSha1_80 => SrtpProfile::Aes128CmHmacSha1_80,
+        SrtpProfileId::Aes128CmHmacSha1_32 => SrtpProfile::Aes128CmHmacSha1_32,
+    }
+}

@@ -1,0 +1,118 @@
+//! Starts the real `sfu` binary and runs a 3-second 1 → 5 load through it.
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use loadtest::{run, Args};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The sfu binary of this build profile, built first if it is missing (or `SFU_BIN`).
+fn sfu_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("SFU_BIN") {
+        return PathBuf::from(path);
+    }
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let binary = target.join(profile).join("sfu");
+    if !binary.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(&root)
+            .args(["build", "-p", "sfu", "--bin", "sfu"]);
+        if profile == "release" {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "building the sfu binary failed");
+    }
+    binary
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_server() -> (Server, u16) {
+    let port = free_tcp_port();
+    let hls = std::env::temp_dir().join(format!("loadtest-smoke-hls-{port}"));
+    let child = Command::new(sfu_binary())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--rtc-port", &free_udp_port().to_string()])
+        .args(["--workers", "1", "--no-pin", "--web-root", "/nonexistent"])
+        .args(["--hls-root", hls.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start sfu");
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if loadtest::signaling::http_get(&format!("127.0.0.1:{port}"), "/healthz").is_ok() {
+            return (server, port);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("server did not become healthy");
+}
+
+#[test]
+fn one_publisher_to_five_subscribers_for_three_seconds_loses_under_five_percent() {
+    let (server, port) = start_server();
+    let args = Args::parse_from([
+        "loadtest",
+        "--url",
+        &format!("ws://127.0.0.1:{port}/ws"),
+        "--subscribers",
+        "5",
+        "--duration",
+        "3",
+        "--warmup",
+        "1.5",
+        "--audio",
+        "--server-pid",
+        &server.0.id().to_string(),
+    ]);
+    let results = run(&args).expect("load run");
+    let r = &results[0];
+    println!("{}", r.to_text());
+    assert_eq!(r.consumers, 10, "5 subscribers × (video + audio)");
+    assert_eq!(r.silent_consumers, 0, "every consumer received media");
+    assert!(r.received_packets_per_s > 100.0, "{r:?}");
+    assert!(r.loss_percent < 5.0, "loss {}%", r.loss_percent);
+    assert!(r.latency.samples > 0);
+    assert!(r
+        .server_cpu
+        .iter()
+        .any(|t| t.name.starts_with("sfu-worker")));
+}
