@@ -175,8 +175,11 @@ impl WorkerCore {
                 let elapsed = tap
                     .last_sent_at
                     .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
-                tap.seq
-                    .sync(hdr.sequence, hdr.timestamp, (elapsed * f64::from(p.clock_rate)) as u32);
+                tap.seq.sync(
+                    hdr.sequence,
+                    hdr.timestamp,
+                    (elapsed * f64::from(p.clock_rate)) as u32,
+                );
                 tap.layer = Some(layer);
             }
             let Some((seq, ts)) = tap.seq.map(hdr.sequence, hdr.timestamp) else {

@@ -12,12 +12,12 @@ use super::protocol::{
 };
 use crate::channel::{Receiver, Sender};
 use crate::hls::{HlsAction, HlsManager};
-use std::time::Instant;
 use crate::worker::jobs::{Job, JobKind, Outbound};
 use crate::worker::stats::{Counted, WorkerStats};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Requests a socket may have in flight before it gets `limit` errors.
 const MAX_IN_FLIGHT: usize = 64;
@@ -308,7 +308,12 @@ impl Signaling {
     fn hls_request(&mut self, path: &str) -> Option<HttpResponse> {
         let mut parts = path["/hls/".len()..].splitn(2, '/');
         let room = parts.next().unwrap_or_default();
-        let not_found = || Some(HttpResponse::text(404, "no live stream for this room (yet)"));
+        let not_found = || {
+            Some(HttpResponse::text(
+                404,
+                "no live stream for this room (yet)",
+            ))
+        };
         if !super::protocol::is_valid_room_id(room) {
             return not_found();
         }

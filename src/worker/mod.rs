@@ -133,13 +133,16 @@ impl Sending {
             core.borrow_mut().outbox = out;
             return;
         }
+        // Latency is recorded per datagram as it leaves: for a fan-out, the last consumer's
+        // packet waits for the sends before it, and that is what its receiver sees.
+        // (No borrow is held across the await: the timer task reads the histogram.)
         for (to, pkt) in out.drain(..) {
             if let Err(e) = self.sock.send_to(&pkt, to).await {
                 tracing::debug!(%to, error = %e, "send failed");
             }
+            let ns = since.elapsed().as_nanos() as u64;
+            let _ = self.histogram.borrow_mut().record(ns.max(1));
         }
-        let ns = since.elapsed().as_nanos() as u64;
-        let _ = self.histogram.borrow_mut().record(ns.max(1));
         // Give the (now empty) vector back so its capacity is reused.
         let mut c = core.borrow_mut();
         if c.outbox.is_empty() {
