@@ -7,6 +7,10 @@ rtc_port=${TEST_RTC_PORT:-46000}
 out=${TEST_OUTPUT:-$root/test-output}
 mkdir -p "$out"
 ulimit -l unlimited 2>/dev/null || true
+if curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+  echo "port $port is already serving: stop that server or set TEST_PORT / TEST_RTC_PORT" >&2
+  exit 1
+fi
 "$root/target/release/sfu" --listen "127.0.0.1:$port" --rtc-port "$rtc_port" \
   --web-root "$root/web/out" --hls-root "$out/hls" >"$out/server.log" 2>&1 &
 server=$!
