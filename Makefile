@@ -60,10 +60,14 @@ test-web: deps-web
 
 test-browser: build deps-browser
 	tests/run-browser-tests.sh
+	@# NACK/RTX under loss: a second server that drops 5 % of forwarded RTP (test-only hook).
+	cd tests/browser && SFU_TEST_DROP_OUT_PERCENT=5 TEST_PORT=18001 TEST_RTC_PORT=46100 \
+	  ../run-with-server.sh node --test --test-name-pattern='dropped' quality.test.mjs
 
-## bench: micro benches of the hot path and the loadtest against a local server
+## bench: micro benches of the hot path, then the loadtest (defaults) against a local server
 bench: build
 	$(CARGO) bench --bench hot_path
+	tests/run-with-server.sh sh -c './target/release/loadtest --url "$$SFU_URL"'
 
 ## bench-hls: HLS glass-to-glass latency (publisher clock → frame shown on /watch)
 bench-hls: build deps-browser deps-system
