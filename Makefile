@@ -8,10 +8,10 @@ export CARGO_TERM_COLOR ?= never
 WEB_SOURCES := $(shell find web/app web/components web/lib web/hooks web/public -type f 2>/dev/null) \
 	web/package.json web/package-lock.json $(wildcard web/next.config.* web/tsconfig.json web/postcss.config.* web/tailwind.config.*)
 
-.PHONY: run test build web deps-system deps-web deps-browser lint test-rust test-web test-browser bench bench-hls
+.PHONY: run test build web deps-run deps-system deps-web deps-browser lint test-rust test-web test-browser bench bench-hls
 
 ## run: build everything and serve the app on http://localhost:$(PORT)
-run: build
+run: deps-run build
 	@ulimit -l unlimited 2>/dev/null || true; \
 	exec ./target/release/sfu --listen 0.0.0.0:$(PORT) --web-root web/out
 
@@ -24,6 +24,14 @@ target/release/sfu: FORCE
 	$(CARGO) build --release --workspace --bins
 
 FORCE:
+
+# FFmpeg (Debian) for the HLS pipeline.
+deps-run:
+	@if ! command -v ffmpeg >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "HLS needs ffmpeg: run as root or apt-get install ffmpeg" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q >/dev/null && apt-get install -y -q ffmpeg >/dev/null; \
+	fi
 
 # System packages (Debian): Chromium for browser tests, FFmpeg for HLS.
 deps-system:
