@@ -1,6 +1,7 @@
 //! Rooms: routers, transports, producers, consumers (owned by one worker), and the
 //! `ortc` rules that check and derive mediasoup-client parameter objects.
 
+pub mod close;
 pub mod consumer;
 pub mod core;
 pub mod media;
