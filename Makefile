@@ -71,6 +71,8 @@ test-browser: build deps-browser
 	@# NACK/RTX under loss: a second server that drops 5 % of forwarded RTP (test-only hook).
 	cd tests/browser && SFU_TEST_DROP_OUT_PERCENT=5 TEST_PORT=18001 TEST_RTC_PORT=46100 \
 	  ../run-with-server.sh node --test --test-name-pattern='dropped' quality.test.mjs
+	@# A subscriber's network drops for 5 s (network namespace; needs root).
+	tests/run-network-drop-test.sh
 
 ## bench: micro benches of the hot path, then the loadtest (defaults) against a local server
 bench: build

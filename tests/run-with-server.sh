@@ -3,24 +3,25 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 port=${TEST_PORT:-18000}
+listen_ip=${TEST_LISTEN_IP:-127.0.0.1}
 rtc_port=${TEST_RTC_PORT:-46000}
 out=${TEST_OUTPUT:-$root/test-output}
 mkdir -p "$out"
 ulimit -l unlimited 2>/dev/null || true
-if curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+if curl -fsS "http://$listen_ip:$port/healthz" >/dev/null 2>&1; then
   echo "port $port is already serving: stop that server or set TEST_PORT / TEST_RTC_PORT" >&2
   exit 1
 fi
-"$root/target/release/sfu" --listen "127.0.0.1:$port" --rtc-port "$rtc_port" \
+"$root/target/release/sfu" --listen "$listen_ip:$port" --rtc-port "$rtc_port" \
   --web-root "$root/web/out" --hls-root "$out/hls" >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  curl -fsS "http://$listen_ip:$port/healthz" >/dev/null 2>&1 && break
   kill -0 $server 2>/dev/null || { echo "server exited; log:"; cat "$out/server.log"; exit 1; }
   sleep 0.1
 done
-export SFU_URL="http://127.0.0.1:$port" TEST_OUTPUT="$out"
+export SFU_URL="http://$listen_ip:$port" TEST_OUTPUT="$out"
 status=0
 "$@" || status=$?
 if [ $status -ne 0 ]; then echo "--- server log (tail)"; tail -n 50 "$out/server.log"; fi

@@ -71,7 +71,7 @@ export function buildPage() {
   return bundlePromise;
 }
 
-function servePage(dist) {
+function servePage(dist, host) {
   const types = { '.html': 'text/html', '.js': 'text/javascript' };
   const server = http.createServer(async (req, res) => {
     const name = new URL(req.url, 'http://x').pathname.replace(/^\/+/, '') || 'index.html';
@@ -82,15 +82,22 @@ function servePage(dist) {
       res.end(body);
     } catch { res.statusCode = 404; res.end(); }
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+  return new Promise((resolve) => server.listen(0, host, () => resolve(server)));
 }
 
-/** One per test file: one Chromium process, one page server; peers are separate browser contexts. */
-export async function startHarness() {
+/**
+ * One per test file: one Chromium process, one page server; peers are separate browser contexts.
+ * `host`: the address the page server listens on (the browser must reach it); `executablePath`:
+ * another Chromium launcher (e.g. one that runs it inside a network namespace).
+ */
+export async function startHarness({ host = '127.0.0.1', executablePath = CHROMIUM } = {}) {
   const dist = await buildPage();
-  const server = await servePage(dist);
-  const pageUrl = `http://127.0.0.1:${server.address().port}/index.html?ws=${encodeURIComponent(WS_URL)}`;
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  const server = await servePage(dist, host);
+  const pageUrl = `http://${host}:${server.address().port}/index.html?ws=${encodeURIComponent(WS_URL)}`;
+  // Media APIs need a secure context; only loopback pages are one without TLS.
+  const origin = `http://${host}:${server.address().port}`;
+  const args = host === '127.0.0.1' ? CHROMIUM_ARGS : [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${origin}`];
+  const browser = await chromium.launch({ executablePath, args, headless: true });
   const peers = [];
 
   async function newPeer(name) {
