@@ -63,6 +63,7 @@ impl std::fmt::Debug for RtpProtector {
 }
 
 /// The RFC 3711 §4.3.3 AES-CM PRF keyed with the master key.
+#[allow(clippy::large_enum_variant)] // lives on the stack while a session is set up
 enum Prf {
     Aes128(Aes128),
     Aes256(Aes256),
@@ -349,7 +350,7 @@ mod tests {
             }
             _ => {}
         }
-        p.extend((0..(50 + seq % 97)).map(|i| (i as u16 ^ seq) as u8));
+        p.extend((0..(50 + seq % 97)).map(|i| (i ^ seq) as u8));
         if kind == 3 {
             p[0] |= 0x20;
             p.extend_from_slice(&[0, 0, 0, 4]);
