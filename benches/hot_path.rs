@@ -1,6 +1,8 @@
-//! Micro benches of the forwarding hot path: SRTP protect/unprotect of a 1200-byte packet, the
-//! per-consumer RTP header rewrite, and the fan-out of one packet to N consumers (rewrite +
-//! encrypt ×N). Also prints allocations per forwarded packet, counted by a global allocator.
+//! Micro benches of the forwarding hot path: SRTP protect/unprotect of a 1200-byte packet (our
+//! in-place protect, `SrtpSession::encrypt_rtp`, and `webrtc-srtp`'s own encrypt as the old
+//! baseline), the per-consumer RTP header rewrite, and the fan-out of one packet to N consumers
+//! (rewrite + encrypt ×N). Also prints allocations per forwarded packet, counted by a global
+//! allocator, and fails if the in-place protect allocates.
 //!
 //! `make bench` or `cargo bench --bench hot_path`.
 
@@ -11,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sfu::rtc::rtp::{parse_rtp, rewrite_into, set_sequence, ExtIdMap, Rewrite};
-use sfu::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
+use sfu::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession, MAX_RTP_TAG_LEN};
+use webrtc_srtp::context::Context;
+use webrtc_srtp::protection_profile::ProtectionProfile;
 
 /// Counts every allocation (and reallocation) made by the process.
 struct CountingAllocator;
@@ -36,8 +40,9 @@ unsafe impl GlobalAlloc for CountingAllocator {
 static GLOBAL: CountingAllocator = CountingAllocator;
 
 const PACKET_LEN: usize = 1200;
-const PROFILES: [(SrtpProfile, &str); 2] = [
+const PROFILES: [(SrtpProfile, &str); 3] = [
     (SrtpProfile::AeadAes256Gcm, "aead_aes_256_gcm"),
+    (SrtpProfile::AeadAes128Gcm, "aead_aes_128_gcm"),
     (SrtpProfile::Aes128CmHmacSha1_80, "aes_cm_128_hmac_sha1_80"),
 ];
 
@@ -64,6 +69,21 @@ fn session_pair(profile: SrtpProfile) -> (SrtpSession, SrtpSession) {
     )
 }
 
+/// The old protect path: `webrtc-srtp`'s `Context` with the server's sending keys.
+fn webrtc_srtp_tx(profile: SrtpProfile) -> Context {
+    let len = 2 * (profile.key_len() + profile.salt_len());
+    let material: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+    let server = split_keying_material(profile, &material, false).expect("keys");
+    Context::new(
+        &server.local_key,
+        &server.local_salt,
+        ProtectionProfile::from(profile),
+        None,
+        None,
+    )
+    .expect("context")
+}
+
 /// The consumer-side rewrite the SFU does: mid and transport-cc kept (ids remapped),
 /// abs-send-time dropped, the consumer's own mid written.
 fn ext_map() -> ExtIdMap {
@@ -84,6 +104,29 @@ fn srtp(c: &mut Criterion) {
                 seq = seq.wrapping_add(1);
                 set_sequence(&mut plain, seq);
                 black_box(browser.encrypt_rtp(&plain).expect("encrypt"))
+            })
+        });
+
+        let mut old = webrtc_srtp_tx(profile);
+        group.bench_function(BenchmarkId::new("protect_webrtc_srtp", name), |b| {
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                set_sequence(&mut plain, seq);
+                black_box(old.encrypt_rtp(&plain).expect("encrypt"))
+            })
+        });
+
+        // The copy back into the buffer stands in for the rewrite that refills it per consumer.
+        let (_, mut ours) = session_pair(profile);
+        let mut buf = Vec::with_capacity(PACKET_LEN + MAX_RTP_TAG_LEN);
+        group.bench_function(BenchmarkId::new("protect_in_place", name), |b| {
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                set_sequence(&mut plain, seq);
+                buf.clear();
+                buf.extend_from_slice(&plain);
+                ours.protect_rtp_in_place(&mut buf).expect("protect");
+                black_box(buf.len())
             })
         });
 
@@ -185,41 +228,93 @@ fn fan_out(c: &mut Criterion) {
                 })
             },
         );
+        group.bench_function(
+            BenchmarkId::new("rewrite_protect_in_place_aead_aes_256_gcm", n),
+            |b| {
+                b.iter(|| {
+                    for c in &mut consumers {
+                        c.seq = c.seq.wrapping_add(1);
+                        let rw = Rewrite {
+                            ssrc: c.ssrc,
+                            payload_type: 101,
+                            sequence: c.seq,
+                            timestamp: 12345,
+                            ext_map: &map,
+                            mid: Some((1, b"3")),
+                        };
+                        rewrite_into(&src, &header, &rw, &mut scratch);
+                        c.srtp.protect_rtp_in_place(&mut scratch).expect("protect");
+                        black_box(scratch.len());
+                    }
+                })
+            },
+        );
     }
     group.finish();
 }
 
-/// Allocations per forwarded packet: the rewrite alone, and rewrite + SRTP encrypt.
+#[derive(Clone, Copy)]
+enum Protect {
+    None,
+    EncryptRtp,
+    WebrtcSrtp,
+    InPlace,
+}
+
+/// Allocations per forwarded packet: the rewrite alone, and rewrite + each SRTP protect path.
+/// 70 000 packets per path: every SSRC's sequence number wraps once (ROC 0 → 1).
 fn allocations(_: &mut Criterion) {
-    const PACKETS: u64 = 10_000;
+    const PACKETS: u64 = 70_000;
     let src = packet(1);
     let header = parse_rtp(&src).expect("rtp");
     let map = ext_map();
     let mut scratch = Vec::with_capacity(2048);
     let (_, mut ours) = session_pair(SrtpProfile::AeadAes256Gcm);
-    let mut measure = |encrypt: bool| {
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let mut old = webrtc_srtp_tx(SrtpProfile::AeadAes256Gcm);
+    let mut ssrc = 7;
+    let mut measure = |protect: Protect| {
+        // A fresh SSRC per path; its first packet (the map entry for its ROC) is not counted.
+        ssrc += 1;
+        let mut before = 0;
         for seq in 0..PACKETS {
+            if seq == 1 {
+                before = ALLOCATIONS.load(Ordering::Relaxed);
+            }
             let rw = Rewrite {
-                ssrc: 7,
+                ssrc,
                 payload_type: 101,
-                sequence: seq as u16,
+                sequence: (seq as u16).wrapping_add(0xff00),
                 timestamp: 12345,
                 ext_map: &map,
                 mid: Some((1, b"3")),
             };
             rewrite_into(&src, &header, &rw, &mut scratch);
-            if encrypt {
-                black_box(ours.encrypt_rtp(&scratch).expect("encrypt"));
+            match protect {
+                Protect::None => {}
+                Protect::EncryptRtp => {
+                    black_box(ours.encrypt_rtp(&scratch).expect("encrypt"));
+                }
+                Protect::WebrtcSrtp => {
+                    black_box(old.encrypt_rtp(&scratch).expect("encrypt"));
+                }
+                Protect::InPlace => {
+                    ours.protect_rtp_in_place(&mut scratch).expect("protect");
+                    black_box(scratch.len());
+                }
             }
         }
-        (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / PACKETS as f64
+        (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / (PACKETS - 1) as f64
     };
+    let rewrite = measure(Protect::None);
+    let encrypt_rtp = measure(Protect::EncryptRtp);
+    let webrtc_srtp = measure(Protect::WebrtcSrtp);
+    let in_place = measure(Protect::InPlace);
     println!(
-        "allocations per forwarded packet: rewrite_into {:.2}, rewrite_into + SRTP encrypt {:.2}",
-        measure(false),
-        measure(true)
+        "allocations per forwarded packet: rewrite_into {rewrite:.2}, + SrtpSession::encrypt_rtp \
+         {encrypt_rtp:.2}, + webrtc-srtp encrypt {webrtc_srtp:.2}, + protect_rtp_in_place \
+         {in_place:.2}"
     );
+    assert_eq!(in_place, 0.0, "protect_rtp_in_place allocated");
 }
 
 criterion_group!(benches, allocations, srtp, rewrite, fan_out);

@@ -7,6 +7,7 @@ pub mod nack;
 pub mod rtcp;
 pub mod rtp;
 pub mod srtp;
+pub mod srtp_inplace;
 pub mod twcc;
 
 /// What a datagram arriving on the shared media socket is (RFC 7983 demultiplexing).

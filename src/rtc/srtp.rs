@@ -2,11 +2,17 @@
 //!
 //! Keys come from the DTLS handshake's exported keying material (RFC 5764 §4.2); see
 //! [`split_keying_material`].
+//!
+//! RTP protect runs on our own in-place transform ([`super::srtp_inplace`]) so the forwarding
+//! path allocates nothing per packet; unprotect and SRTCP stay on `webrtc-srtp`.
 
 use bytes::Bytes;
 use webrtc_srtp::context::Context;
 use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use webrtc_srtp::protection_profile::ProtectionProfile;
+
+use super::srtp_inplace::RtpProtector;
+pub use super::srtp_inplace::MAX_RTP_TAG_LEN;
 
 /// Packets a receiver still accepts when they arrive this far behind the newest one.
 const REPLAY_WINDOW: usize = 512;
@@ -135,10 +141,11 @@ pub fn split_keying_material(
     })
 }
 
-/// Both directions of one transport's SRTP: `tx` encrypts what we send, `rx` decrypts (with
-/// replay protection) what we receive.
+/// Both directions of one transport's SRTP: `rtp_tx` protects the RTP we send (in place),
+/// `tx` the RTCP we send, `rx` decrypts (with replay protection) what we receive.
 pub struct SrtpSession {
     profile: ProtectionProfile,
+    rtp_tx: RtpProtector,
     tx: Context,
     rx: Context,
 }
@@ -154,6 +161,7 @@ impl std::fmt::Debug for SrtpSession {
 impl SrtpSession {
     pub fn new(keys: &SrtpKeys) -> Result<Self, SrtpError> {
         let profile = ProtectionProfile::from(keys.profile);
+        let rtp_tx = RtpProtector::new(keys.profile, &keys.local_key, &keys.local_salt)?;
         let tx = Context::new(&keys.local_key, &keys.local_salt, profile, None, None)?;
         let rx = Context::new(
             &keys.remote_key,
@@ -162,7 +170,12 @@ impl SrtpSession {
             Some(srtp_replay_protection(REPLAY_WINDOW)),
             Some(srtcp_replay_protection(REPLAY_WINDOW)),
         )?;
-        Ok(Self { profile, tx, rx })
+        Ok(Self {
+            profile,
+            rtp_tx,
+            tx,
+            rx,
+        })
     }
 
     /// Decrypts and authenticates an SRTP packet; replays are rejected.
@@ -189,11 +202,22 @@ impl SrtpSession {
         Ok(self.rx.decrypt_rtcp(packet)?)
     }
 
-    /// Encrypts an RTP packet. Keep each SSRC's sequence numbers continuous: the rollover
-    /// counter is inferred from them.
+    /// Encrypts an RTP packet into a new buffer; see [`Self::protect_rtp_in_place`], whose
+    /// rollover counters it shares.
     pub fn encrypt_rtp(&mut self, packet: &[u8]) -> Result<Bytes, SrtpError> {
         super::rtp::parse_rtp(packet).ok_or(SrtpError::Malformed)?;
-        Ok(self.tx.encrypt_rtp(packet)?)
+        let mut out = Vec::with_capacity(packet.len() + self.rtp_tx.tag_len());
+        out.extend_from_slice(packet);
+        self.rtp_tx.protect_in_place(&mut out)?;
+        Ok(Bytes::from(out))
+    }
+
+    /// Protects an RTP packet in place: encrypts its payload where it lies and appends the auth
+    /// tag (up to [`MAX_RTP_TAG_LEN`] bytes). Allocates nothing once the SSRC has been seen if
+    /// `packet` has that much spare capacity. The rollover counter is inferred per SSRC from the
+    /// sequence numbers (reordering by less than 2^15 is fine). On error `packet` is unchanged.
+    pub fn protect_rtp_in_place(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+        self.rtp_tx.protect_in_place(packet)
     }
 
     /// Encrypts an RTCP (compound) packet.
