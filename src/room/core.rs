@@ -18,7 +18,6 @@ use crate::rtc::rtp::ExtIdMap;
 use crate::signaling::protocol::{ApiError, DtlsParameters, Kind, Request};
 use crate::worker::jobs::{ConnId, Job, JobKind, Outbound};
 use crate::worker::stats::{Counted, WorkerStats};
-use bytes::Bytes;
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -81,7 +80,7 @@ pub struct WorkerCore {
     /// The media address announced in ICE candidates.
     pub(crate) announced: SocketAddr,
     /// Datagrams to send: (destination, bytes).
-    pub outbox: Vec<(SocketAddr, Bytes)>,
+    pub outbox: super::outbox::Outbox,
     pub(crate) scratch: Vec<u8>,
     /// Transport-wide congestion control state of each sending transport (see media.rs).
     pub(crate) twcc: HashMap<TKey, super::media::TransportFeedback>,
@@ -126,7 +125,7 @@ impl WorkerCore {
             signaling,
             stats,
             announced,
-            outbox: Vec::with_capacity(64),
+            outbox: super::outbox::Outbox::with_capacity(64),
             scratch: Vec::with_capacity(1500),
             twcc: HashMap::new(),
             next_key: 1,

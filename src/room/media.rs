@@ -12,7 +12,7 @@ use crate::rtc::keyframe::is_keyframe;
 use crate::rtc::nack;
 use crate::rtc::rtcp::{self, RtcpEvent};
 use crate::rtc::rtp::{self, Rewrite};
-use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
+use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession, MAX_RTP_TAG_LEN};
 use crate::rtc::twcc::TwccRecorder;
 use crate::rtc::{classify, ice, PacketClass};
 use crate::worker::jobs::Outbound;
@@ -120,8 +120,7 @@ impl WorkerCore {
             return;
         }
         t.last_seen = now;
-        self.outbox
-            .push((from, bytes::Bytes::copy_from_slice(&self.scratch)));
+        self.outbox.push(from, &self.scratch);
         // ICE-lite: the controlling browser nominates; until it does, take the first tuple.
         if req.use_candidate || t.remote.is_none() {
             if let Some(old) = t.remote.replace(from) {
@@ -163,7 +162,7 @@ impl WorkerCore {
             DtlsEvent::Transmit(data) => {
                 tracing::trace!(transport = %t.id, len = data.len(), remote = ?t.remote, "dtls record out");
                 if let Some(to) = t.remote {
-                    self.outbox.push((to, bytes::Bytes::from(data)));
+                    self.outbox.push(to, &data);
                 }
             }
             DtlsEvent::Connected(material) => {
@@ -510,12 +509,13 @@ impl WorkerCore {
                 mid: c.mid(),
             };
             rtp::rewrite_into(plain, hdr, &rw, scratch);
-            if let Ok(out) = srtp.encrypt_rtp(scratch) {
+            scratch.reserve(MAX_RTP_TAG_LEN);
+            if srtp.protect_rtp_in_place(scratch).is_ok() {
                 stats.packets_out.fetch_add(1, Ordering::Relaxed);
                 stats
                     .bytes_out
-                    .fetch_add(out.len() as u64, Ordering::Relaxed);
-                outbox.push((to, out));
+                    .fetch_add(scratch.len() as u64, Ordering::Relaxed);
+                outbox.push(to, scratch);
             }
         }
         for (ckey, layer) in layer_changes {
@@ -635,7 +635,7 @@ impl WorkerCore {
             return;
         };
         if let Ok(out) = srtp.encrypt_rtcp(plain) {
-            self.outbox.push((to, out));
+            self.outbox.push(to, &out);
         }
     }
 
@@ -765,13 +765,14 @@ impl WorkerCore {
                 let payload_at = scratch.len() - (packet.len() - hdr.payload_start);
                 scratch.splice(payload_at..payload_at, seq.to_be_bytes());
             }
-            if let Ok(out) = srtp.encrypt_rtp(scratch) {
+            scratch.reserve(MAX_RTP_TAG_LEN);
+            if srtp.protect_rtp_in_place(scratch).is_ok() {
                 stats.retransmissions_sent.fetch_add(1, Ordering::Relaxed);
                 stats.packets_out.fetch_add(1, Ordering::Relaxed);
                 stats
                     .bytes_out
-                    .fetch_add(out.len() as u64, Ordering::Relaxed);
-                outbox.push((to, out));
+                    .fetch_add(scratch.len() as u64, Ordering::Relaxed);
+                outbox.push(to, scratch);
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod core;
 pub mod media;
 pub mod ortc;
+pub mod outbox;
 pub mod producer;
 pub mod tap;
 pub mod transport;

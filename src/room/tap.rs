@@ -195,8 +195,7 @@ impl WorkerCore {
             };
             rtp::rewrite_into(plain, hdr, &rw, &mut self.scratch);
             tap.last_sent_at = Some(now);
-            self.outbox
-                .push((tap.dest, bytes::Bytes::copy_from_slice(&self.scratch)));
+            self.outbox.push(tap.dest, &self.scratch);
         }
         if need_keyframe {
             self.request_keyframe(pkey, now, false);

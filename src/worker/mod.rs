@@ -7,8 +7,8 @@ pub mod stats;
 
 use crate::channel::{task_mailbox, Receiver, Sender};
 use crate::room::core::{DtlsMsg, WorkerCore};
+use crate::room::outbox::Outbox;
 use crate::rtc::dtls::DtlsRuntime;
-use bytes::Bytes;
 use glommio::net::UdpSocket;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
@@ -123,31 +123,27 @@ fn guarded<R>(
 struct Sending {
     sock: Rc<UdpSocket>,
     histogram: RefCell<Histogram<u64>>,
+    /// The second outbox buffer: the core fills one while this one is being sent.
+    spare: RefCell<Outbox>,
 }
 
 impl Sending {
     /// Sends what the core queued, recording socket-in → socket-out latency.
     async fn flush(&self, core: &Shared, since: Instant) {
-        let mut out: Vec<(SocketAddr, Bytes)> = std::mem::take(&mut core.borrow_mut().outbox);
-        if out.is_empty() {
-            core.borrow_mut().outbox = out;
-            return;
-        }
+        // Swap the queue out (no borrow may be held across the sends), send, give it back.
+        let mut out = std::mem::take(&mut *self.spare.borrow_mut());
+        std::mem::swap(&mut out, &mut core.borrow_mut().outbox);
         // Latency is recorded per datagram as it leaves: for a fan-out, the last consumer's
         // packet waits for the sends before it, and that is what its receiver sees.
-        // (No borrow is held across the await: the timer task reads the histogram.)
-        for (to, pkt) in out.drain(..) {
-            if let Err(e) = self.sock.send_to(&pkt, to).await {
+        for (to, pkt) in out.iter() {
+            if let Err(e) = self.sock.send_to(pkt, to).await {
                 tracing::debug!(%to, error = %e, "send failed");
             }
             let ns = since.elapsed().as_nanos() as u64;
             let _ = self.histogram.borrow_mut().record(ns.max(1));
         }
-        // Give the (now empty) vector back so its capacity is reused.
-        let mut c = core.borrow_mut();
-        if c.outbox.is_empty() {
-            c.outbox = out;
-        }
+        out.clear();
+        *self.spare.borrow_mut() = out;
     }
 }
 
@@ -172,6 +168,7 @@ async fn run(
         histogram: RefCell::new(
             Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
         ),
+        spare: RefCell::new(Outbox::with_capacity(64)),
     });
     tracing::debug!(worker = opts.id, bind = %opts.bind, "worker started");
 
