@@ -96,7 +96,7 @@ impl Default for Config {
             rtc_port: 45000,
             web_root: PathBuf::from("web/out"),
             hls_root: std::env::temp_dir().join("sfu-hls"),
-            max_peers_per_room: 100,
+            max_peers_per_room: 1000,
             max_ws_message: 64 * 1024,
             max_connections: 4096,
             pin_workers: true,

@@ -54,9 +54,27 @@ fn raise_memlock_limit() {
     }
 }
 
+/// Every peer holds a WebSocket: lift the open-files soft limit to the hard limit.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!("could not raise RLIMIT_NOFILE");
+            }
+        }
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = Config::load(cli)?;
     raise_memlock_limit();
+    raise_open_files_limit();
     if let Err(e) = std::fs::create_dir_all(&cfg.hls_root) {
         return Err(format!("cannot create HLS folder {}: {e}", cfg.hls_root.display()).into());
     }
