@@ -66,6 +66,14 @@ fn srtp_profile(id: SrtpProfileId) -> SrtpProfile {
     }
 }
 
+/// Validated ICE tuples remembered per transport.
+const MAX_TUPLES_PER_TRANSPORT: u8 = 8;
+
+/// A consumer that has sent fewer packets than this is still starting up.
+const FRESH_CONSUMER_PACKETS: u32 = 300;
+/// Key-frame request spacing for starting consumers.
+const FRESH_KEYFRAME_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// SSRC we use as the sender of RTCP feedback (PLI/FIR) towards producers.
 const FEEDBACK_SSRC: u32 = 1;
 
@@ -121,13 +129,15 @@ impl WorkerCore {
         }
         t.last_seen = now;
         self.outbox.push(from, &self.scratch);
-        // ICE-lite: the controlling browser nominates; until it does, take the first tuple.
+        // Every tuple that passed a check may carry DTLS and media (the browser can start DTLS
+        // on a pair before nominating it); a few per transport at most.
+        if !self.by_addr.contains_key(&from) && t.tuples < MAX_TUPLES_PER_TRANSPORT {
+            t.tuples += 1;
+            self.by_addr.insert(from, tkey);
+        }
+        // ICE-lite: the controlling browser nominates; until it does, send to the first tuple.
         if req.use_candidate || t.remote.is_none() {
-            if let Some(old) = t.remote.replace(from) {
-                if old != from {
-                    self.by_addr.remove(&old);
-                }
-            }
+            t.remote = Some(from);
             self.by_addr.insert(from, tkey);
             self.maybe_start_dtls(tkey);
         }
@@ -447,6 +457,13 @@ impl WorkerCore {
             if c.paused {
                 continue;
             }
+            // Not connected yet: do not sync on a key frame the consumer would never get.
+            let Some(t) = transports.get_mut(&c.transport) else {
+                continue;
+            };
+            let (Some(to), Some(srtp)) = (t.remote, t.srtp.as_mut()) else {
+                continue;
+            };
             let pt = match c.pt_map.get(usize::from(hdr.payload_type)) {
                 Some(&pt) if pt != 0xFF => pt,
                 _ => continue,
@@ -484,12 +501,6 @@ impl WorkerCore {
                 continue;
             }
             let Some((seq, ts)) = c.seq.map(hdr.sequence, hdr.timestamp) else {
-                continue;
-            };
-            let Some(t) = transports.get_mut(&c.transport) else {
-                continue;
-            };
-            let (Some(to), Some(srtp)) = (t.remote, t.srtp.as_mut()) else {
                 continue;
             };
             c.packets_sent = c.packets_sent.wrapping_add(1);
@@ -573,14 +584,25 @@ impl WorkerCore {
         for ev in events {
             match ev {
                 RtcpEvent::Pli { media_ssrc, .. } | RtcpEvent::Fir { media_ssrc, .. } => {
-                    let pkey = self
+                    let consumer = self
                         .transports
                         .get(&tkey)
                         .and_then(|t| t.consumers_by_ssrc.get(&media_ssrc))
                         .and_then(|c| self.consumers.get(c))
-                        .map(|c| c.producer);
-                    if let Some(pkey) = pkey {
-                        self.request_keyframe(pkey, now, false);
+                        .map(|c| (c.producer, c.packets_sent < FRESH_CONSUMER_PACKETS));
+                    if let Some((pkey, fresh)) = consumer {
+                        // A consumer whose decoder has not started yet (its first key frame was
+                        // lost, e.g. sent before the browser finished DTLS) must not wait out
+                        // the full spacing; others share the producer's once-a-second budget.
+                        let recent = self
+                            .producers
+                            .get(&pkey)
+                            .and_then(|p| p.last_keyframe_request);
+                        let force = fresh
+                            && recent.is_none_or(|t| {
+                                now.saturating_duration_since(t) >= FRESH_KEYFRAME_INTERVAL
+                            });
+                        self.request_keyframe(pkey, now, force);
                     }
                 }
                 RtcpEvent::Nack {

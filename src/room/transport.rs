@@ -37,6 +37,8 @@ pub struct Transport {
     pub ice: IceCredentials,
     /// The tuple the browser's checks selected (ICE-lite: the latest nominated one).
     pub remote: Option<SocketAddr>,
+    /// How many tuples of this transport passed an ICE check (bounded).
+    pub tuples: u8,
     pub dtls: DtlsState,
     pub early_dtls: Vec<Vec<u8>>,
     pub srtp: Option<SrtpSession>,
@@ -62,6 +64,7 @@ impl Transport {
             direction,
             ice: IceCredentials::random(),
             remote: None,
+            tuples: 0,
             dtls: DtlsState::New,
             early_dtls: Vec::new(),
             srtp: None,
