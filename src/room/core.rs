@@ -269,8 +269,12 @@ impl WorkerCore {
                     .ok_or_else(|| ApiError::not_found("consumer"))?;
                 c.paused = false;
                 c.seq.synced = false;
-                let pkey = c.producer;
-                self.request_keyframe(pkey, now, true);
+                let (pkey, tkey) = (c.producer, c.transport);
+                // A key frame sent before the transport connects would be wasted (and the
+                // browser ignores PLIs shortly after one): DTLS completion asks for it then.
+                if self.transports.get(&tkey).is_some_and(|t| t.is_connected()) {
+                    self.request_keyframe(pkey, now, true);
+                }
                 Ok(json!({}))
             }
             Request::PauseConsumer { consumer_id } => {

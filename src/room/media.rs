@@ -71,8 +71,8 @@ const MAX_TUPLES_PER_TRANSPORT: u8 = 8;
 
 /// A consumer that has sent fewer packets than this is still starting up.
 const FRESH_CONSUMER_PACKETS: u32 = 300;
-/// Key-frame request spacing for starting consumers.
-const FRESH_KEYFRAME_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Key-frame request spacing for consumers waiting for a key frame.
+const SOON_KEYFRAME_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// SSRC we use as the sender of RTCP feedback (PLI/FIR) towards producers.
 const FEEDBACK_SSRC: u32 = 1;
@@ -533,7 +533,7 @@ impl WorkerCore {
             self.notify_layers_changed(ckey, layer);
         }
         if need_keyframe {
-            self.request_keyframe(pkey, now, false);
+            self.request_keyframe_soon(pkey, now);
         }
         self.forward_to_taps(pkey, layer, plain, hdr, now);
     }
@@ -591,18 +591,11 @@ impl WorkerCore {
                         .and_then(|c| self.consumers.get(c))
                         .map(|c| (c.producer, c.packets_sent < FRESH_CONSUMER_PACKETS));
                     if let Some((pkey, fresh)) = consumer {
-                        // A consumer whose decoder has not started yet (its first key frame was
-                        // lost, e.g. sent before the browser finished DTLS) must not wait out
-                        // the full spacing; others share the producer's once-a-second budget.
-                        let recent = self
-                            .producers
-                            .get(&pkey)
-                            .and_then(|p| p.last_keyframe_request);
-                        let force = fresh
-                            && recent.is_none_or(|t| {
-                                now.saturating_duration_since(t) >= FRESH_KEYFRAME_INTERVAL
-                            });
-                        self.request_keyframe(pkey, now, force);
+                        if fresh {
+                            self.request_keyframe_soon(pkey, now);
+                        } else {
+                            self.request_keyframe(pkey, now, false);
+                        }
                     }
                 }
                 RtcpEvent::Nack {
@@ -647,6 +640,19 @@ impl WorkerCore {
         if !pkt.is_empty() {
             self.send_rtcp(tkey, &pkt);
         }
+    }
+
+    /// For consumers waiting for their first (or next) key frame: the previous one may have
+    /// been sent before their transport could carry it (the browser ignores PLIs right after a
+    /// key frame), so ask again after a short spacing instead of the full second.
+    pub(crate) fn request_keyframe_soon(&mut self, pkey: PKey, now: Instant) {
+        let recent = self
+            .producers
+            .get(&pkey)
+            .and_then(|p| p.last_keyframe_request);
+        let force =
+            recent.is_none_or(|t| now.saturating_duration_since(t) >= SOON_KEYFRAME_INTERVAL);
+        self.request_keyframe(pkey, now, force);
     }
 
     fn send_rtcp(&mut self, tkey: TKey, plain: &[u8]) {
