@@ -560,6 +560,9 @@ fn taps_of(actions: &[HlsAction], room: &str) -> Option<Vec<TapTarget>> {
 
 #[test]
 fn a_room_beyond_max_rooms_waits_for_a_free_slot_and_rooms_never_share_ports() {
+    // Serial with the other HLS tests: a fork elsewhere while the script is being written
+    // makes its exec fail with ETXTBSY.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cfg = fake_ffmpeg_config("slots", 46400, "exec sleep 30");
     let _root = RootGuard(cfg.root.clone());
     cfg.max_rooms = 2;
@@ -606,6 +609,9 @@ fn a_room_beyond_max_rooms_waits_for_a_free_slot_and_rooms_never_share_ports() {
 
 #[test]
 fn paused_and_unsupported_sources_are_left_out_and_start_nothing() {
+    // Serial with the other HLS tests: a fork elsewhere while the script is being written
+    // makes its exec fail with ETXTBSY.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = fake_ffmpeg_config("unusable", 46500, "exec sleep 30");
     let _root = RootGuard(cfg.root.clone());
     let mut manager = HlsManager::new(cfg);
@@ -621,6 +627,9 @@ fn paused_and_unsupported_sources_are_left_out_and_start_nothing() {
 
 #[test]
 fn a_room_without_sources_for_the_grace_period_stops_and_deletes_its_dir() {
+    // Serial with the other HLS tests: a fork elsewhere while the script is being written
+    // makes its exec fail with ETXTBSY.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut cfg = fake_ffmpeg_config("grace", 46600, "exec sleep 30");
     let _root = RootGuard(cfg.root.clone());
     cfg.source_grace = Duration::from_secs(1);
@@ -649,6 +658,9 @@ fn a_room_without_sources_for_the_grace_period_stops_and_deletes_its_dir() {
 
 #[test]
 fn a_crashing_ffmpeg_is_restarted_with_a_doubling_backoff() {
+    // Serial with the other HLS tests: a fork elsewhere while the script is being written
+    // makes its exec fail with ETXTBSY.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = fake_ffmpeg_config("backoff", 46700, "exit 1");
     let _root = RootGuard(cfg.root.clone());
     let mut manager = HlsManager::new(cfg);
