@@ -88,6 +88,7 @@ impl WorkerCore {
         t.close();
         self.by_ufrag.remove(&t.ice.ufrag);
         self.by_addr.retain(|_, k| *k != tkey);
+        self.twcc.remove(&tkey);
         if let Some(peer) = self
             .rooms
             .get_mut(&t.room)

@@ -670,8 +670,6 @@ impl WorkerCore {
     /// Periodic work (about every 250 ms): deferred key-frame requests and sender reports.
     pub fn tick(&mut self, now: Instant, send_reports: bool) {
         self.close_dead_transports(now);
-        let transports = &self.transports;
-        self.twcc.retain(|t, _| transports.contains_key(t));
         let pending: Vec<PKey> = self
             .producers
             .iter()
