@@ -71,6 +71,10 @@ test-browser: build deps-browser
 	@# NACK/RTX under loss: a second server that drops 5 % of forwarded RTP (test-only hook).
 	cd tests/browser && SFU_TEST_DROP_OUT_PERCENT=5 TEST_PORT=18001 TEST_RTC_PORT=46100 \
 	  ../run-with-server.sh node --test --test-name-pattern='dropped' quality.test.mjs
+	@# Rooms spanning two workers: every other peer of a room on the second worker.
+	cd tests/browser && SFU_WORKERS=2 SFU_ROOM_SPILL_PEERS=1 TEST_PORT=18002 TEST_RTC_PORT=46200 \
+	  ../run-with-server.sh node --test --test-concurrency=1 spanning.test.mjs two-peers.test.mjs \
+	  late-join-and-leave.test.mjs
 	@# A subscriber's network drops for 5 s (network namespace; needs root).
 	tests/run-network-drop-test.sh
 

@@ -5,7 +5,7 @@
 //! signaling event loop. Producers never block and never take a lock.
 
 use atomic_waker::AtomicWaker;
-use crossbeam_queue::SegQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +17,39 @@ enum Wake {
     Mio(Arc<mio::Waker>),
 }
 
+/// Unbounded (control messages) or bounded and preallocated (media: a full queue drops, and
+/// pushing never allocates).
+enum Queue<T> {
+    Unbounded(SegQueue<T>),
+    Bounded(ArrayQueue<T>),
+}
+
+impl<T> Queue<T> {
+    fn push(&self, value: T) -> Result<(), T> {
+        match self {
+            Queue::Unbounded(q) => {
+                q.push(value);
+                Ok(())
+            }
+            Queue::Bounded(q) => q.push(value),
+        }
+    }
+    fn pop(&self) -> Option<T> {
+        match self {
+            Queue::Unbounded(q) => q.pop(),
+            Queue::Bounded(q) => q.pop(),
+        }
+    }
+    fn len(&self) -> usize {
+        match self {
+            Queue::Unbounded(q) => q.len(),
+            Queue::Bounded(q) => q.len(),
+        }
+    }
+}
+
 struct Shared<T> {
-    queue: SegQueue<T>,
+    queue: Queue<T>,
     wake: Wake,
     closed: AtomicBool,
 }
@@ -43,17 +74,29 @@ pub struct Receiver<T> {
 
 /// A mailbox drained by a glommio (or any async) task.
 pub fn task_mailbox<T>() -> (Sender<T>, Receiver<T>) {
-    make(Wake::Task(AtomicWaker::new()))
+    make(
+        Wake::Task(AtomicWaker::new()),
+        Queue::Unbounded(SegQueue::new()),
+    )
+}
+
+/// A task mailbox holding at most `capacity` messages: `send` hands the value back when it is
+/// full (the receiver is behind), and never allocates.
+pub fn bounded_task_mailbox<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    make(
+        Wake::Task(AtomicWaker::new()),
+        Queue::Bounded(ArrayQueue::new(capacity.max(1))),
+    )
 }
 
 /// A mailbox drained by a mio event loop, woken through `waker`.
 pub fn mio_mailbox<T>(waker: Arc<mio::Waker>) -> (Sender<T>, Receiver<T>) {
-    make(Wake::Mio(waker))
+    make(Wake::Mio(waker), Queue::Unbounded(SegQueue::new()))
 }
 
-fn make<T>(wake: Wake) -> (Sender<T>, Receiver<T>) {
+fn make<T>(wake: Wake, queue: Queue<T>) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
-        queue: SegQueue::new(),
+        queue,
         wake,
         closed: AtomicBool::new(false),
     });
@@ -66,12 +109,13 @@ fn make<T>(wake: Wake) -> (Sender<T>, Receiver<T>) {
 }
 
 impl<T> Sender<T> {
-    /// Queues `value` and wakes the receiver. Returns the value back if the receiver is gone.
+    /// Queues `value` and wakes the receiver. Returns the value back if the receiver is gone
+    /// (or a bounded mailbox is full).
     pub fn send(&self, value: T) -> Result<(), T> {
         if self.shared.closed.load(Ordering::Acquire) {
             return Err(value);
         }
-        self.shared.queue.push(value);
+        self.shared.queue.push(value)?;
         match &self.shared.wake {
             Wake::Task(w) => w.wake(),
             Wake::Mio(w) => {
@@ -98,7 +142,7 @@ impl<T> Receiver<T> {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.shared.queue.is_empty()
+        self.shared.queue.len() == 0
     }
 }
 
@@ -154,6 +198,16 @@ mod tests {
         });
         t.join().unwrap();
         assert_eq!(got, (0..1000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_full_bounded_mailbox_hands_the_value_back() {
+        let (tx, rx) = bounded_task_mailbox::<u8>(2);
+        assert_eq!(tx.send(1), Ok(()));
+        assert_eq!(tx.send(2), Ok(()));
+        assert_eq!(tx.send(3), Err(3));
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(tx.send(4), Ok(()));
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub struct Cli {
     /// Maximum peers in one room.
     #[arg(long, env = "SFU_MAX_PEERS_PER_ROOM")]
     pub max_peers_per_room: Option<usize>,
+    /// Peers of one room on its home worker before the room spans other workers (later
+    /// peers go to the worker hosting the fewest of the room's peers; media is piped between
+    /// workers).
+    #[arg(long, env = "SFU_ROOM_SPILL_PEERS")]
+    pub room_spill_peers: Option<usize>,
     /// Maximum WebSocket message size in bytes (larger ones close the socket with 1009).
     #[arg(long, env = "SFU_MAX_WS_MESSAGE")]
     pub max_ws_message: Option<usize>,
@@ -65,6 +70,7 @@ struct FileConfig {
     web_root: Option<PathBuf>,
     hls_root: Option<PathBuf>,
     max_peers_per_room: Option<usize>,
+    room_spill_peers: Option<usize>,
     max_ws_message: Option<usize>,
     max_connections: Option<usize>,
     pin_workers: Option<bool>,
@@ -81,6 +87,7 @@ pub struct Config {
     pub web_root: PathBuf,
     pub hls_root: PathBuf,
     pub max_peers_per_room: usize,
+    pub room_spill_peers: usize,
     pub max_ws_message: usize,
     pub max_connections: usize,
     pub pin_workers: bool,
@@ -97,6 +104,7 @@ impl Default for Config {
             web_root: PathBuf::from("web/out"),
             hls_root: std::env::temp_dir().join("sfu-hls"),
             max_peers_per_room: 1000,
+            room_spill_peers: 50,
             max_ws_message: 64 * 1024,
             max_connections: 4096,
             pin_workers: true,
@@ -164,6 +172,10 @@ impl Config {
                 .max_peers_per_room
                 .or(file.max_peers_per_room)
                 .unwrap_or(d.max_peers_per_room),
+            room_spill_peers: cli
+                .room_spill_peers
+                .or(file.room_spill_peers)
+                .unwrap_or(d.room_spill_peers),
             max_ws_message: cli
                 .max_ws_message
                 .or(file.max_ws_message)
@@ -200,6 +212,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "max_ws_message must be >= 1024".into(),
             ));
+        }
+        if self.room_spill_peers == 0 {
+            return Err(ConfigError::Invalid("room_spill_peers must be >= 1".into()));
         }
         if self.max_peers_per_room == 0 {
             return Err(ConfigError::Invalid(

@@ -102,7 +102,9 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut links = Vec::new();
     let mut threads = Vec::new();
-    for id in 0..cfg.workers {
+    // Worker-to-worker links, for rooms that span workers.
+    let meshes = sfu::room::span::Mesh::connect(cfg.workers);
+    for (id, mesh) in meshes.into_iter().enumerate() {
         let core = if cfg.pin_workers && !cores.is_empty() {
             Some(cores[id % cores.len()].id)
         } else {
@@ -117,6 +119,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             dtls: dtls.clone(),
             fingerprint: fingerprint.clone(),
             signaling: out_tx.clone(),
+            mesh: Some(mesh),
         })?;
         links.push(WorkerLink {
             jobs: handle.jobs,
@@ -139,6 +142,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         out_rx,
         SignalingLimits {
             max_peers_per_room: cfg.max_peers_per_room,
+            room_spill_peers: cfg.room_spill_peers,
         },
         Some(HlsManager::new(HlsConfig {
             root: cfg.hls_root.clone(),

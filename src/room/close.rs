@@ -3,6 +3,7 @@
 //! affected (`consumer-closed`, `producer-closed`, `peer-left`).
 
 use super::core::WorkerCore;
+use super::span::PipeMsg;
 use super::{CKey, PKey, TKey};
 use crate::worker::jobs::{ConnId, Outbound};
 use crate::worker::stats::Counted;
@@ -15,7 +16,32 @@ impl WorkerCore {
         let Some(p) = self.producers.remove(&pkey) else {
             return;
         };
-        self.stats.dec(Counted::Producer);
+        match p.origin {
+            None => {
+                self.stats.dec(Counted::Producer);
+                let from = self.id;
+                self.propagate(
+                    &p.room,
+                    || PipeMsg::ProducerClosed {
+                        room: p.room.clone(),
+                        from,
+                        producer_id: p.id.clone(),
+                    },
+                    None,
+                );
+            }
+            Some(origin) => {
+                self.stats.dec(Counted::PipedProducer);
+                self.mesh.send(
+                    origin.worker,
+                    PipeMsg::Unsubscribe {
+                        origin_key: origin.key,
+                        worker: self.id,
+                        key: pkey,
+                    },
+                );
+            }
+        }
         self.taps.remove(&pkey);
         for ckey in &p.consumers {
             self.close_consumer(*ckey, true);
@@ -99,25 +125,108 @@ impl WorkerCore {
         self.stats.dec(Counted::Transport);
     }
 
-    /// Removes a peer and everything it owns; closes the room when it was the last one.
+    /// Removes a peer and everything it owns (for a peer of another worker: its directory
+    /// entry and its piped producers). On the home worker, a satellite left without peers is
+    /// released and the room closes when its last peer goes.
     pub fn remove_peer(&mut self, room_id: &str, peer_id: &str) {
         let Some(peer) = self.rooms.get(room_id).and_then(|r| r.peer(peer_id)) else {
             return;
         };
+        let local = peer.worker == self.id;
         let transports: Vec<TKey> = peer.transports.values().copied().collect();
         for t in transports {
             self.close_transport(t);
+        }
+        // Producers not on a transport here: piped in from the peer's worker.
+        let rest: Vec<PKey> = self
+            .rooms
+            .get(room_id)
+            .and_then(|r| r.peer(peer_id))
+            .map(|p| p.producers.values().copied().collect())
+            .unwrap_or_default();
+        for p in rest {
+            self.close_producer(p);
         }
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
         room.peers.retain(|p| &*p.id != peer_id);
-        self.stats.dec(Counted::Peer);
+        if local {
+            self.stats.dec(Counted::Peer);
+        }
         let room = &self.rooms[room_id];
         self.notify_others(room, peer_id, "peer-left", json!({"peerId": peer_id}));
-        if room.peers.is_empty() {
-            self.rooms.remove(room_id);
+        if local {
+            let (room_arc, from, peer_arc) = (room.id.clone(), self.id, Arc::<str>::from(peer_id));
+            self.propagate(
+                room_id,
+                || PipeMsg::PeerLeft {
+                    room: room_arc.clone(),
+                    from,
+                    peer_id: peer_arc.clone(),
+                },
+                None,
+            );
+        }
+        self.release_idle_satellites(room_id);
+    }
+
+    /// On the home worker: satellites hosting no peer of the room drop their replica; the
+    /// room closes once it has no peers at all.
+    fn release_idle_satellites(&mut self, room_id: &str) {
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        if room.home != self.id {
+            return;
+        }
+        let idle: Vec<usize> = room
+            .satellites
+            .iter()
+            .copied()
+            .filter(|&w| !room.peers.iter().any(|p| p.worker == w))
+            .collect();
+        room.satellites.retain(|w| !idle.contains(w));
+        let empty = room.peers.is_empty();
+        let room_arc = room.id.clone();
+        for w in idle {
+            self.mesh.send(
+                w,
+                PipeMsg::DropReplica {
+                    room: room_arc.clone(),
+                    from: self.id,
+                },
+            );
+        }
+        if empty {
+            self.discard_room(room_id);
+        }
+    }
+
+    /// Removes a room (or replica) and whatever is left in it: peers of other workers and
+    /// the producers piped in for them. Peers of this worker must be removed first.
+    pub(crate) fn discard_room(&mut self, room_id: &str) {
+        let Some(room) = self.rooms.get(room_id) else {
+            return;
+        };
+        let pkeys: Vec<PKey> = room.producers_by_id.values().copied().collect();
+        for p in pkeys {
+            self.close_producer(p);
+        }
+        let Some(room) = self.rooms.remove(room_id) else {
+            return;
+        };
+        let local_peers = room.peers.iter().filter(|p| p.worker == self.id).count();
+        for _ in 0..local_peers {
+            self.stats.dec(Counted::Peer);
+        }
+        if room.home == self.id {
             self.stats.dec(Counted::Room);
+            let _ = self
+                .signaling
+                .send(Outbound::RoomClosed { room_id: room.id });
+        } else {
+            self.stats.dec(Counted::RoomReplica);
         }
     }
 
@@ -127,8 +236,27 @@ impl WorkerCore {
         let Some(room) = self.rooms.get(room_id) else {
             return;
         };
-        let peers: Vec<(Arc<str>, ConnId)> =
-            room.peers.iter().map(|p| (p.id.clone(), p.conn)).collect();
+        let (home_worker, from) = (room.home, self.id);
+        let home = home_worker == self.id;
+        let peers: Vec<(Arc<str>, ConnId)> = room
+            .peers
+            .iter()
+            .filter(|p| p.worker == self.id)
+            .map(|p| (p.id.clone(), p.conn))
+            .collect();
+        // The other workers hosting peers of the room evict them too.
+        let room_arc = room.id.clone();
+        if home {
+            for &w in &room.satellites {
+                self.mesh.send(
+                    w,
+                    PipeMsg::Evict {
+                        room: room_arc.clone(),
+                        from,
+                    },
+                );
+            }
+        }
         for (peer_id, conn) in peers {
             // Closing can panic again if the state is what broke; never let that escape.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -145,8 +273,29 @@ impl WorkerCore {
                 json!({"code": "internal", "message": "the room failed on the server; join again"}),
             );
         }
-        if self.rooms.remove(room_id).is_some() {
-            self.stats.dec(Counted::Room);
+        if !home {
+            self.mesh.send(
+                home_worker,
+                PipeMsg::ReplicaDropped {
+                    room: room_arc,
+                    from,
+                },
+            );
+        }
+        let _ =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.discard_room(room_id)));
+        // If closing panicked, drop the state without ceremony.
+        if let Some(room) = self.rooms.remove(room_id) {
+            self.stats.dec(if room.home == self.id {
+                Counted::Room
+            } else {
+                Counted::RoomReplica
+            });
+            if room.home == self.id {
+                let _ = self
+                    .signaling
+                    .send(Outbound::RoomClosed { room_id: room.id });
+            }
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct Peer {
     pub id: Arc<str>,
     pub conn: ConnId,
     pub display_name: String,
+    /// The worker that owns the peer's transports. A peer of another worker is a directory
+    /// entry here: no transports, its producers piped in (see span.rs).
+    pub worker: usize,
     pub transports: HashMap<String, TKey>,
     pub producers: HashMap<String, PKey>,
     pub consumers: HashMap<String, CKey>,
@@ -46,7 +49,12 @@ pub struct Peer {
 
 pub struct Room {
     pub id: Arc<str>,
-    /// Peers in join order.
+    /// The worker that orders the room's membership changes (see span.rs); this one, or the
+    /// home of which this room is a replica.
+    pub home: usize,
+    /// On the home worker: the other workers hosting peers of the room.
+    pub satellites: Vec<usize>,
+    /// Peers in join order (of every worker the room spans).
     pub peers: Vec<Peer>,
     pub producers_by_id: HashMap<String, PKey>,
 }
@@ -57,6 +65,15 @@ impl Room {
     }
     pub(crate) fn peer_mut(&mut self, id: &str) -> Option<&mut Peer> {
         self.peers.iter_mut().find(|p| &*p.id == id)
+    }
+    pub(crate) fn new(id: Arc<str>, home: usize) -> Self {
+        Self {
+            id,
+            home,
+            satellites: Vec::new(),
+            peers: Vec::new(),
+            producers_by_id: HashMap::new(),
+        }
     }
 }
 
@@ -84,6 +101,9 @@ pub struct WorkerCore {
     pub(crate) scratch: Vec<u8>,
     /// Transport-wide congestion control state of each sending transport (see media.rs).
     pub(crate) twcc: HashMap<TKey, super::media::TransportFeedback>,
+    /// The other workers (rooms spanning workers) and the media batches queued for them.
+    pub(crate) mesh: super::span::Mesh,
+    pub(crate) pipe_out: Vec<Option<super::span::PipeBatch>>,
     next_key: u64,
 }
 
@@ -128,11 +148,20 @@ impl WorkerCore {
             outbox: super::outbox::Outbox::with_capacity(64),
             scratch: Vec::with_capacity(1500),
             twcc: HashMap::new(),
+            mesh: super::span::Mesh::default(),
+            pipe_out: Vec::new(),
             next_key: 1,
         }
     }
 
-    fn key(&mut self) -> u64 {
+    /// Connects this worker to the others (rooms spanning workers); without it, every room
+    /// stays on this worker.
+    pub fn set_mesh(&mut self, mesh: super::span::Mesh) {
+        self.pipe_out = (0..mesh.workers()).map(|_| None).collect();
+        self.mesh = mesh;
+    }
+
+    pub(crate) fn key(&mut self) -> u64 {
         let k = self.next_key;
         self.next_key += 1;
         k
@@ -142,7 +171,8 @@ impl WorkerCore {
         let _ = self.signaling.send(Outbound::Notify { conn, method, data });
     }
 
-    /// Notifies every peer of `room` except `except`.
+    /// Notifies every peer of `room` hosted on this worker except `except` (the workers hosting
+    /// the others notify theirs when the change reaches them).
     pub(crate) fn notify_others(
         &self,
         room: &Room,
@@ -150,7 +180,11 @@ impl WorkerCore {
         method: &'static str,
         data: Value,
     ) {
-        for p in room.peers.iter().filter(|p| &*p.id != except) {
+        for p in room
+            .peers
+            .iter()
+            .filter(|p| &*p.id != except && p.worker == self.id)
+        {
             self.notify(p.conn, method, data.clone());
         }
     }
@@ -171,7 +205,19 @@ impl WorkerCore {
                     result,
                 });
             }
-            JobKind::Disconnected => self.remove_peer(&job.room_id, &job.peer_id),
+            JobKind::Join {
+                req_id,
+                display_name,
+                host,
+            } => self.join_job(
+                job.conn,
+                &job.room_id,
+                &job.peer_id,
+                display_name,
+                host,
+                req_id,
+            ),
+            JobKind::Disconnected => self.disconnect(&job.room_id, &job.peer_id),
             JobKind::SetTaps(taps) => self.set_taps(&job.room_id, taps, now),
             JobKind::RequestKeyFrames => self.request_room_keyframes(&job.room_id, now),
             JobKind::Crash => panic!("crash requested for room {}", job.room_id),
@@ -186,19 +232,12 @@ impl WorkerCore {
         request: Request,
         now: Instant,
     ) -> Result<Value, ApiError> {
-        if !matches!(request, Request::JoinRoom { .. })
-            && self
-                .rooms
-                .get(room_id)
-                .and_then(|r| r.peer(peer_id))
-                .is_none()
-        {
-            return Err(ApiError::invalid_state("not in a room; join-room first"));
-        }
+        let _ = conn;
+        self.peer(room_id, peer_id)?;
         match request {
-            Request::JoinRoom { display_name, .. } => {
-                self.join(conn, room_id, peer_id, display_name)
-            }
+            Request::JoinRoom { .. } => Err(ApiError::invalid_state(
+                "this socket already joined a room; leave-room first",
+            )),
             Request::CreateTransport { direction } => {
                 let peer = self.peer(room_id, peer_id)?;
                 if peer.transports.len() >= MAX_TRANSPORTS_PER_PEER {
@@ -327,10 +366,12 @@ impl WorkerCore {
 }
 
 impl WorkerCore {
+    /// A peer hosted on this worker.
     fn peer(&self, room_id: &str, peer_id: &str) -> Result<&Peer, ApiError> {
         self.rooms
             .get(room_id)
             .and_then(|r| r.peer(peer_id))
+            .filter(|p| p.worker == self.id)
             .ok_or_else(|| ApiError::invalid_state("not in a room; join-room first"))
     }
 
@@ -365,25 +406,19 @@ impl WorkerCore {
             .ok_or_else(|| ApiError::not_found(format!("no consumer \"{id}\" of this peer")))
     }
 
-    fn join(
+    /// Adds a peer hosted on this worker to a room that exists here (homed here, or a
+    /// replica); the answer to its join-room.
+    pub(crate) fn add_local_peer(
         &mut self,
         conn: ConnId,
         room_id: &Arc<str>,
         peer_id: &Arc<str>,
         display_name: String,
     ) -> Result<Value, ApiError> {
-        if !self.rooms.contains_key(room_id) {
-            self.rooms.insert(
-                room_id.clone(),
-                Room {
-                    id: room_id.clone(),
-                    peers: Vec::new(),
-                    producers_by_id: HashMap::new(),
-                },
-            );
-            self.stats.inc(Counted::Room);
-        }
-        let room = self.rooms.get(room_id).expect("inserted above");
+        let room = self
+            .rooms
+            .get(room_id)
+            .ok_or_else(|| ApiError::internal("the room is gone; join again"))?;
         if room.peer(peer_id).is_some() {
             return Err(ApiError::invalid_state("already joined"));
         }
@@ -408,11 +443,13 @@ impl WorkerCore {
             "peer-joined",
             json!({"peerId": &**peer_id, "displayName": display_name}),
         );
-        let room = self.rooms.get_mut(room_id).expect("inserted above");
+        let worker = self.id;
+        let room = self.rooms.get_mut(room_id).expect("checked above");
         room.peers.push(Peer {
             id: peer_id.clone(),
             conn,
             display_name,
+            worker,
             transports: HashMap::new(),
             producers: HashMap::new(),
             consumers: HashMap::new(),
@@ -556,6 +593,8 @@ impl WorkerCore {
             consumers: Vec::new(),
             quality: crate::room::producer::ProducerQuality::new(&mapping),
             mapping,
+            origin: None,
+            pipes: Vec::new(),
         };
         let t = self.transports.get_mut(&tkey).expect("checked above");
         for s in ssrcs {
@@ -576,6 +615,18 @@ impl WorkerCore {
             json!({"producerId": id, "peerId": &**peer_id, "kind": kind.as_str()}),
         );
         self.announce_sources(room_id);
+        if let Some(info) = self.producer_info(pkey) {
+            let from = self.id;
+            self.propagate(
+                room_id,
+                || super::span::PipeMsg::ProducerAdded {
+                    room: room_id.clone(),
+                    from,
+                    producer: Box::new(info.clone()),
+                },
+                None,
+            );
+        }
         Ok(json!({ "producerId": id }))
     }
 
@@ -723,10 +774,29 @@ impl WorkerCore {
         now: Instant,
     ) -> Result<Value, ApiError> {
         let pkey = self.own_producer(room_id, peer_id, producer_id)?;
-        let p = self
-            .producers
-            .get_mut(&pkey)
-            .ok_or_else(|| ApiError::not_found("producer"))?;
+        if self.apply_producer_paused(pkey, paused, now) {
+            let from = self.id;
+            self.propagate(
+                room_id,
+                || super::span::PipeMsg::ProducerPaused {
+                    room: room_id.clone(),
+                    from,
+                    producer_id: producer_id.to_string(),
+                    paused,
+                },
+                None,
+            );
+        }
+        Ok(json!({}))
+    }
+
+    /// Pauses or resumes a producer (this worker's, or one piped in), telling this worker's
+    /// peers; true if that changed anything.
+    pub(crate) fn apply_producer_paused(&mut self, pkey: PKey, paused: bool, now: Instant) -> bool {
+        let Some(p) = self.producers.get_mut(&pkey) else {
+            return false;
+        };
+        let (room_id, peer_id, producer_id) = (p.room.clone(), p.peer.clone(), p.id.clone());
         let changed = p.paused != paused;
         p.paused = paused;
         if changed {
@@ -744,11 +814,11 @@ impl WorkerCore {
             } else {
                 "producer-resumed"
             };
-            if let Some(room) = self.rooms.get(room_id) {
-                self.notify_others(room, peer_id, method, json!({"producerId": producer_id}));
+            if let Some(room) = self.rooms.get(&room_id) {
+                self.notify_others(room, &peer_id, method, json!({"producerId": producer_id}));
             }
-            self.announce_sources(room_id);
+            self.announce_sources(&room_id);
         }
-        Ok(json!({}))
+        changed
     }
 }

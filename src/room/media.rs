@@ -99,6 +99,7 @@ impl WorkerCore {
             }
             PacketClass::Unknown => {}
         }
+        self.flush_pipes();
     }
 
     /// The room a datagram from `from` belongs to (to evict it after a panic).
@@ -385,7 +386,7 @@ impl WorkerCore {
 
     /// A media packet of encoding `layer` of a producer (original or recovered from RTX):
     /// cache it, look for gaps to NACK, forward it.
-    fn on_producer_packet(
+    pub(crate) fn on_producer_packet(
         &mut self,
         pkey: PKey,
         layer: usize,
@@ -398,6 +399,9 @@ impl WorkerCore {
         };
         let kind = p.kind;
         let tkey = p.transport;
+        // Piped in from another worker: that worker asks the producer for lost packets.
+        let piped = p.origin.is_some();
+        let piping = !p.pipes.is_empty() && !p.paused;
         let Some(l) = p.quality.layers.get_mut(layer) else {
             return;
         };
@@ -406,6 +410,8 @@ impl WorkerCore {
             l.cache
                 .get_or_insert_with(Box::default)
                 .insert(hdr.sequence, plain);
+        }
+        if kind == MediaKind::Video && !piped {
             l.nack.on_packet(hdr.sequence, now);
             let lost = l.nack.poll(now);
             if !lost.is_empty() {
@@ -416,6 +422,9 @@ impl WorkerCore {
             }
         }
         self.forward_rtp(pkey, layer, plain, hdr, now);
+        if piping {
+            self.pipe_packet(pkey, layer, plain, now);
+        }
     }
 
     fn forward_rtp(
@@ -629,6 +638,16 @@ impl WorkerCore {
             p.last_keyframe_request = None;
         }
         if !p.take_keyframe_slot(now) {
+            return;
+        }
+        if let Some(origin) = p.origin {
+            self.mesh.send(
+                origin.worker,
+                super::span::PipeMsg::KeyFrame {
+                    origin_key: origin.key,
+                    force,
+                },
+            );
             return;
         }
         // Every known layer: consumers may be waiting to switch to any of them.

@@ -8,6 +8,7 @@ pub mod media;
 pub mod ortc;
 pub mod outbox;
 pub mod producer;
+pub mod span;
 pub mod tap;
 pub mod transport;
 

@@ -32,6 +32,11 @@ pub struct Producer {
     pub cname: String,
     /// Loss recovery and layer state.
     pub quality: ProducerQuality,
+    /// For a producer of another worker piped in (a room spanning workers): where it lives.
+    /// Such a producer has no transport; its packets arrive from the origin worker.
+    pub origin: Option<super::span::Origin>,
+    /// For a producer of this worker: the other workers it is piped to, with their key.
+    pub pipes: Vec<(usize, super::PKey)>,
 }
 
 // Memory bound: the packet caches of one video producer stay within 4 MiB.

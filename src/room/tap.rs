@@ -76,6 +76,10 @@ impl WorkerCore {
 
     /// Tells the signaling thread (and so the HLS pipeline) that a room's media changed.
     pub(crate) fn announce_sources(&self, room_id: &str) {
+        // The home worker speaks for the room (its directory has every producer).
+        if !self.is_home(room_id) {
+            return;
+        }
         let _ = self.signaling.send(Outbound::RoomSources {
             room_id: room_id.into(),
             sources: self.room_sources(room_id),

@@ -30,12 +30,26 @@ pub struct WorkerLink {
 
 pub struct SignalingLimits {
     pub max_peers_per_room: usize,
+    /// Peers of one room on its home worker before the room spans other workers.
+    pub room_spill_peers: usize,
 }
+
+/// Requests and answers of a socket held while its join-room is in flight (bounded: a
+/// client that pipelines more than this is closed).
+const MAX_HELD: usize = 256;
 
 struct Joined {
     room_id: Arc<str>,
     peer_id: Arc<str>,
+    /// The worker hosting the peer: its requests go there.
     worker: usize,
+}
+
+/// A frame of a socket waiting for that socket's join-room answer: the peer's worker is only
+/// certain to know the peer once the join is answered.
+enum Held {
+    Request(u32, Request),
+    Answer(u32, Result<Value, ApiError>),
 }
 
 enum Slot {
@@ -47,12 +61,35 @@ enum Slot {
 struct Conn {
     joined: Option<Joined>,
     slots: VecDeque<Slot>,
+    held: VecDeque<Held>,
+}
+
+impl Conn {
+    fn joining(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| matches!(s, Slot::Waiting { join: true, .. }))
+    }
+}
+
+struct RoomPeer {
+    id: Arc<str>,
+    display_name: String,
+    worker: usize,
 }
 
 struct RoomEntry {
-    worker: usize,
-    /// peerId → displayName, in join order.
-    peers: Vec<(Arc<str>, String)>,
+    /// The worker that owns the room and orders its membership (joins go there).
+    home: usize,
+    /// In join order. The entry stays (empty) until the home reports the room closed, so a
+    /// quick rejoin lands on the same home.
+    peers: Vec<RoomPeer>,
+}
+
+impl RoomEntry {
+    fn on_worker(&self, w: usize) -> usize {
+        self.peers.iter().filter(|p| p.worker == w).count()
+    }
 }
 
 pub struct Signaling {
@@ -142,7 +179,7 @@ impl Signaling {
             ) => {
                 let room_id: Arc<str> = Arc::from(room_id.as_str());
                 let display_name = display_name.clone();
-                self.join(conn, req_id, room_id, display_name, request, out)
+                self.join(conn, req_id, room_id, display_name, out)
             }
             (Request::LeaveRoom, None) => self.answer(conn, req_id, Ok(json!({})), out),
             (_, None) => self.answer(
@@ -170,10 +207,9 @@ impl Signaling {
         req_id: u32,
         room_id: Arc<str>,
         display_name: String,
-        request: Request,
         out: &mut EdgeOut,
     ) {
-        let worker = match self.rooms.get(&room_id) {
+        let home = match self.rooms.get(&room_id) {
             Some(entry) if entry.peers.len() >= self.limits.max_peers_per_room => {
                 return self.answer(
                     conn,
@@ -185,7 +221,7 @@ impl Signaling {
                     out,
                 );
             }
-            Some(entry) => entry.worker,
+            Some(entry) => entry.home,
             None => {
                 let w = (0..self.workers.len())
                     .min_by_key(|&w| self.worker_rooms[w])
@@ -194,25 +230,60 @@ impl Signaling {
                 self.rooms.insert(
                     room_id.clone(),
                     RoomEntry {
-                        worker: w,
+                        home: w,
                         peers: Vec::new(),
                     },
                 );
                 w
             }
         };
+        let host = self.place(&room_id);
         let peer_id: Arc<str> = Arc::from(crate::ids::uuid_v4());
         if let Some(entry) = self.rooms.get_mut(&room_id) {
-            entry.peers.push((peer_id.clone(), display_name));
+            entry.peers.push(RoomPeer {
+                id: peer_id.clone(),
+                display_name: display_name.clone(),
+                worker: host,
+            });
         }
         if let Some(c) = self.conns.get_mut(&conn) {
             c.joined = Some(Joined {
                 room_id: room_id.clone(),
                 peer_id: peer_id.clone(),
-                worker,
+                worker: host,
             });
+            c.slots.push_back(Slot::Waiting { req_id, join: true });
         }
-        self.send_job(conn, worker, room_id, peer_id, req_id, true, request);
+        let job = Job {
+            conn,
+            room_id,
+            peer_id,
+            kind: JobKind::Join {
+                req_id,
+                display_name,
+                host,
+            },
+        };
+        if self.workers[home].jobs.send(job).is_err() {
+            tracing::error!(
+                worker = home,
+                "worker mailbox is closed; the worker has stopped"
+            );
+        }
+    }
+
+    /// The worker a joining peer of `room_id` goes to: the room's home until it hosts
+    /// `room_spill_peers` of the room's peers, then whichever worker hosts the fewest.
+    fn place(&self, room_id: &str) -> usize {
+        let Some(entry) = self.rooms.get(room_id) else {
+            return 0;
+        };
+        if entry.on_worker(entry.home) < self.limits.room_spill_peers {
+            return entry.home;
+        }
+        (0..self.workers.len())
+            .min_by_key(|&w| (entry.on_worker(w), w != entry.home, self.worker_rooms[w]))
+            .unwrap_or(entry.home)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -247,14 +318,51 @@ impl Signaling {
                 c.joined = None;
             }
         }
-        let Some(entry) = self.rooms.get_mut(room_id) else {
-            return;
-        };
-        entry.peers.retain(|(p, _)| p != peer_id);
-        if entry.peers.is_empty() {
-            let w = entry.worker;
+        if let Some(entry) = self.rooms.get_mut(room_id) {
+            entry.peers.retain(|p| &p.id != peer_id);
+        }
+    }
+
+    /// The home worker closed the room: forget it unless someone joined since.
+    fn room_closed(&mut self, room_id: &str) {
+        if let Some(entry) = self.rooms.get(room_id).filter(|e| e.peers.is_empty()) {
+            let w = entry.home;
             self.rooms.remove(room_id);
             self.worker_rooms[w] = self.worker_rooms[w].saturating_sub(1);
+        }
+    }
+
+    /// Handles a frame now, or holds it while the socket's join-room is in flight.
+    fn submit(&mut self, conn: ConnId, item: Held, out: &mut EdgeOut) {
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        if c.joining() || !c.held.is_empty() {
+            if c.held.len() >= MAX_HELD {
+                out.close(conn, 1008, "too many requests while joining");
+                return;
+            }
+            c.held.push_back(item);
+            return;
+        }
+        match item {
+            Held::Request(id, request) => self.dispatch(conn, id, request, out),
+            Held::Answer(id, result) => self.answer(conn, id, result, out),
+        }
+    }
+
+    /// Handles the frames held during a join, in order, until the next join (if any).
+    fn release_held(&mut self, conn: ConnId, out: &mut EdgeOut) {
+        loop {
+            let item = match self.conns.get_mut(&conn) {
+                Some(c) if !c.joining() => c.held.pop_front(),
+                _ => None,
+            };
+            match item {
+                Some(Held::Request(id, request)) => self.dispatch(conn, id, request, out),
+                Some(Held::Answer(id, result)) => self.answer(conn, id, result, out),
+                None => break,
+            }
         }
     }
 
@@ -265,7 +373,7 @@ impl Signaling {
         result: Result<Value, ApiError>,
         out: &mut EdgeOut,
     ) {
-        let failed_join = {
+        let (failed_join, was_join) = {
             let Some(c) = self.conns.get_mut(&conn) else {
                 return;
             };
@@ -278,10 +386,12 @@ impl Signaling {
                 .iter()
                 .position(|s| matches!(s, Slot::Waiting { req_id: r, .. } if *r == req_id));
             let mut failed_join = false;
+            let mut was_join = false;
             match pos {
                 Some(i) => {
                     if let Slot::Waiting { join: true, .. } = c.slots[i] {
                         failed_join = result.is_err();
+                        was_join = true;
                     }
                     c.slots[i] = Slot::Ready(text);
                 }
@@ -292,13 +402,16 @@ impl Signaling {
                     out.send_text(conn, t);
                 }
             }
-            failed_join
+            (failed_join, was_join)
         };
         if failed_join {
             if let Some(j) = self.conns.get(&conn).and_then(|c| c.joined.as_ref()) {
                 let (room_id, peer_id) = (j.room_id.clone(), j.peer_id.clone());
                 self.forget_peer(conn, &room_id, &peer_id);
             }
+        }
+        if was_join {
+            self.release_held(conn, out);
         }
     }
 
@@ -347,7 +460,7 @@ impl Signaling {
                 peer_id: Arc::from(""),
                 kind,
             };
-            let _ = self.workers[entry.worker].jobs.send(job);
+            let _ = self.workers[entry.home].jobs.send(job);
         }
     }
 
@@ -382,13 +495,17 @@ impl EdgeHandler for Signaling {
             ("GET", p) if p.starts_with("/api/rooms/") => {
                 let id = &p["/api/rooms/".len()..];
                 Some(match self.rooms.get(id) {
-                    Some(entry) if super::protocol::is_valid_room_id(id) => HttpResponse::json(
-                        200,
-                        &json!({
-                            "roomId": id,
-                            "peers": entry.peers.iter().map(|(p, n)| json!({"peerId": &**p, "displayName": n})).collect::<Vec<_>>(),
-                        }),
-                    ),
+                    Some(entry)
+                        if super::protocol::is_valid_room_id(id) && !entry.peers.is_empty() =>
+                    {
+                        HttpResponse::json(
+                            200,
+                            &json!({
+                                "roomId": id,
+                                "peers": entry.peers.iter().map(|p| json!({"peerId": &*p.id, "displayName": p.display_name})).collect::<Vec<_>>(),
+                            }),
+                        )
+                    }
                     _ => HttpResponse::json(
                         404,
                         &json!({"error": {"code": "not-found", "message": "no such room"}}),
@@ -411,10 +528,13 @@ impl EdgeHandler for Signaling {
     fn ws_text(&mut self, conn: ConnId, text: &str, out: &mut EdgeOut) {
         match parse_frame(text) {
             Frame::Invalid(message) => out.send_text(conn, error_notification(&message)),
-            Frame::Request { id, method, data } => match parse_request(&method, data) {
-                Ok(request) => self.dispatch(conn, id, request, out),
-                Err(e) => self.answer(conn, id, Err(e), out),
-            },
+            Frame::Request { id, method, data } => {
+                let item = match parse_request(&method, data) {
+                    Ok(request) => Held::Request(id, request),
+                    Err(e) => Held::Answer(id, Err(e)),
+                };
+                self.submit(conn, item, out)
+            }
         }
     }
 
@@ -423,7 +543,9 @@ impl EdgeHandler for Signaling {
             return;
         };
         if let Some(j) = c.joined {
-            // Re-insert briefly so forget_peer sees the same path as a leave.
+            // To the room's home, which orders it after the peer's join (it forwards it to
+            // the worker hosting the peer).
+            let home = self.rooms.get(&j.room_id).map(|e| e.home);
             self.forget_peer(conn, &j.room_id, &j.peer_id);
             let job = Job {
                 conn,
@@ -431,7 +553,9 @@ impl EdgeHandler for Signaling {
                 peer_id: j.peer_id,
                 kind: JobKind::Disconnected,
             };
-            let _ = self.workers[j.worker].jobs.send(job);
+            if let Some(home) = home {
+                let _ = self.workers[home].jobs.send(job);
+            }
         }
     }
 
@@ -462,6 +586,7 @@ impl EdgeHandler for Signaling {
                     room_id,
                     peer_id,
                 } => self.forget_peer(conn, &room_id, &peer_id),
+                Outbound::RoomClosed { room_id } => self.room_closed(&room_id),
             }
         }
     }

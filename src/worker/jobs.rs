@@ -20,6 +20,14 @@ pub struct Job {
 pub enum JobKind {
     /// A client request; answered with exactly one `Outbound::Response`.
     Request { req_id: u32, request: Request },
+    /// join-room, sent to the room's home worker; `host` is the worker that will own the
+    /// peer's transports (the home itself, or another worker the room spans to). The host
+    /// answers.
+    Join {
+        req_id: u32,
+        display_name: String,
+        host: usize,
+    },
     /// The socket closed without leave-room: same as leaving, nobody to answer.
     Disconnected,
     /// Replace the room's HLS taps (plain RTP to loopback); empty stops them.
@@ -49,6 +57,9 @@ pub enum Outbound {
         room_id: String,
         sources: Vec<crate::hls::MediaSource>,
     },
+    /// The room is gone from its home worker (and so from every worker): the signaling
+    /// thread may place its next join anywhere.
+    RoomClosed { room_id: Arc<str> },
     /// A peer was removed by the worker on its own (its room failed): forget it.
     PeerGone {
         conn: ConnId,

@@ -8,6 +8,7 @@ pub mod stats;
 use crate::channel::{task_mailbox, Receiver, Sender};
 use crate::room::core::{DtlsMsg, WorkerCore};
 use crate::room::outbox::Outbox;
+use crate::room::span::{Mesh, MeshInbox};
 use crate::rtc::dtls::DtlsRuntime;
 use glommio::net::UdpSocket;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -38,6 +39,8 @@ pub struct WorkerOptions {
     pub dtls: Arc<DtlsRuntime>,
     pub fingerprint: String,
     pub signaling: Sender<Outbound>,
+    /// Links to the other workers (rooms spanning workers); None: rooms stay on this worker.
+    pub mesh: Option<(Mesh, MeshInbox)>,
 }
 
 /// The signaling thread's handle on a running worker.
@@ -148,11 +151,15 @@ impl Sending {
 }
 
 async fn run(
-    opts: WorkerOptions,
+    mut opts: WorkerOptions,
     sock: Rc<UdpSocket>,
     jobs: Receiver<Job>,
     stats: Arc<WorkerStats>,
 ) {
+    let (mesh, inbox) = match opts.mesh.take() {
+        Some((mesh, inbox)) => (Some(mesh), Some(inbox)),
+        None => (None, None),
+    };
     let (dtls_tx, dtls_rx) = task_mailbox::<DtlsMsg>();
     let core: Shared = Rc::new(RefCell::new(WorkerCore::new(
         opts.id,
@@ -163,6 +170,9 @@ async fn run(
         opts.signaling.clone(),
         stats.clone(),
     )));
+    if let Some(mesh) = mesh {
+        core.borrow_mut().set_mesh(mesh);
+    }
     let sending = Rc::new(Sending {
         sock: sock.clone(),
         histogram: RefCell::new(
@@ -215,6 +225,43 @@ async fn run(
         }
     })
     .detach();
+
+    if let Some(MeshInbox { control, media }) = inbox {
+        // Control messages from other workers (rooms spanning workers).
+        let (c, s) = (core.clone(), sending.clone());
+        glommio::spawn_local(async move {
+            loop {
+                let msg = control.recv().await;
+                let now = Instant::now();
+                let room = msg.room().map(str::to_string);
+                let _ = guarded(&c, |core| core.handle_pipe_msg(msg, now), |_| room);
+                s.flush(&c, now).await;
+            }
+        })
+        .detach();
+        // Media of producers piped in from other workers.
+        let (c, s) = (core.clone(), sending.clone());
+        glommio::spawn_local(async move {
+            loop {
+                let batch = media.recv().await;
+                for i in 0..batch.len() {
+                    let Some((key, layer, packet, arrived)) = batch.get(i) else {
+                        break;
+                    };
+                    let _ = guarded(
+                        &c,
+                        |core| core.on_piped_packet(key, layer, packet, Instant::now()),
+                        |core| core.producer_room(key),
+                    );
+                    // Latency counts from the packet's arrival on the origin worker's socket.
+                    s.flush(&c, arrived).await;
+                }
+                c.borrow().mesh.recycle(batch);
+                glommio::yield_if_needed().await;
+            }
+        })
+        .detach();
+    }
 
     // Timers: deferred key-frame requests, sender reports, latency percentiles.
     let (c, s, st) = (core.clone(), sending.clone(), stats.clone());
@@ -270,19 +317,16 @@ mod tests {
     use super::*;
     use crate::channel::{mio_mailbox, task_mailbox};
     use crate::rtc::dtls::DtlsCertificate;
-    use crate::signaling::protocol::Request;
 
     fn join(core: &Shared, room: &str, peer: &str) {
         let job = Job {
             conn: 1,
             room_id: Arc::from(room),
             peer_id: Arc::from(peer),
-            kind: JobKind::Request {
+            kind: JobKind::Join {
                 req_id: 1,
-                request: Request::JoinRoom {
-                    room_id: room.into(),
-                    display_name: String::new(),
-                },
+                display_name: String::new(),
+                host: 0,
             },
         };
         core.borrow_mut().handle_job(job, Instant::now());

@@ -12,6 +12,15 @@ pub struct WorkerStats {
     pub transports: AtomicUsize,
     pub producers: AtomicUsize,
     pub consumers: AtomicUsize,
+    /// Rooms homed on another worker that this worker hosts peers of (see docs/architecture.md,
+    /// "Rooms spanning workers"), and the producers of other workers piped in for them.
+    pub room_replicas: AtomicUsize,
+    pub piped_producers: AtomicUsize,
+    /// Media handed to / received from other workers, and batches dropped because the
+    /// receiving worker's queue was full.
+    pub pipe_packets_out: AtomicU64,
+    pub pipe_packets_in: AtomicU64,
+    pub pipe_drops: AtomicU64,
     pub packets_in: AtomicU64,
     pub packets_out: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -40,6 +49,8 @@ pub enum Counted {
     Transport,
     Producer,
     Consumer,
+    RoomReplica,
+    PipedProducer,
 }
 
 impl WorkerStats {
@@ -58,6 +69,8 @@ impl WorkerStats {
             Counted::Transport => &self.transports,
             Counted::Producer => &self.producers,
             Counted::Consumer => &self.consumers,
+            Counted::RoomReplica => &self.room_replicas,
+            Counted::PipedProducer => &self.piped_producers,
         }
     }
 
@@ -83,6 +96,11 @@ impl WorkerStats {
             "transports": self.get(Counted::Transport),
             "producers": self.get(Counted::Producer),
             "consumers": self.get(Counted::Consumer),
+            "roomReplicas": self.get(Counted::RoomReplica),
+            "pipedProducers": self.get(Counted::PipedProducer),
+            "pipePacketsOut": l(&self.pipe_packets_out),
+            "pipePacketsIn": l(&self.pipe_packets_in),
+            "pipeDrops": l(&self.pipe_drops),
             "packetsIn": l(&self.packets_in),
             "packetsOut": l(&self.packets_out),
             "bytesIn": l(&self.bytes_in),
