@@ -155,7 +155,10 @@ fn a_room_spanning_two_workers_delivers_media_to_subscribers_on_both() {
             w["id"]
         );
     }
-    let piped: u64 = workers.iter().map(|w| w["pipePacketsIn"].as_u64().unwrap()).sum();
+    let piped: u64 = workers
+        .iter()
+        .map(|w| w["pipePacketsIn"].as_u64().unwrap())
+        .sum();
     assert!(piped > 100, "media crossed workers: {stats}");
     assert_eq!(stats["workers"][0]["pipeDrops"], 0);
     assert_eq!(stats["workers"][1]["pipeDrops"], 0);

@@ -431,9 +431,12 @@ impl WorkerCore {
         for p in &room.peers {
             for (pid, pkey) in &p.producers {
                 if let Some(prod) = self.producers.get(pkey) {
-                    producers.push(
-                        json!({"producerId": pid, "peerId": &*p.id, "kind": prod.kind.as_str()}),
-                    );
+                    producers.push(json!({
+                        "producerId": pid,
+                        "peerId": &*p.id,
+                        "kind": prod.kind.as_str(),
+                        "paused": prod.paused,
+                    }));
                 }
             }
         }
@@ -679,6 +682,7 @@ impl WorkerCore {
         let ssrc = fresh_ssrc(&t.consumers_by_ssrc);
         let rtx_ssrc = fresh_ssrc(&t.consumers_by_ssrc);
         let kind = producer.kind;
+        let producer_paused = producer.paused;
         let cname = producer.cname.clone();
         let t = self.transports.get_mut(&tkey).expect("checked above");
         let mid = t.take_mid();
@@ -762,6 +766,7 @@ impl WorkerCore {
             "producerId": producer_id,
             "kind": kind.as_str(),
             "rtpParameters": params,
+            "producerPaused": producer_paused,
         }))
     }
 

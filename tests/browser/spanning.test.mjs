@@ -61,6 +61,16 @@ test('a room spanning two workers delivers media to consumers on both, and close
         await waitFor(async () => (await p.notifications()).some((n) => n.method === 'producer-paused' && n.data.producerId === benVideo),
           { timeout: 20_000, message: `${p.name} gets producer-paused` });
       }
+      // Someone joining now learns that it is paused (join answer and consume answer).
+      const eve = await h.newPeer('eve');
+      try {
+        const je = await eve.join(room);
+        const listed = je.producers.find((p) => p.producerId === benVideo);
+        assert.equal(listed?.paused, true, `join-room lists ben's video as paused: ${JSON.stringify(je.producers)}`);
+        assert.ok(je.producers.filter((p) => p.producerId !== benVideo).every((p) => p.paused === false));
+      } finally {
+        await eve.close();
+      }
       await peers[1].request('resume-producer', { producerId: benVideo });
       await expectRising(peers[0], 'video', 'framesDecoded', 3, { fromPeerId: ids[1] });
 

@@ -34,6 +34,8 @@ export interface ProducerInfo {
   producerId: string;
   peerId: string;
   kind: MediaKind;
+  /** In join-room answers: the producer is paused right now. */
+  paused?: boolean;
 }
 
 export interface TransportInfo {
@@ -69,7 +71,13 @@ export interface Requests {
   ];
   "consume-media": [
     { transportId: string; producerId: string; rtpCapabilities: types.RtpCapabilities },
-    { consumerId: string; producerId: string; kind: MediaKind; rtpParameters: types.RtpParameters },
+    {
+      consumerId: string;
+      producerId: string;
+      kind: MediaKind;
+      rtpParameters: types.RtpParameters;
+      producerPaused?: boolean;
+    },
   ];
   "resume-consumer": [{ consumerId: string }, Empty];
   "pause-consumer": [{ consumerId: string }, Empty];

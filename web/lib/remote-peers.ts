@@ -70,7 +70,7 @@ export class RemotePeers {
     if (!this.peers.has(info.peerId)) this.addPeer({ peerId: info.peerId, displayName: "" });
     const producer: RemoteProducer = {
       ...info,
-      paused: false,
+      paused: info.paused ?? false,
       consumer: null,
       consuming: false,
     };

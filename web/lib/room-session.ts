@@ -366,6 +366,7 @@ export class RoomSession extends Emitter<SessionEvents> {
         return;
       }
       producer.consumer = consumer;
+      if (answer.producerPaused !== undefined) this.remote.setPaused(producerId, answer.producerPaused);
       this.publishPeers();
       await signaling.request("resume-consumer", { consumerId: consumer.id });
     } catch (error) {
