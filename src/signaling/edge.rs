@@ -6,6 +6,12 @@
 //! and body size, WebSocket message size, pending output per connection, connection count
 //! and idle time.
 //!
+//! Open WebSockets have no request deadline; instead the edge pings one that has been silent
+//! for [`WS_PING_AFTER`] and closes it with 1001 once nothing at all (not even a Pong) has
+//! arrived for [`WS_IDLE_TIMEOUT`]. Browsers and WebSocket libraries answer pings on their
+//! own, so this only ends connections whose host vanished without a FIN, which would
+//! otherwise keep their room membership forever.
+//!
 //! WebSocket binary frames are passed to `ws_text` when they are valid UTF-8 and ignored
 //! (logged at debug level) otherwise; the protocol only uses text frames.
 
@@ -43,6 +49,12 @@ const MAX_WS_PENDING_OUT: usize = 8 << 20;
 /// Messages read from one socket before the loop serves others (fairness under floods).
 const MAX_MESSAGES_PER_TURN: usize = 256;
 const READ_CHUNK: usize = 16 * 1024;
+/// A WebSocket silent this long gets a Ping, and another each time this passes again.
+pub const WS_PING_AFTER: Duration = Duration::from_secs(20);
+/// A WebSocket from which nothing (any frame, Pong included) arrived this long is closed.
+pub const WS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// "Going away" (RFC 6455 7.4.1): we drop a peer we consider gone, not one that misbehaved.
+const WS_IDLE_CLOSE_CODE: u16 = 1001;
 
 /// What the edge hands its events to. Implemented by the signaling logic.
 pub trait EdgeHandler {
@@ -108,6 +120,27 @@ impl Default for EdgeConfig {
     }
 }
 
+/// When the edge pings silent WebSockets and closes dead ones.
+///
+/// Kept out of [`EdgeConfig`] because callers build that field by field; the defaults are
+/// the constants, and tests shorten them with [`Edge::with_keepalive`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsKeepalive {
+    /// Silence after which a Ping is sent (repeated at this interval while silent).
+    pub ping_after: Duration,
+    /// Silence after which the WebSocket is closed with 1001 and `ws_closed` is called.
+    pub close_after: Duration,
+}
+
+impl Default for WsKeepalive {
+    fn default() -> Self {
+        Self {
+            ping_after: WS_PING_AFTER,
+            close_after: WS_IDLE_TIMEOUT,
+        }
+    }
+}
+
 /// Makes [`Edge::run`] return; cloneable and usable from any thread.
 #[derive(Clone)]
 pub struct ShutdownHandle {
@@ -132,6 +165,7 @@ pub struct Edge {
     shutdown: Arc<AtomicBool>,
     local_addr: SocketAddr,
     cfg: EdgeConfig,
+    keepalive: WsKeepalive,
 }
 
 impl Edge {
@@ -149,7 +183,14 @@ impl Edge {
             shutdown: Arc::new(AtomicBool::new(false)),
             local_addr,
             cfg,
+            keepalive: WsKeepalive::default(),
         })
+    }
+
+    /// Replaces the WebSocket ping / idle-close intervals (default [`WsKeepalive::default`]).
+    pub fn with_keepalive(mut self, keepalive: WsKeepalive) -> Edge {
+        self.keepalive = keepalive;
+        self
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -174,6 +215,7 @@ impl Edge {
             poll: self.poll,
             listener: self.listener,
             cfg: self.cfg,
+            keepalive: self.keepalive,
             conns: HashMap::new(),
             next_id: FIRST_CONN_ID,
             again: Vec::new(),
@@ -216,6 +258,7 @@ impl Edge {
                 handler.tick(&mut out);
                 lp.apply(handler, &mut out);
                 lp.expire(now, handler);
+                lp.keep_alive(now, handler);
             }
         }
         lp.close_all(handler);
@@ -226,7 +269,8 @@ impl Edge {
 struct Conn {
     peer: SocketAddr,
     state: ConnState,
-    /// When the connection is dropped unless it makes progress (None for open WebSockets).
+    /// When the connection is dropped unless it makes progress (None for open WebSockets,
+    /// which [`Liveness`] times out instead).
     deadline: Option<Instant>,
 }
 
@@ -259,12 +303,50 @@ struct WsConn {
     /// A Close frame was sent or received; only flushing remains.
     closing: bool,
     closed_notified: bool,
+    liveness: Liveness,
+}
+
+/// The keepalive clock of one open WebSocket, fed the times of what arrived and was sent.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    /// When the last message or control frame arrived (the open time before the first).
+    last_received: Instant,
+    /// When we last sent a Ping (the open time before the first).
+    last_ping: Instant,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum KeepaliveDue {
+    Ping,
+    Close,
+}
+
+impl Liveness {
+    fn new(now: Instant) -> Self {
+        Self {
+            last_received: now,
+            last_ping: now,
+        }
+    }
+
+    fn due(&self, now: Instant, keepalive: &WsKeepalive) -> Option<KeepaliveDue> {
+        let silent = now.saturating_duration_since(self.last_received);
+        let since_ping = now.saturating_duration_since(self.last_ping);
+        if silent >= keepalive.close_after {
+            Some(KeepaliveDue::Close)
+        } else if silent >= keepalive.ping_after && since_ping >= keepalive.ping_after {
+            Some(KeepaliveDue::Ping)
+        } else {
+            None
+        }
+    }
 }
 
 struct EdgeLoop {
     poll: Poll,
     listener: TcpListener,
     cfg: EdgeConfig,
+    keepalive: WsKeepalive,
     conns: HashMap<ConnId, Conn>,
     next_id: ConnId,
     /// Connections that stopped reading to let others run; served again next turn.
@@ -411,6 +493,7 @@ impl EdgeLoop {
             ws,
             closing: false,
             closed_notified: false,
+            liveness: Liveness::new(Instant::now()),
         }));
         conn.deadline = None;
         let peer = conn.peer;
@@ -433,7 +516,11 @@ impl EdgeLoop {
             if wsc.closing {
                 return self.progress_ws_close(id, handler);
             }
-            match wsc.ws.read() {
+            let read = wsc.ws.read();
+            if read.is_ok() {
+                wsc.liveness.last_received = Instant::now();
+            }
+            match read {
                 Ok(Message::Text(text)) => {
                     let mut out = EdgeOut::default();
                     handler.ws_text(id, text.as_str(), &mut out);
@@ -636,6 +723,43 @@ impl EdgeLoop {
         }
     }
 
+    /// Pings silent WebSockets and closes those silent past the idle timeout.
+    fn keep_alive<H: EdgeHandler>(&mut self, now: Instant, handler: &mut H) {
+        let due: Vec<(ConnId, KeepaliveDue)> = self
+            .conns
+            .iter()
+            .filter_map(|(id, c)| match &c.state {
+                // A closing WebSocket is bounded by its linger deadline instead.
+                ConnState::Ws(wsc) if !wsc.closing => {
+                    wsc.liveness.due(now, &self.keepalive).map(|d| (*id, d))
+                }
+                _ => None,
+            })
+            .collect();
+        for (id, due) in due {
+            match due {
+                KeepaliveDue::Ping => self.ping_ws(id, now, handler),
+                KeepaliveDue::Close => {
+                    tracing::debug!(conn = id, "websocket idle timeout");
+                    self.close_ws(id, WS_IDLE_CLOSE_CODE, "idle timeout", handler);
+                }
+            }
+        }
+    }
+
+    fn ping_ws<H: EdgeHandler>(&mut self, id: ConnId, now: Instant, handler: &mut H) {
+        let Some(ConnState::Ws(wsc)) = self.conns.get_mut(&id).map(|c| &mut c.state) else {
+            return;
+        };
+        wsc.liveness.last_ping = now;
+        match wsc.ws.send(Message::Ping(Default::default())) {
+            Ok(()) => {}
+            // The frame is buffered; the next writable event flushes it.
+            Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => self.on_ws_error(id, err, handler),
+        }
+    }
+
     fn close_all<H: EdgeHandler>(&mut self, handler: &mut H) {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
@@ -770,6 +894,10 @@ mod tests {
     }
 
     fn start() -> Running {
+        start_with(WsKeepalive::default())
+    }
+
+    fn start_with(keepalive: WsKeepalive) -> Running {
         let root = TempDir::new("edge");
         root.write("web/index.html", "<h1>home</h1>");
         root.write("web/app.js", "console.log(1)");
@@ -780,7 +908,9 @@ mod tests {
             hls_root: root.0.join("hls"),
             ..EdgeConfig::default()
         };
-        let edge = Edge::bind("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+        let edge = Edge::bind("127.0.0.1:0".parse().unwrap(), cfg)
+            .unwrap()
+            .with_keepalive(keepalive);
         let shared = Arc::new(Mutex::new(Shared::default()));
         let mut handler = TestHandler(shared.clone());
         let (addr, waker, shutdown) = (edge.local_addr(), edge.waker(), edge.shutdown_handle());
@@ -821,8 +951,8 @@ mod tests {
         }
     }
 
-    /// Reads exactly one response (head, then Content-Length bytes).
-    fn read_response(stream: &mut StdTcpStream) -> Response {
+    /// Reads up to and including the blank line, one byte at a time so nothing after it is lost.
+    fn read_head(stream: &mut StdTcpStream) -> String {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -830,7 +960,12 @@ mod tests {
             assert_eq!(n, 1, "connection closed before the response head ended");
             head.push(byte[0]);
         }
-        let head = String::from_utf8(head).unwrap();
+        String::from_utf8(head).unwrap()
+    }
+
+    /// Reads exactly one response (head, then Content-Length bytes).
+    fn read_response(stream: &mut StdTcpStream) -> Response {
+        let head = read_head(stream);
         let mut lines = head.split("\r\n");
         let status = lines
             .next()
@@ -1110,5 +1245,114 @@ mod tests {
         stream.write_all(b"\x16\x03\x01garbage\r\n\r\n").unwrap();
         assert_eq!(read_response(&mut stream).status, 400);
         assert_eq!(get(server.addr, "/").status, 200);
+    }
+
+    /// Short enough that the keepalive tests take about a second.
+    const FAST_KEEPALIVE: WsKeepalive = WsKeepalive {
+        ping_after: Duration::from_millis(200),
+        close_after: Duration::from_millis(600),
+    };
+
+    #[test]
+    fn liveness_pings_after_silence_repeats_each_interval_and_closes_after_the_idle_timeout() {
+        let ka = WsKeepalive::default();
+        let t0 = Instant::now();
+        let mut live = Liveness::new(t0);
+        assert_eq!(live.due(t0 + Duration::from_secs(19), &ka), None);
+        assert_eq!(live.due(t0 + WS_PING_AFTER, &ka), Some(KeepaliveDue::Ping));
+        live.last_ping = t0 + WS_PING_AFTER;
+        assert_eq!(live.due(t0 + Duration::from_secs(39), &ka), None);
+        assert_eq!(
+            live.due(t0 + Duration::from_secs(40), &ka),
+            Some(KeepaliveDue::Ping)
+        );
+        assert_eq!(
+            live.due(t0 + WS_IDLE_TIMEOUT, &ka),
+            Some(KeepaliveDue::Close)
+        );
+        // Anything received restarts both clocks.
+        live.last_received = t0 + Duration::from_secs(59);
+        assert_eq!(live.due(t0 + Duration::from_secs(78), &ka), None);
+        assert_eq!(
+            live.due(t0 + Duration::from_secs(79), &ka),
+            Some(KeepaliveDue::Ping)
+        );
+    }
+
+    #[test]
+    fn a_client_that_answers_pings_stays_open_past_the_idle_timeout() {
+        let server = start_with(FAST_KEEPALIVE);
+        let mut ws = ws_connect(server.addr);
+        let start = Instant::now();
+        // Four pings span at least 800 ms, past the 600 ms idle timeout. Each read() also
+        // flushes the Pong tungstenite queued for the previous Ping.
+        let mut pings = 0;
+        while pings < 4 {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "timed out waiting"
+            );
+            match ws.read() {
+                Ok(Message::Ping(_)) => pings += 1,
+                other => panic!("expected a ping, got {other:?}"),
+            }
+        }
+        assert!(start.elapsed() > FAST_KEEPALIVE.close_after);
+        ws.send(Message::text("still here")).unwrap();
+        let echoed = loop {
+            match ws.read() {
+                Ok(Message::Ping(_)) => {}
+                Ok(Message::Text(text)) => break text.to_string(),
+                other => panic!("expected the echo, got {other:?}"),
+            }
+        };
+        assert_eq!(echoed, "still here");
+        assert!(server.shared.lock().unwrap().closed.is_empty());
+    }
+
+    #[test]
+    fn a_client_that_never_answers_pings_is_closed_with_1001_and_ws_closed_is_called_once() {
+        let server = start_with(FAST_KEEPALIVE);
+        let mut raw = connect(server.addr);
+        write!(
+            raw,
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        assert!(read_head(&mut raw).starts_with("HTTP/1.1 101 "));
+        wait_until(|| server.shared.lock().unwrap().open.len() == 1);
+        let id = server.shared.lock().unwrap().open[0];
+
+        wait_until(|| server.shared.lock().unwrap().closed.len() == 1);
+        // Only now read what the edge sent: Pings, then the Close frame, then EOF.
+        let mut bytes = Vec::new();
+        raw.read_to_end(&mut bytes).unwrap();
+        let mut opcodes = Vec::new();
+        let mut close_code = None;
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            // Server frames are unmasked; control frames carry at most 125 bytes.
+            let (opcode, len) = (rest[0] & 0x0f, usize::from(rest[1] & 0x7f));
+            let payload = &rest[2..2 + len];
+            if opcode == 0x8 {
+                close_code = Some(u16::from_be_bytes([payload[0], payload[1]]));
+            }
+            opcodes.push(opcode);
+            rest = &rest[2 + len..];
+        }
+        let (last, pings) = opcodes.split_last().unwrap();
+        assert!(
+            !pings.is_empty() && pings.iter().all(|&op| op == 0x9),
+            "{opcodes:?}"
+        );
+        assert_eq!((*last, close_code), (0x8, Some(1001)));
+
+        // Once the edge has stopped, the handler has seen every call it will ever get.
+        let shared = server.shared.clone();
+        drop(server);
+        let shared = shared.lock().unwrap();
+        assert_eq!(shared.closed, vec![id]);
+        assert!(shared.open.is_empty());
     }
 }
