@@ -1,0 +1,422 @@
+//! The signaling thread's network edge: one thread, one mio event loop, HTTP/1.1 and
+//! WebSocket on the same TCP port.
+//!
+//! The edge knows nothing about rooms. It decodes bytes into [`EdgeHandler`] calls and
+//! executes the actions the handler leaves in [`EdgeOut`]. Limits live here: request head
+//! and body size, WebSocket message size, pending output per connection, connection count
+//! and idle time.
+//!
+//! Open WebSockets have no request deadline; instead the edge pings one that has been silent
+//! for [`WS_PING_AFTER`] and closes it with 1001 once nothing at all (not even a Pong) has
+//! arrived for [`WS_IDLE_TIMEOUT`]. Browsers and WebSocket libraries answer pings on their
+//! own, so this only ends connections whose host vanished without a FIN, which would
+//! otherwise keep their room membership forever.
+//!
+//! WebSocket binary frames are passed to `ws_text` when they are valid UTF-8 and ignored
+//! (logged at debug level) otherwise; the protocol only uses text frames.
+//!
+//! This module owns the loop and the connection table; `http_conn` drives a connection
+//! through HTTP requests up to the upgrade, `ws` drives it as a WebSocket.
+
+mod http_conn;
+#[cfg(test)]
+mod tests;
+mod ws;
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+pub use super::http::{HttpRequest, HttpResponse};
+use http_conn::{AfterFlush, HttpConn};
+use ws::WsConn;
+pub use ws::{WsKeepalive, WS_IDLE_TIMEOUT, WS_PING_AFTER};
+
+pub type ConnId = u64;
+
+const LISTENER: Token = Token(0);
+const WAKER: Token = Token(1);
+const FIRST_CONN_ID: ConnId = 2;
+const TICK: Duration = Duration::from_millis(100);
+/// An HTTP connection must complete a request within this time (also the keep-alive idle time).
+const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// After we close, we drain the peer's bytes this long so the kernel sends FIN, not RST.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the edge hands its events to. Implemented by the signaling logic.
+pub trait EdgeHandler {
+    /// An HTTP request not for /ws. Return None to let the edge serve static files / HLS.
+    fn http(&mut self, req: &HttpRequest) -> Option<HttpResponse>;
+    fn ws_open(&mut self, conn: ConnId, peer: SocketAddr, out: &mut EdgeOut);
+    fn ws_text(&mut self, conn: ConnId, text: &str, out: &mut EdgeOut);
+    /// Called exactly once per opened WebSocket, however it ends.
+    fn ws_closed(&mut self, conn: ConnId, out: &mut EdgeOut);
+    /// Called when someone woke the loop through the waker (replies from workers are waiting).
+    fn wake(&mut self, out: &mut EdgeOut);
+    /// Called about every 100 ms (housekeeping).
+    fn tick(&mut self, _out: &mut EdgeOut) {}
+}
+
+#[derive(Debug)]
+enum Action {
+    Send(ConnId, String),
+    Close(ConnId, u16, String),
+}
+
+/// Actions a handler asks the edge to perform, executed in order after the callback returns.
+#[derive(Debug, Default)]
+pub struct EdgeOut {
+    actions: VecDeque<Action>,
+}
+
+impl EdgeOut {
+    pub fn send_text(&mut self, conn: ConnId, text: String) {
+        self.actions.push_back(Action::Send(conn, text));
+    }
+
+    /// Sends a Close frame with `code` and closes the connection; `ws_closed` follows.
+    pub fn close(&mut self, conn: ConnId, code: u16, reason: &str) {
+        self.actions
+            .push_back(Action::Close(conn, code, reason.to_string()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The Next.js static export; `None` or missing answers a hint page at `/`.
+    pub web_root: Option<PathBuf>,
+    pub hls_root: PathBuf,
+    pub max_ws_message: usize,
+    pub max_connections: usize,
+    pub max_http_body: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            web_root: None,
+            hls_root: PathBuf::from("hls"),
+            max_ws_message: 64 * 1024,
+            max_connections: 10_000,
+            max_http_body: 16 * 1024,
+        }
+    }
+}
+
+/// Makes [`Edge::run`] return; cloneable and usable from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl ShutdownHandle {
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Err(err) = self.waker.wake() {
+            tracing::debug!(%err, "edge shutdown wake failed");
+        }
+    }
+}
+
+/// A bound, not yet running edge.
+pub struct Edge {
+    poll: Poll,
+    listener: TcpListener,
+    waker: Arc<Waker>,
+    shutdown: Arc<AtomicBool>,
+    local_addr: SocketAddr,
+    cfg: EdgeConfig,
+    keepalive: WsKeepalive,
+}
+
+impl Edge {
+    pub fn bind(addr: SocketAddr, cfg: EdgeConfig) -> io::Result<Edge> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(addr)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let local_addr = listener.local_addr()?;
+        Ok(Edge {
+            poll,
+            listener,
+            waker,
+            shutdown: Arc::new(AtomicBool::new(false)),
+            local_addr,
+            cfg,
+            keepalive: WsKeepalive::default(),
+        })
+    }
+
+    /// Replaces the WebSocket ping / idle-close intervals (default [`WsKeepalive::default`]).
+    pub fn with_keepalive(mut self, keepalive: WsKeepalive) -> Edge {
+        self.keepalive = keepalive;
+        self
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle {
+            flag: self.shutdown.clone(),
+            waker: self.waker.clone(),
+        }
+    }
+
+    /// Runs the event loop on the calling thread until [`ShutdownHandle::shutdown`].
+    pub fn run<H: EdgeHandler>(self, handler: &mut H) -> io::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let mut lp = EdgeLoop {
+            poll: self.poll,
+            listener: self.listener,
+            cfg: self.cfg,
+            keepalive: self.keepalive,
+            conns: HashMap::new(),
+            next_id: FIRST_CONN_ID,
+            again: Vec::new(),
+        };
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        while !shutdown.load(Ordering::SeqCst) {
+            let timeout = if lp.again.is_empty() {
+                next_tick.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            if let Err(err) = lp.poll.poll(&mut events, Some(timeout)) {
+                if err.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                lp.close_all(handler);
+                return Err(err);
+            }
+            let mut woke = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => lp.accept(),
+                    WAKER => woke = true,
+                    Token(t) => lp.on_conn_event(t as ConnId, handler),
+                }
+            }
+            if woke && !shutdown.load(Ordering::SeqCst) {
+                let mut out = EdgeOut::default();
+                handler.wake(&mut out);
+                lp.apply(handler, &mut out);
+            }
+            for id in std::mem::take(&mut lp.again) {
+                lp.on_conn_event(id, handler);
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + TICK;
+                let mut out = EdgeOut::default();
+                handler.tick(&mut out);
+                lp.apply(handler, &mut out);
+                lp.expire(now, handler);
+                lp.keep_alive(now, handler);
+            }
+        }
+        lp.close_all(handler);
+        Ok(())
+    }
+}
+
+struct Conn {
+    peer: SocketAddr,
+    state: ConnState,
+    /// When the connection is dropped unless it makes progress (None for open WebSockets,
+    /// which their keepalive times out instead).
+    deadline: Option<Instant>,
+}
+
+enum ConnState {
+    Http(HttpConn),
+    Ws(Box<WsConn>),
+    /// Output done and write side shut down; discarding input until EOF or the deadline.
+    Linger(TcpStream),
+    /// Transient, while moving the stream between states.
+    Gone,
+}
+struct EdgeLoop {
+    poll: Poll,
+    listener: TcpListener,
+    cfg: EdgeConfig,
+    keepalive: WsKeepalive,
+    conns: HashMap<ConnId, Conn>,
+    next_id: ConnId,
+    /// Connections that stopped reading to let others run; served again next turn.
+    again: Vec<ConnId>,
+}
+impl EdgeLoop {
+    fn accept(&mut self) {
+        loop {
+            let (mut stream, peer) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue
+                }
+                Err(err) => {
+                    tracing::debug!(%err, "accept failed");
+                    return;
+                }
+            };
+            if self.conns.len() >= self.cfg.max_connections {
+                tracing::debug!(%peer, "connection refused: max_connections reached");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let id = self.next_id;
+            self.next_id += 1;
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(err) =
+                self.poll
+                    .registry()
+                    .register(&mut stream, Token(id as usize), interest)
+            {
+                tracing::debug!(%err, "register failed");
+                continue;
+            }
+            tracing::debug!(conn = id, %peer, "connection accepted");
+            self.conns.insert(
+                id,
+                Conn {
+                    peer,
+                    state: ConnState::Http(HttpConn {
+                        stream,
+                        inbuf: Vec::new(),
+                        outbuf: Vec::new(),
+                        written: 0,
+                        after_flush: AfterFlush::NextRequest,
+                    }),
+                    deadline: Some(Instant::now() + HTTP_REQUEST_TIMEOUT),
+                },
+            );
+        }
+    }
+
+    fn on_conn_event<H: EdgeHandler>(&mut self, id: ConnId, handler: &mut H) {
+        match self.conns.get(&id).map(|c| &c.state) {
+            Some(ConnState::Http(_)) => self.drive_http(id, handler),
+            Some(ConnState::Ws(_)) => self.drive_ws(id, handler),
+            Some(ConnState::Linger(_)) => self.drive_linger(id, handler),
+            Some(ConnState::Gone) | None => {}
+        }
+    }
+
+    /// Shuts down our write side and waits for the peer's EOF (bounded by the deadline).
+    fn start_linger<H: EdgeHandler>(&mut self, id: ConnId, handler: &mut H) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if let ConnState::Http(http) = std::mem::replace(&mut conn.state, ConnState::Gone) {
+            conn.state = ConnState::Linger(http.stream);
+        }
+        let ConnState::Linger(stream) = &mut conn.state else {
+            return self.remove(id, handler);
+        };
+        let _ = stream.shutdown(Shutdown::Write);
+        conn.deadline = Some(Instant::now() + LINGER_TIMEOUT);
+        self.drive_linger(id, handler);
+    }
+
+    fn drive_linger<H: EdgeHandler>(&mut self, id: ConnId, handler: &mut H) {
+        let Some(ConnState::Linger(stream)) = self.conns.get_mut(&id).map(|c| &mut c.state) else {
+            return;
+        };
+        let mut sink = [0u8; 4096];
+        loop {
+            match stream.read(&mut sink) {
+                Ok(0) => return self.remove(id, handler),
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.remove(id, handler),
+            }
+        }
+    }
+
+    /// Calls `ws_closed` once for an opened WebSocket.
+    fn notify_closed<H: EdgeHandler>(&mut self, id: ConnId, handler: &mut H) {
+        let Some(ConnState::Ws(wsc)) = self.conns.get_mut(&id).map(|c| &mut c.state) else {
+            return;
+        };
+        if wsc.closed_notified {
+            return;
+        }
+        wsc.closed_notified = true;
+        tracing::debug!(conn = id, "websocket closed");
+        let mut out = EdgeOut::default();
+        handler.ws_closed(id, &mut out);
+        self.apply(handler, &mut out);
+    }
+
+    /// Drops the connection now (notifying the handler if it was an open WebSocket).
+    fn remove<H: EdgeHandler>(&mut self, id: ConnId, handler: &mut H) {
+        self.notify_closed(id, handler);
+        let Some(mut conn) = self.conns.remove(&id) else {
+            return;
+        };
+        let registry = self.poll.registry();
+        let _ = match &mut conn.state {
+            ConnState::Http(http) => registry.deregister(&mut http.stream),
+            ConnState::Ws(wsc) => registry.deregister(wsc.ws.get_mut()),
+            ConnState::Linger(stream) => registry.deregister(stream),
+            ConnState::Gone => Ok(()),
+        };
+        tracing::debug!(conn = id, peer = %conn.peer, "connection dropped");
+    }
+
+    fn apply<H: EdgeHandler>(&mut self, handler: &mut H, out: &mut EdgeOut) {
+        while let Some(action) = out.actions.pop_front() {
+            match action {
+                Action::Send(id, text) => self.send_ws(id, text, handler),
+                Action::Close(id, code, reason) => self.close_ws(id, code, &reason, handler),
+            }
+        }
+    }
+
+    fn expire<H: EdgeHandler>(&mut self, now: Instant, handler: &mut H) {
+        let expired: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.deadline.is_some_and(|d| d <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            tracing::debug!(conn = id, "connection timed out");
+            self.remove(id, handler);
+        }
+    }
+
+    fn close_all<H: EdgeHandler>(&mut self, handler: &mut H) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            self.remove(id, handler);
+        }
+    }
+}
