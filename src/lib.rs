@@ -13,6 +13,8 @@ pub mod ids;
 pub mod room;
 pub mod rtc;
 pub mod signaling;
+#[doc(hidden)]
+pub mod testing;
 pub mod worker;
 
 #[cfg(test)]

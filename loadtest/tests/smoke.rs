@@ -1,6 +1,5 @@
 //! Starts the real `sfu` binary and runs a 3-second 1 → 5 load through it.
 
-use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,21 +46,7 @@ fn sfu_binary() -> PathBuf {
     binary
 }
 
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use sfu::testing::{free_tcp_port, free_udp_port};
 
 fn start_server(workers: &[&str]) -> (Server, u16) {
     let port = free_tcp_port();

@@ -125,6 +125,22 @@ impl SeqState {
         self.started = true;
     }
 
+    /// [`SeqState::sync`] with the time elapsed since the last packet sent (`last_sent_at`)
+    /// converted to RTP ticks at `clock_rate`.
+    pub fn sync_after(
+        &mut self,
+        seq: u16,
+        ts: u32,
+        last_sent_at: Option<Instant>,
+        now: Instant,
+        clock_rate: u32,
+    ) {
+        let elapsed = last_sent_at.map_or(0, |at| {
+            (now.saturating_duration_since(at).as_secs_f64() * f64::from(clock_rate)) as u32
+        });
+        self.sync(seq, ts, elapsed);
+    }
+
     /// The consumer's (seq, ts) for a producer packet, or None if it predates the sync point.
     pub fn map(&mut self, seq: u16, ts: u32) -> Option<(u16, u32)> {
         if seq != self.sync_seq && seq_newer(self.sync_seq, seq) {

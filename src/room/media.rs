@@ -487,11 +487,13 @@ impl WorkerCore {
                     {
                         need_keyframe = true;
                     } else {
-                        let elapsed = c.last_sent_at.map_or(0, |at| {
-                            (now.saturating_duration_since(at).as_secs_f64()
-                                * f64::from(c.clock_rate)) as u32
-                        });
-                        c.seq.sync(hdr.sequence, hdr.timestamp, elapsed);
+                        c.seq.sync_after(
+                            hdr.sequence,
+                            hdr.timestamp,
+                            c.last_sent_at,
+                            now,
+                            c.clock_rate,
+                        );
                         if current != Some(layer) {
                             c.quality.layer = Some(layer);
                             if layers > 1 {

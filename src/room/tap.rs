@@ -176,13 +176,12 @@ impl WorkerCore {
                     need_keyframe = true;
                     continue;
                 }
-                let elapsed = tap
-                    .last_sent_at
-                    .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
-                tap.seq.sync(
+                tap.seq.sync_after(
                     hdr.sequence,
                     hdr.timestamp,
-                    (elapsed * f64::from(p.clock_rate)) as u32,
+                    tap.last_sent_at,
+                    now,
+                    p.clock_rate,
                 );
                 tap.layer = Some(layer);
             }

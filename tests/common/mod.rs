@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 use std::io::Read;
-use std::net::{TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tungstenite::stream::MaybeTlsStream;
@@ -15,21 +15,7 @@ pub struct Server {
     pub rtc_port: u16,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use sfu::testing::{free_tcp_port as free_port, free_udp_port};
 
 impl Server {
     pub fn start() -> Server {
