@@ -74,7 +74,7 @@ test-browser: build deps-browser
 	@# Rooms spanning two workers: every other peer of a room on the second worker.
 	cd tests/browser && SFU_WORKERS=2 SFU_ROOM_SPILL_PEERS=1 TEST_PORT=18002 TEST_RTC_PORT=46200 \
 	  ../run-with-server.sh node --test --test-concurrency=1 spanning.test.mjs two-peers.test.mjs \
-	  late-join-and-leave.test.mjs
+	  late-join-and-leave.test.mjs hls.test.mjs
 	@# A subscriber's network drops for 5 s (network namespace; needs root).
 	tests/run-network-drop-test.sh
 
