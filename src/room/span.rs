@@ -895,3 +895,7 @@ impl WorkerCore {
         self.producers.get(&pkey).map(|p| p.room.to_string())
     }
 }
+
+#[cfg(test)]
+#[path = "span_tests.rs"]
+mod tests;
