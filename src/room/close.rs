@@ -3,7 +3,7 @@
 //! affected (`consumer-closed`, `producer-closed`, `peer-left`).
 
 use super::core::WorkerCore;
-use super::span::PipeMsg;
+use super::span::{PipeMsg, RoomTag};
 use super::{CKey, PKey, TKey};
 use crate::worker::jobs::{ConnId, Outbound};
 use crate::worker::stats::Counted;
@@ -22,8 +22,8 @@ impl WorkerCore {
                 let from = self.id;
                 self.propagate(
                     &p.room,
-                    || PipeMsg::ProducerClosed {
-                        room: p.room.clone(),
+                    |room| PipeMsg::ProducerClosed {
+                        room,
                         from,
                         producer_id: p.id.clone(),
                     },
@@ -157,11 +157,11 @@ impl WorkerCore {
         let room = &self.rooms[room_id];
         self.notify_others(room, peer_id, "peer-left", json!({"peerId": peer_id}));
         if local {
-            let (room_arc, from, peer_arc) = (room.id.clone(), self.id, Arc::<str>::from(peer_id));
+            let (from, peer_arc) = (self.id, Arc::<str>::from(peer_id));
             self.propagate(
                 room_id,
-                || PipeMsg::PeerLeft {
-                    room: room_arc.clone(),
+                |room| PipeMsg::PeerLeft {
+                    room,
                     from,
                     peer_id: peer_arc.clone(),
                 },
@@ -187,13 +187,17 @@ impl WorkerCore {
             .filter(|&w| !room.peers.iter().any(|p| p.worker == w))
             .collect();
         room.satellites.retain(|w| !idle.contains(w));
+        room.snapshots.retain(|(w, _)| !idle.contains(w));
         let empty = room.peers.is_empty();
-        let room_arc = room.id.clone();
+        let tag = RoomTag {
+            id: room.id.clone(),
+            epoch: room.epoch,
+        };
         for w in idle {
             self.mesh.send(
                 w,
                 PipeMsg::DropReplica {
-                    room: room_arc.clone(),
+                    room: tag.clone(),
                     from: self.id,
                 },
             );
@@ -237,6 +241,7 @@ impl WorkerCore {
             return;
         };
         let (home_worker, from) = (room.home, self.id);
+        let generation = room.snapshots.first().map_or(0, |&(_, g)| g);
         let home = home_worker == self.id;
         let peers: Vec<(Arc<str>, ConnId)> = room
             .peers
@@ -245,13 +250,17 @@ impl WorkerCore {
             .map(|p| (p.id.clone(), p.conn))
             .collect();
         // The other workers hosting peers of the room evict them too.
-        let room_arc = room.id.clone();
+        let tag = RoomTag {
+            id: room.id.clone(),
+            epoch: room.epoch,
+        };
+        let spanning = home && !room.satellites.is_empty();
         if home {
             for &w in &room.satellites {
                 self.mesh.send(
                     w,
                     PipeMsg::Evict {
-                        room: room_arc.clone(),
+                        room: tag.clone(),
                         from,
                     },
                 );
@@ -277,10 +286,16 @@ impl WorkerCore {
             self.mesh.send(
                 home_worker,
                 PipeMsg::ReplicaDropped {
-                    room: room_arc,
+                    room: tag,
                     from,
+                    generation,
                 },
             );
+        }
+        if spanning {
+            // The satellites' peers leave as the Evict reaches them; the room closes (and is
+            // reported closed) with the last of them, as usual.
+            return;
         }
         let _ =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.discard_room(room_id)));

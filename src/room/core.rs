@@ -52,8 +52,13 @@ pub struct Room {
     /// The worker that orders the room's membership changes (see span.rs); this one, or the
     /// home of which this room is a replica.
     pub home: usize,
+    /// This incarnation of the room (see span::RoomTag), chosen by the home.
+    pub epoch: u64,
     /// On the home worker: the other workers hosting peers of the room.
     pub satellites: Vec<usize>,
+    /// On the home worker: the generation of the snapshot each satellite's replica came from;
+    /// on a replica: its own (a late `ReplicaDropped` of an older replica is ignored).
+    pub snapshots: Vec<(usize, u64)>,
     /// Peers in join order (of every worker the room spans).
     pub peers: Vec<Peer>,
     pub producers_by_id: HashMap<String, PKey>,
@@ -66,11 +71,13 @@ impl Room {
     pub(crate) fn peer_mut(&mut self, id: &str) -> Option<&mut Peer> {
         self.peers.iter_mut().find(|p| &*p.id == id)
     }
-    pub(crate) fn new(id: Arc<str>, home: usize) -> Self {
+    pub(crate) fn new(id: Arc<str>, home: usize, epoch: u64) -> Self {
         Self {
             id,
             home,
+            epoch,
             satellites: Vec::new(),
+            snapshots: Vec::new(),
             peers: Vec::new(),
             producers_by_id: HashMap::new(),
         }
@@ -622,8 +629,8 @@ impl WorkerCore {
             let from = self.id;
             self.propagate(
                 room_id,
-                || super::span::PipeMsg::ProducerAdded {
-                    room: room_id.clone(),
+                |room| super::span::PipeMsg::ProducerAdded {
+                    room,
                     from,
                     producer: Box::new(info.clone()),
                 },
@@ -783,8 +790,8 @@ impl WorkerCore {
             let from = self.id;
             self.propagate(
                 room_id,
-                || super::span::PipeMsg::ProducerPaused {
-                    room: room_id.clone(),
+                |room| super::span::PipeMsg::ProducerPaused {
+                    room,
                     from,
                     producer_id: producer_id.to_string(),
                     paused,

@@ -45,6 +45,22 @@ const MEDIA_QUEUE: usize = 4096;
 /// Spare batches kept per origin worker.
 const POOL: usize = 256;
 
+/// A room as named in messages between workers: its id and the incarnation of the room (a
+/// room that closes and is created again, maybe on another home, is a new incarnation;
+/// messages of an old one are ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomTag {
+    pub id: Arc<str>,
+    pub epoch: u64,
+}
+
+impl std::ops::Deref for RoomTag {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.id
+    }
+}
+
 /// Where a piped producer lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
@@ -80,57 +96,62 @@ pub struct ProducerInfo {
 pub enum PipeMsg {
     /// Home → new satellite: the room's directory, before its first `HostPeer`.
     Snapshot {
-        room: Arc<str>,
+        room: RoomTag,
         from: usize,
+        generation: u64,
         peers: Vec<PeerInfo>,
         producers: Vec<ProducerInfo>,
     },
     /// Home → satellite: host this peer and answer its join-room request.
     HostPeer {
-        room: Arc<str>,
+        room: RoomTag,
         from: usize,
         peer: PeerInfo,
         req_id: u32,
     },
     /// Home → satellites: a peer joined on another worker.
     PeerJoined {
-        room: Arc<str>,
+        room: RoomTag,
         from: usize,
         peer: PeerInfo,
     },
     PeerLeft {
-        room: Arc<str>,
+        room: RoomTag,
         from: usize,
         peer_id: Arc<str>,
     },
     ProducerAdded {
-        room: Arc<str>,
+        room: RoomTag,
         from: usize,
         producer: Box<ProducerInfo>,
     },
     ProducerClosed {
-        room: Arc<str>,
+        room: RoomTag,
         from: usize,
         producer_id: String,
     },
     ProducerPaused {
-        room: Arc<str>,
+        room: RoomTag,
         from: usize,
         producer_id: String,
         paused: bool,
     },
     /// Home → satellite: you host no peer of the room any more; drop the replica.
-    DropReplica { room: Arc<str>, from: usize },
-    /// Satellite → home: the replica is gone (the room failed there).
-    ReplicaDropped { room: Arc<str>, from: usize },
+    DropReplica { room: RoomTag, from: usize },
+    /// Satellite → home: the replica (from snapshot `generation`) is gone: the room failed there.
+    ReplicaDropped {
+        room: RoomTag,
+        from: usize,
+        generation: u64,
+    },
     /// Home → satellite: a peer you host closed its socket.
     Disconnect {
-        room: Arc<str>,
+        room: RoomTag,
         from: usize,
         peer_id: Arc<str>,
     },
     /// Home → satellites: the room failed on the home worker; evict it.
-    Evict { room: Arc<str>, from: usize },
+    Evict { room: RoomTag, from: usize },
     /// Subscriber → origin: send me the packets of `origin_key` (my key for it: `key`).
     Subscribe {
         origin_key: PKey,
@@ -297,19 +318,27 @@ impl WorkerCore {
     pub(crate) fn propagate(
         &self,
         room_id: &str,
-        msg: impl Fn() -> PipeMsg,
+        msg: impl Fn(RoomTag) -> PipeMsg,
         except: Option<usize>,
     ) {
-        let Some(room) = self.rooms.get(room_id) else {
+        let (Some(room), Some(tag)) = (self.rooms.get(room_id), self.tag(room_id)) else {
             return;
         };
         if room.home == self.id {
             for &w in room.satellites.iter().filter(|&&w| Some(w) != except) {
-                self.mesh.send(w, msg());
+                self.mesh.send(w, msg(tag.clone()));
             }
         } else {
-            self.mesh.send(room.home, msg());
+            self.mesh.send(room.home, msg(tag));
         }
+    }
+
+    /// The tag of a room that exists here (for messages about it).
+    pub(crate) fn tag(&self, room_id: &str) -> Option<RoomTag> {
+        self.rooms.get(room_id).map(|r| RoomTag {
+            id: r.id.clone(),
+            epoch: r.epoch,
+        })
     }
 
     pub(crate) fn producer_info(&self, pkey: PKey) -> Option<ProducerInfo> {
@@ -354,10 +383,15 @@ impl WorkerCore {
             self.drop_replica(room_id);
         }
         if !self.rooms.contains_key(room_id) {
+            // Unique across workers: the home's id in the top bits, a fresh key below.
+            let epoch = ((self.id as u64) << 48) | self.key();
             self.rooms
-                .insert(room_id.clone(), Room::new(room_id.clone(), self.id));
+                .insert(room_id.clone(), Room::new(room_id.clone(), self.id, epoch));
             self.stats.inc(Counted::Room);
         }
+        let Some(tag) = self.tag(room_id) else {
+            return;
+        };
         if host == self.id || host >= self.mesh.workers() {
             let result = self.add_local_peer(conn, room_id, peer_id, display_name.clone());
             if result.is_ok() {
@@ -370,8 +404,8 @@ impl WorkerCore {
                 let from = self.id;
                 self.propagate(
                     room_id,
-                    || PipeMsg::PeerJoined {
-                        room: room_id.clone(),
+                    |room| PipeMsg::PeerJoined {
+                        room,
                         from,
                         peer: info.clone(),
                     },
@@ -399,31 +433,35 @@ impl WorkerCore {
         let from = self.id;
         self.propagate(
             room_id,
-            || PipeMsg::PeerJoined {
-                room: room_id.clone(),
+            |room| PipeMsg::PeerJoined {
+                room,
                 from,
                 peer: info.clone(),
             },
             Some(host),
         );
         if let Some((peers, producers)) = snapshot {
+            let generation = self.key();
             self.mesh.send(
                 host,
                 PipeMsg::Snapshot {
-                    room: room_id.clone(),
+                    room: tag.clone(),
                     from,
+                    generation,
                     peers,
                     producers,
                 },
             );
             if let Some(room) = self.rooms.get_mut(room_id) {
                 room.satellites.push(host);
+                room.snapshots.retain(|&(w, _)| w != host);
+                room.snapshots.push((host, generation));
             }
         }
         self.mesh.send(
             host,
             PipeMsg::HostPeer {
-                room: room_id.clone(),
+                room: tag,
                 from,
                 peer: info,
                 req_id,
@@ -456,7 +494,8 @@ impl WorkerCore {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
-        if room.peer(&info.id).is_some() {
+        // A peer of this worker is never a directory entry here.
+        if room.peer(&info.id).is_some() || info.worker == self.id {
             return;
         }
         room.peers.push(Peer {
@@ -571,7 +610,7 @@ impl WorkerCore {
             self.mesh.send(
                 worker,
                 PipeMsg::Disconnect {
-                    room: room_id.clone(),
+                    room: self.tag(room_id).expect("peer found above"),
                     from: self.id,
                     peer_id: peer_id.clone(),
                 },
@@ -581,11 +620,19 @@ impl WorkerCore {
 
     /// Whether a room message from worker `from` is current: from the home to a satellite,
     /// or from a satellite to the home.
-    fn current_sender(&self, room_id: &str, from: usize) -> bool {
-        self.rooms.get(room_id).is_some_and(|r| {
-            (r.home == from && from != self.id)
-                || (r.home == self.id && r.satellites.contains(&from))
+    fn current_sender(&self, room: &RoomTag, from: usize) -> bool {
+        self.rooms.get(&room.id).is_some_and(|r| {
+            r.epoch == room.epoch
+                && ((r.home == from && from != self.id)
+                    || (r.home == self.id && r.satellites.contains(&from)))
         })
+    }
+
+    /// Whether `room` names this worker's replica of a room homed on `from`.
+    fn replica_of(&self, room: &RoomTag, from: usize) -> bool {
+        self.rooms
+            .get(&room.id)
+            .is_some_and(|r| r.epoch == room.epoch && r.home == from && from != self.id)
     }
 
     pub(crate) fn is_home(&self, room_id: &str) -> bool {
@@ -598,20 +645,22 @@ impl WorkerCore {
             PipeMsg::Snapshot {
                 room,
                 from,
+                generation,
                 peers,
                 producers,
             } => {
-                if self.rooms.contains_key(&room) {
+                if self.rooms.contains_key(&room.id) {
                     self.drop_replica(&room);
                 }
-                self.rooms
-                    .insert(room.clone(), Room::new(room.clone(), from));
+                let mut replica = Room::new(room.id.clone(), from, room.epoch);
+                replica.snapshots.push((self.id, generation));
+                self.rooms.insert(room.id.clone(), replica);
                 self.stats.inc(Counted::RoomReplica);
                 for p in &peers {
                     self.add_remote_peer(&room, p);
                 }
                 for p in producers {
-                    self.add_piped_producer(&room, p, false);
+                    self.add_piped_producer(&room.id, p, false);
                 }
             }
             PipeMsg::HostPeer {
@@ -620,9 +669,8 @@ impl WorkerCore {
                 peer,
                 req_id,
             } => {
-                let current = self.rooms.get(&room).is_some_and(|r| r.home == from);
-                let result = if current {
-                    self.add_local_peer(peer.conn, &room, &peer.id, peer.display_name)
+                let result = if self.replica_of(&room, from) {
+                    self.add_local_peer(peer.conn, &room.id, &peer.id, peer.display_name)
                 } else {
                     Err(ApiError::internal(
                         "the room moved while joining; join again",
@@ -641,7 +689,8 @@ impl WorkerCore {
                 self.respond(peer.conn, req_id, result);
             }
             PipeMsg::PeerJoined { room, from, peer } => {
-                if self.current_sender(&room, from) {
+                // Only ever sent by the home.
+                if self.replica_of(&room, from) {
                     self.add_remote_peer(&room, &peer);
                 }
             }
@@ -651,7 +700,7 @@ impl WorkerCore {
                 peer_id,
             } => {
                 // From the home, or (at the home) from the worker hosting that peer.
-                let Some(r) = self.rooms.get(&room) else {
+                let Some(r) = self.rooms.get(&room.id).filter(|r| r.epoch == room.epoch) else {
                     return;
                 };
                 let Some(worker) = r.peer(&peer_id).map(|p| p.worker) else {
@@ -670,8 +719,8 @@ impl WorkerCore {
                     let me = self.id;
                     self.propagate(
                         &room,
-                        || PipeMsg::PeerLeft {
-                            room: room.clone(),
+                        |room| PipeMsg::PeerLeft {
+                            room,
                             from: me,
                             peer_id: peer_id.clone(),
                         },
@@ -692,15 +741,15 @@ impl WorkerCore {
                     let me = self.id;
                     self.propagate(
                         &room,
-                        || PipeMsg::ProducerAdded {
-                            room: room.clone(),
+                        |room| PipeMsg::ProducerAdded {
+                            room,
                             from: me,
                             producer: producer.clone(),
                         },
                         Some(from),
                     );
                 }
-                self.add_piped_producer(&room, *producer, true);
+                self.add_piped_producer(&room.id, *producer, true);
             }
             PipeMsg::ProducerClosed {
                 room,
@@ -714,8 +763,8 @@ impl WorkerCore {
                     let me = self.id;
                     self.propagate(
                         &room,
-                        || PipeMsg::ProducerClosed {
-                            room: room.clone(),
+                        |room| PipeMsg::ProducerClosed {
+                            room,
                             from: me,
                             producer_id: producer_id.clone(),
                         },
@@ -739,8 +788,8 @@ impl WorkerCore {
                     let me = self.id;
                     self.propagate(
                         &room,
-                        || PipeMsg::ProducerPaused {
-                            room: room.clone(),
+                        |room| PipeMsg::ProducerPaused {
+                            room,
                             from: me,
                             producer_id: producer_id.clone(),
                             paused,
@@ -753,17 +802,26 @@ impl WorkerCore {
                 }
             }
             PipeMsg::DropReplica { room, from } => {
-                if self
-                    .rooms
-                    .get(&room)
-                    .is_some_and(|r| r.home == from && from != self.id)
-                {
+                if self.replica_of(&room, from) {
                     self.drop_replica(&room);
                 }
             }
-            PipeMsg::ReplicaDropped { room, from } => {
-                if let Some(r) = self.rooms.get_mut(&room).filter(|r| r.home == self.id) {
-                    r.satellites.retain(|&w| w != from);
+            PipeMsg::ReplicaDropped {
+                room,
+                from,
+                generation,
+            } => {
+                // Only the replica the home last sent a snapshot for: a join placed there
+                // since brought a fresh one.
+                if let Some(r) = self
+                    .rooms
+                    .get_mut(&room.id)
+                    .filter(|r| r.home == self.id && r.epoch == room.epoch)
+                {
+                    if r.snapshots.contains(&(from, generation)) {
+                        r.satellites.retain(|&w| w != from);
+                        r.snapshots.retain(|&(w, _)| w != from);
+                    }
                 }
             }
             PipeMsg::Disconnect {
@@ -773,8 +831,8 @@ impl WorkerCore {
             } => {
                 let local = self
                     .rooms
-                    .get(&room)
-                    .filter(|r| r.home == from)
+                    .get(&room.id)
+                    .filter(|_| self.replica_of(&room, from))
                     .and_then(|r| r.peer(&peer_id))
                     .is_some_and(|p| p.worker == self.id);
                 if local {
@@ -782,11 +840,7 @@ impl WorkerCore {
                 }
             }
             PipeMsg::Evict { room, from } => {
-                if self
-                    .rooms
-                    .get(&room)
-                    .is_some_and(|r| r.home == from && from != self.id)
-                {
+                if self.replica_of(&room, from) {
                     self.evict_room(&room);
                 }
             }
