@@ -39,6 +39,19 @@ impl Outbox {
             .map(|&(to, start, end)| (to, &self.buf[start..end]))
     }
 
+    /// The queued datagrams in order, from the `start`-th on.
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.items[start.min(self.items.len())..]
+            .iter()
+            .map(|&(to, start, end)| (to, &self.buf[start..end]))
+    }
+
+    /// The `i`-th queued datagram.
+    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        let &(to, start, end) = self.items.get(i)?;
+        Some((to, &self.buf[start..end]))
+    }
+
     /// Empties the queue, keeping its capacity.
     pub fn clear(&mut self) {
         self.buf.clear();
@@ -63,6 +76,12 @@ mod tests {
             got,
             vec![(a, b"one".to_vec()), (b, vec![]), (a, b"three".to_vec())]
         );
+        assert_eq!(o.get(2), Some((a, &b"three"[..])));
+        assert_eq!(o.get(3), None);
+        let rest: Vec<SocketAddr> = o.iter_from(1).map(|(t, _)| t).collect();
+        assert_eq!(rest, vec![b, a]);
+        assert_eq!(o.iter_from(3).count(), 0);
+        assert_eq!(o.iter_from(9).count(), 0);
         let cap = o.buf.capacity();
         o.clear();
         assert!(o.is_empty());

@@ -2,6 +2,7 @@
 //! socket and its timers. Jobs arrive from the signaling thread over a lock-free mailbox;
 //! all room state lives in a [`WorkerCore`] that only this thread touches.
 
+mod batch_send;
 pub mod jobs;
 pub mod stats;
 
@@ -10,6 +11,7 @@ use crate::room::core::{DtlsMsg, WorkerCore};
 use crate::room::outbox::Outbox;
 use crate::room::span::{Mesh, MeshInbox};
 use crate::rtc::dtls::DtlsRuntime;
+use batch_send::{BatchSender, Step};
 use glommio::net::UdpSocket;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
@@ -17,6 +19,7 @@ use jobs::{Job, JobKind, Outbound};
 use stats::WorkerStats;
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -128,22 +131,49 @@ struct Sending {
     histogram: RefCell<Histogram<u64>>,
     /// The second outbox buffer: the core fills one while this one is being sent.
     spare: RefCell<Outbox>,
+    /// Reused `sendmmsg` arguments.
+    batch: RefCell<BatchSender>,
 }
 
 impl Sending {
     /// Sends what the core queued, recording socket-in → socket-out latency.
+    ///
+    /// Up to [`batch_send::BATCH`] datagrams per `sendmmsg` (non-blocking) instead of one
+    /// `send_to` each: a fan-out pays one syscall entry per batch, not one per consumer (the
+    /// kernel's own per-datagram work remains).
+    /// A datagram that would block goes through glommio's `send_to` (which waits on io_uring),
+    /// then batching resumes; one the kernel refuses is skipped, never the others.
     async fn flush(&self, core: &Shared, since: Instant) {
         // Swap the queue out (no borrow may be held across the sends), send, give it back.
         let mut out = std::mem::take(&mut *self.spare.borrow_mut());
         std::mem::swap(&mut out, &mut core.borrow_mut().outbox);
         // Latency is recorded per datagram as it leaves: for a fan-out, the last consumer's
-        // packet waits for the sends before it, and that is what its receiver sees.
-        for (to, pkt) in out.iter() {
-            if let Err(e) = self.sock.send_to(pkt, to).await {
-                tracing::debug!(%to, error = %e, "send failed");
-            }
+        // packet waits for the sends before it, and that is what its receiver sees. A batch's
+        // datagrams all get the time its `sendmmsg` returned.
+        let fd = self.sock.as_raw_fd();
+        let mut i = 0;
+        while i < out.len() {
+            let step = self.batch.borrow_mut().send_batch(fd, out.iter_from(i));
+            let done = match step {
+                Step::Sent(n) => n,
+                Step::WouldBlock => {
+                    if let Some((to, pkt)) = out.get(i) {
+                        if let Err(e) = self.sock.send_to(pkt, to).await {
+                            tracing::debug!(%to, error = %e, "send failed");
+                        }
+                    }
+                    1
+                }
+                Step::Failed(e) => {
+                    if let Some((to, _)) = out.get(i) {
+                        tracing::debug!(%to, error = %e, "send failed");
+                    }
+                    1
+                }
+            };
             let ns = since.elapsed().as_nanos() as u64;
-            let _ = self.histogram.borrow_mut().record(ns.max(1));
+            let _ = self.histogram.borrow_mut().record_n(ns.max(1), done as u64);
+            i += done;
         }
         out.clear();
         *self.spare.borrow_mut() = out;
@@ -179,6 +209,7 @@ async fn run(
             Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
         ),
         spare: RefCell::new(Outbox::with_capacity(64)),
+        batch: RefCell::new(BatchSender::new()),
     });
     tracing::debug!(worker = opts.id, bind = %opts.bind, "worker started");
 
