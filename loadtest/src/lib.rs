@@ -180,7 +180,7 @@ fn setup_subscriber(
         )?;
         streams.push(Stream::new(ssrc, kind));
     }
-    let subscriber = Subscriber::new(t.socket, t.srtp, streams, t._dtls);
+    let subscriber = Subscriber::new(t.socket, t.srtp, streams, t._dtls, t.consent);
     Ok((sig, subscriber))
 }
 

@@ -13,6 +13,13 @@ use sfu::rtc::dtls::DtlsSession;
 use sfu::rtc::rtp::parse_rtp;
 use sfu::rtc::srtp::SrtpSession;
 
+use crate::transport::Consent;
+
+/// ICE consent checks from each subscriber, as browsers send them (Chromium: every ~5 s).
+const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
+/// A stream that received nothing for this long at the end of the run counts as stalled.
+const STALL: Duration = Duration::from_secs(2);
+
 pub const VIDEO_PT: u8 = 96;
 pub const AUDIO_PT: u8 = 111;
 /// The mid header extension id publishers use (as Chromium does).
@@ -241,6 +248,7 @@ pub struct Stream {
     first: Option<i64>,
     max: i64,
     pub received: u64,
+    last_at: Option<Instant>,
 }
 
 impl Stream {
@@ -251,11 +259,13 @@ impl Stream {
             first: None,
             max: 0,
             received: 0,
+            last_at: None,
         }
     }
 
-    fn record(&mut self, seq: u16) {
+    fn record(&mut self, seq: u16, now: Instant) {
         self.received += 1;
+        self.last_at = Some(now);
         let Some(_) = self.first else {
             self.first = Some(seq as i64);
             self.max = seq as i64;
@@ -279,6 +289,7 @@ impl Stream {
     fn reset(&mut self) {
         self.first = None;
         self.received = 0;
+        self.last_at = None;
     }
 }
 
@@ -287,6 +298,8 @@ pub struct Subscriber {
     pub srtp: SrtpSession,
     pub streams: Vec<Stream>,
     seen: u64,
+    consent: Consent,
+    next_consent: Instant,
     _dtls: DtlsSession,
 }
 
@@ -296,12 +309,18 @@ impl Subscriber {
         srtp: SrtpSession,
         streams: Vec<Stream>,
         dtls: DtlsSession,
+        consent: Consent,
     ) -> Self {
+        // Spread the checks of many subscribers over the interval.
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % CONSENT_INTERVAL.as_millis() as u64);
         Self {
             socket,
             srtp,
             streams,
             seen: 0,
+            consent,
+            next_consent: Instant::now() + jitter,
             _dtls: dtls,
         }
     }
@@ -317,6 +336,9 @@ pub struct ReceiveTotals {
     pub decrypt_errors: u64,
     /// Consumers that got no packet at all during the measurement.
     pub silent_streams: u64,
+    /// Consumers whose packets stopped before the end of the measurement (loss that
+    /// sequence gaps cannot show).
+    pub stalled_streams: u64,
     pub streams: u64,
 }
 
@@ -350,6 +372,7 @@ pub fn receive_loop(
         received: 0,
         decrypt_errors: 0,
         silent_streams: 0,
+        stalled_streams: 0,
         streams: 0,
     };
     let mut events = Events::with_capacity(1024);
@@ -372,6 +395,11 @@ pub fn receive_loop(
             }
         }
         poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        let now = Instant::now();
+        for s in subscribers.iter_mut().filter(|s| s.next_consent <= now) {
+            s.next_consent = now + CONSENT_INTERVAL;
+            let _ = s.socket.send(&s.consent.request());
+        }
         for event in events.iter() {
             let i = event.token().0;
             let sub = &mut subscribers[i];
@@ -392,7 +420,7 @@ pub fn receive_loop(
                 let Some(stream) = sub.streams.iter_mut().find(|s| s.ssrc == ssrc) else {
                     continue; // RTX, probation or padding streams
                 };
-                stream.record(seq);
+                stream.record(seq, now);
                 let kind = stream.kind;
                 totals.packets += 1;
                 totals.bytes += n as u64;
@@ -416,6 +444,7 @@ pub fn receive_loop(
             }
         }
     }
+    let end = Instant::now();
     for s in &subscribers {
         for stream in &s.streams {
             totals.streams += 1;
@@ -423,6 +452,11 @@ pub fn receive_loop(
             totals.received += stream.received;
             if stream.received == 0 {
                 totals.silent_streams += 1;
+            } else if stream
+                .last_at
+                .is_some_and(|t| end.saturating_duration_since(t) > STALL)
+            {
+                totals.stalled_streams += 1;
             }
         }
     }

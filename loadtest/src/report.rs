@@ -39,6 +39,8 @@ pub struct StepResult {
     pub loss_percent: f64,
     /// Consumers that received nothing while measuring.
     pub silent_consumers: u64,
+    /// Consumers whose media stopped before the end of the run.
+    pub stalled_consumers: u64,
     pub decrypt_errors: u64,
     pub sent_packets_per_s: f64,
     pub received_packets_per_s: f64,
@@ -75,6 +77,7 @@ impl StepResult {
             .expect("at least one receive thread");
         let (mut packets, mut bytes, mut expected, mut got, mut silent, mut errors) =
             (0, 0, 0, 0, 0, 0);
+        let mut stalled = 0;
         for (i, r) in received.iter().enumerate() {
             if i > 0 {
                 let _ = histogram.add(&r.latency_ns);
@@ -84,6 +87,7 @@ impl StepResult {
             expected += r.expected;
             got += r.received;
             silent += r.silent_streams;
+            stalled += r.stalled_streams;
             errors += r.decrypt_errors;
         }
         let secs = args.duration.max(1e-3);
@@ -125,6 +129,7 @@ impl StepResult {
             },
             loss_percent: (loss_percent * 1000.0).round() / 1000.0,
             silent_consumers: silent,
+            stalled_consumers: stalled,
             decrypt_errors: errors,
             sent_packets_per_s: (send.packets as f64 / secs).round(),
             received_packets_per_s: (packets as f64 / secs).round(),
@@ -166,8 +171,8 @@ impl StepResult {
         );
         let _ = writeln!(
             s,
-            "loss {}%  silent consumers {}  decrypt errors {}",
-            self.loss_percent, self.silent_consumers, self.decrypt_errors
+            "loss {}%  silent consumers {}  stalled consumers {}  decrypt errors {}",
+            self.loss_percent, self.silent_consumers, self.stalled_consumers, self.decrypt_errors
         );
         let _ = writeln!(
             s,

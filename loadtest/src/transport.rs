@@ -43,9 +43,32 @@ impl DtlsClient {
     }
 }
 
+/// The ICE credentials of a connected transport, for consent checks (RFC 7675): like a
+/// browser, a client sends a binding request every few seconds, or the server closes the
+/// transport after 30 s without any.
+#[derive(Debug, Clone)]
+pub struct Consent {
+    pub server_ufrag: String,
+    pub client_ufrag: String,
+    pub server_pwd: String,
+}
+
+impl Consent {
+    /// A consent check (a binding request without USE-CANDIDATE).
+    pub fn request(&self) -> Vec<u8> {
+        binding_request(
+            &self.server_ufrag,
+            &self.client_ufrag,
+            &self.server_pwd,
+            false,
+        )
+    }
+}
+
 /// A connected transport: media flows over `socket`, protected by `srtp`.
 pub struct Transport {
     pub id: String,
+    pub consent: Consent,
     pub socket: UdpSocket,
     pub srtp: SrtpSession,
     /// Kept alive for the whole run: dropping it sends close_notify, which closes the
@@ -101,10 +124,16 @@ pub fn open(sig: &mut Signaling, direction: &str, dtls: &DtlsClient) -> Result<T
         }),
     )?;
 
-    ice_connect(&socket, &ufrag, &pwd)?;
+    let client_ufrag = random_string(8);
+    ice_connect(&socket, &ufrag, &client_ufrag, &pwd)?;
     let (srtp, session) = dtls_connect(&socket, dtls, server_fingerprints)?;
     Ok(Transport {
         id,
+        consent: Consent {
+            server_ufrag: ufrag,
+            client_ufrag,
+            server_pwd: pwd,
+        },
         socket,
         srtp,
         _dtls: session,
@@ -159,8 +188,14 @@ fn random_string(len: usize) -> String {
         .collect()
 }
 
-/// A binding request as Chromium sends it when nominating (controlling agent, aggressive).
-pub fn binding_request(server_ufrag: &str, client_ufrag: &str, server_pwd: &str) -> Vec<u8> {
+/// A binding request as Chromium sends it (controlling agent; `nominate`: with USE-CANDIDATE,
+/// as when it nominates aggressively).
+pub fn binding_request(
+    server_ufrag: &str,
+    client_ufrag: &str,
+    server_pwd: &str,
+    nominate: bool,
+) -> Vec<u8> {
     let mut m = Message::new();
     m.set_type(BINDING_REQUEST);
     m.transaction_id = TransactionId::new();
@@ -170,7 +205,9 @@ pub fn binding_request(server_ufrag: &str, client_ufrag: &str, server_pwd: &str)
         TextAttribute::new(ATTR_USERNAME, username).add_to(m)?;
         m.add(ATTR_PRIORITY, &1_845_501_695u32.to_be_bytes());
         m.add(ATTR_ICE_CONTROLLING, &rand::random::<u64>().to_be_bytes());
-        m.add(ATTR_USE_CANDIDATE, &[]);
+        if nominate {
+            m.add(ATTR_USE_CANDIDATE, &[]);
+        }
         MessageIntegrity::new_short_term_integrity(server_pwd.to_owned()).add_to(m)?;
         FINGERPRINT.add_to(m)
     };
@@ -178,15 +215,19 @@ pub fn binding_request(server_ufrag: &str, client_ufrag: &str, server_pwd: &str)
     m.raw.clone()
 }
 
-fn ice_connect(socket: &UdpSocket, ufrag: &str, pwd: &str) -> Result<(), String> {
-    let client_ufrag = random_string(8);
+fn ice_connect(
+    socket: &UdpSocket,
+    ufrag: &str,
+    client_ufrag: &str,
+    pwd: &str,
+) -> Result<(), String> {
     let deadline = Instant::now() + SETUP_TIMEOUT;
     socket
         .set_read_timeout(Some(STUN_RETRY))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
-        let request = binding_request(ufrag, &client_ufrag, pwd);
+        let request = binding_request(ufrag, client_ufrag, pwd, true);
         socket
             .send(&request)
             .map_err(|e| format!("STUN send: {e}"))?;

@@ -94,6 +94,7 @@ fn one_publisher_to_five_subscribers_for_three_seconds_loses_under_five_percent(
     println!("{}", r.to_text());
     assert_eq!(r.consumers, 10, "5 subscribers × (video + audio)");
     assert_eq!(r.silent_consumers, 0, "every consumer received media");
+    assert_eq!(r.stalled_consumers, 0, "no consumer stopped receiving");
     assert!(r.received_packets_per_s > 100.0, "{r:?}");
     assert!(r.loss_percent < 5.0, "loss {}%", r.loss_percent);
     assert!(r.latency.samples > 0);
@@ -126,6 +127,7 @@ fn a_room_spanning_two_workers_delivers_media_to_subscribers_on_both() {
     println!("{}", r.to_text());
     assert_eq!(r.consumers, 4);
     assert_eq!(r.silent_consumers, 0, "every consumer received media");
+    assert_eq!(r.stalled_consumers, 0, "no consumer stopped receiving");
     assert!(r.loss_percent < 5.0, "loss {}%", r.loss_percent);
     let stats: serde_json::Value = serde_json::from_str(
         &loadtest::signaling::http_get(&format!("127.0.0.1:{port}"), "/api/stats").unwrap(),
