@@ -341,6 +341,14 @@ impl WorkerCore {
         })
     }
 
+    /// At the home: passes a change that came from satellite `from` on to the other satellites.
+    fn relay(&self, room: &RoomTag, from: usize, msg: impl Fn(RoomTag, usize) -> PipeMsg) {
+        if self.is_home(room) {
+            let me = self.id;
+            self.propagate(room, |tag| msg(tag, me), Some(from));
+        }
+    }
+
     pub(crate) fn producer_info(&self, pkey: PKey) -> Option<ProducerInfo> {
         let p = self.producers.get(&pkey)?;
         Some(ProducerInfo {
@@ -715,18 +723,11 @@ impl WorkerCore {
                 if !current || worker == self.id {
                     return;
                 }
-                if home {
-                    let me = self.id;
-                    self.propagate(
-                        &room,
-                        |room| PipeMsg::PeerLeft {
-                            room,
-                            from: me,
-                            peer_id: peer_id.clone(),
-                        },
-                        Some(from),
-                    );
-                }
+                self.relay(&room, from, |room, me| PipeMsg::PeerLeft {
+                    room,
+                    from: me,
+                    peer_id: peer_id.clone(),
+                });
                 self.remove_peer(&room, &peer_id);
             }
             PipeMsg::ProducerAdded {
@@ -737,18 +738,11 @@ impl WorkerCore {
                 if !self.current_sender(&room, from) {
                     return;
                 }
-                if self.is_home(&room) {
-                    let me = self.id;
-                    self.propagate(
-                        &room,
-                        |room| PipeMsg::ProducerAdded {
-                            room,
-                            from: me,
-                            producer: producer.clone(),
-                        },
-                        Some(from),
-                    );
-                }
+                self.relay(&room, from, |room, me| PipeMsg::ProducerAdded {
+                    room,
+                    from: me,
+                    producer: producer.clone(),
+                });
                 self.add_piped_producer(&room.id, *producer, true);
             }
             PipeMsg::ProducerClosed {
@@ -759,18 +753,11 @@ impl WorkerCore {
                 if !self.current_sender(&room, from) {
                     return;
                 }
-                if self.is_home(&room) {
-                    let me = self.id;
-                    self.propagate(
-                        &room,
-                        |room| PipeMsg::ProducerClosed {
-                            room,
-                            from: me,
-                            producer_id: producer_id.clone(),
-                        },
-                        Some(from),
-                    );
-                }
+                self.relay(&room, from, |room, me| PipeMsg::ProducerClosed {
+                    room,
+                    from: me,
+                    producer_id: producer_id.clone(),
+                });
                 if let Some(pkey) = self.piped_key(&room, &producer_id) {
                     self.close_producer(pkey);
                 }
@@ -784,19 +771,12 @@ impl WorkerCore {
                 if !self.current_sender(&room, from) {
                     return;
                 }
-                if self.is_home(&room) {
-                    let me = self.id;
-                    self.propagate(
-                        &room,
-                        |room| PipeMsg::ProducerPaused {
-                            room,
-                            from: me,
-                            producer_id: producer_id.clone(),
-                            paused,
-                        },
-                        Some(from),
-                    );
-                }
+                self.relay(&room, from, |room, me| PipeMsg::ProducerPaused {
+                    room,
+                    from: me,
+                    producer_id: producer_id.clone(),
+                    paused,
+                });
                 if let Some(pkey) = self.piped_key(&room, &producer_id) {
                     self.apply_producer_paused(pkey, paused, now);
                 }
