@@ -472,7 +472,7 @@ mod tests {
     fn loss_is_counted_from_sequence_gaps_across_the_16_bit_wrap() {
         let mut s = Stream::new(1, Kind::Video);
         for seq in [65_533u16, 65_534, 0, 1, 3, 2] {
-            s.record(seq);
+            s.record(seq, Instant::now());
         }
         assert_eq!(s.expected(), 7); // 65533 ..= 3
         assert_eq!(s.received, 6);
