@@ -204,8 +204,7 @@ impl WorkerCore {
     pub fn handle_job(&mut self, job: Job, now: Instant) {
         match job.kind {
             JobKind::Request { req_id, request } => {
-                let result =
-                    self.handle_request(job.conn, &job.room_id, &job.peer_id, request, now);
+                let result = self.handle_request(&job.room_id, &job.peer_id, request, now);
                 let _ = self.signaling.send(Outbound::Response {
                     conn: job.conn,
                     req_id,
@@ -233,13 +232,11 @@ impl WorkerCore {
 
     fn handle_request(
         &mut self,
-        conn: ConnId,
         room_id: &Arc<str>,
         peer_id: &Arc<str>,
         request: Request,
         now: Instant,
     ) -> Result<Value, ApiError> {
-        let _ = conn;
         self.peer(room_id, peer_id)?;
         match request {
             Request::JoinRoom { .. } => Err(ApiError::invalid_state(

@@ -196,7 +196,13 @@ impl Signaling {
                 if leaving {
                     self.forget_peer(conn, &room_id, &peer_id);
                 }
-                self.send_job(conn, worker, room_id, peer_id, req_id, false, request);
+                let job = Job {
+                    conn,
+                    room_id,
+                    peer_id,
+                    kind: JobKind::Request { req_id, request },
+                };
+                self.send_job(worker, job, req_id, false);
             }
         }
     }
@@ -252,7 +258,6 @@ impl Signaling {
                 peer_id: peer_id.clone(),
                 worker: host,
             });
-            c.slots.push_back(Slot::Waiting { req_id, join: true });
         }
         let job = Job {
             conn,
@@ -264,12 +269,7 @@ impl Signaling {
                 host,
             },
         };
-        if self.workers[home].jobs.send(job).is_err() {
-            tracing::error!(
-                worker = home,
-                "worker mailbox is closed; the worker has stopped"
-            );
-        }
+        self.send_job(home, job, req_id, true);
     }
 
     /// The worker a joining peer of `room_id` goes to: the room's home until it hosts
@@ -286,26 +286,11 @@ impl Signaling {
             .unwrap_or(entry.home)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn send_job(
-        &mut self,
-        conn: ConnId,
-        worker: usize,
-        room_id: Arc<str>,
-        peer_id: Arc<str>,
-        req_id: u32,
-        join: bool,
-        request: Request,
-    ) {
-        if let Some(c) = self.conns.get_mut(&conn) {
+    /// Queues `job` for `worker`; its answer fills the socket's next response slot.
+    fn send_job(&mut self, worker: usize, job: Job, req_id: u32, join: bool) {
+        if let Some(c) = self.conns.get_mut(&job.conn) {
             c.slots.push_back(Slot::Waiting { req_id, join });
         }
-        let job = Job {
-            conn,
-            room_id,
-            peer_id,
-            kind: JobKind::Request { req_id, request },
-        };
         if self.workers[worker].jobs.send(job).is_err() {
             tracing::error!(worker, "worker mailbox is closed; the worker has stopped");
         }
