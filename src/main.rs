@@ -71,8 +71,57 @@ fn raise_open_files_limit() {
     }
 }
 
+/// Blocks SIGINT and SIGTERM in this thread and every thread it starts later; they are
+/// taken by [`wait_for_termination`] instead, so the server can stop cleanly.
+fn block_termination_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset/pthread_sigmask only touch the set we own.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits (on its own thread) for SIGINT/SIGTERM, then stops the signaling loop.
+fn wait_for_termination(set: libc::sigset_t, stop: sfu::signaling::edge::ShutdownHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: sigwait reads the set and writes the signal number into `sig`.
+            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
+                tracing::info!(signal = sig, "stopping");
+                stop.shutdown();
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no signal thread; SIGINT/SIGTERM will not stop the server");
+    }
+}
+
+/// The forwarding latency of each worker since start, at shutdown.
+fn print_latency(stats: &[Arc<sfu::worker::stats::WorkerStats>]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for s in stats {
+        let us = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64 / 1000.0;
+        tracing::info!(
+            worker = s.id,
+            samples = s.latency_samples.load(Relaxed),
+            p50_us = us(&s.latency_p50_ns),
+            p99_us = us(&s.latency_p99_ns),
+            p999_us = us(&s.latency_p999_ns),
+            max_us = us(&s.latency_max_ns),
+            "forwarding latency (socket in -> socket out)"
+        );
+    }
+}
+
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = Config::load(cli)?;
+    let signals = block_termination_signals();
     raise_memlock_limit();
     raise_open_files_limit();
     if let Err(e) = std::fs::create_dir_all(&cfg.hls_root) {
@@ -102,6 +151,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut links = Vec::new();
     let mut threads = Vec::new();
+    let mut worker_stats = Vec::new();
     // Worker-to-worker links, for rooms that span workers.
     let meshes = sfu::room::span::Mesh::connect(cfg.workers);
     for (id, mesh) in meshes.into_iter().enumerate() {
@@ -121,6 +171,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             signaling: out_tx.clone(),
             mesh: Some(mesh),
         })?;
+        worker_stats.push(handle.stats.clone());
         links.push(WorkerLink {
             jobs: handle.jobs,
             stats: handle.stats,
@@ -149,10 +200,13 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             ..HlsConfig::default()
         })),
     );
+    wait_for_termination(signals, edge.shutdown_handle());
     let edge_thread = std::thread::Builder::new()
         .name("signaling".into())
         .spawn(move || edge.run(&mut signaling))?;
-    match edge_thread.join() {
+    let result = edge_thread.join();
+    print_latency(&worker_stats);
+    match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("signaling stopped: {e}").into()),
         Err(_) => Err("signaling thread panicked".into()),

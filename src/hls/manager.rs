@@ -578,10 +578,16 @@ fn log_tail(dir: &Path) -> String {
 /// FFmpeg must not outlive the server: SIGKILL it when the spawning thread dies.
 fn kill_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: the closure only calls prctl, which is async-signal-safe.
+    // SAFETY: the closure only calls prctl, sigemptyset and pthread_sigmask, which are
+    // async-signal-safe, on a zeroed sigset_t it owns.
     unsafe {
         command.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The server blocks SIGINT/SIGTERM in its threads (a signal thread waits for
+            // them); FFmpeg must not inherit that mask.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             Ok(())
         });
     }
