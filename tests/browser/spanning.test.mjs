@@ -34,9 +34,12 @@ test('a room spanning two workers delivers media to consumers on both, and close
       await Promise.all(peers.map((p) => p.consumeAll()));
 
       // Both workers host peers, producers and consumers of the room; media is piped both ways.
+      // (Consumers of producers announced by new-producer are created asynchronously: wait
+      // for all twelve.)
       const s = await waitFor(async () => {
         const st = await fetchStats();
-        const ok = perWorker(st, 'peers').every((n) => n > 0) && perWorker(st, 'consumers').every((n) => n > 0) &&
+        const ok = st.consumers === 12 &&
+          perWorker(st, 'peers').every((n) => n > 0) && perWorker(st, 'consumers').every((n) => n > 0) &&
           perWorker(st, 'pipedProducers').every((n) => n > 0) && perWorker(st, 'pipePacketsIn').every((n) => n > 0);
         return ok ? st : null;
       }, { timeout: 60_000, message: 'peers, consumers and piped media on both workers' });
