@@ -255,6 +255,82 @@ fn leaving_notifies_the_others_and_counts_return_to_zero() {
     assert_eq!(server.get("/api/rooms/r7").unwrap().0, 404);
 }
 
+/// Reads frames until the response to `id` (notifications are skipped).
+fn response(c: &mut common::Client, id: u32) -> serde_json::Value {
+    loop {
+        let f = c.next_frame();
+        if f["response"] == json!(true) && f["id"] == json!(id) {
+            return f;
+        }
+    }
+}
+
+#[test]
+fn churn_in_a_room_spanning_two_workers_leaves_nothing_behind() {
+    // Every other peer on the second worker: joins, pipelined requests, sockets dropped before
+    // their join was answered, leaves, all at once.
+    let server = Server::start_with(&["--workers", "2", "--room-spill-peers", "1"]);
+    let join = |id: u32| {
+        json!({"request": true, "id": id, "method": "join-room", "data": {"roomId": "churn"}})
+            .to_string()
+    };
+    let mut kept = Vec::new();
+    for i in 0..30u32 {
+        let mut c = server.client();
+        match i % 3 {
+            0 => {
+                c.send_text(&join(1));
+                drop(c);
+            }
+            1 => {
+                // join-room and create-transport pipelined: the second reaches the peer's
+                // worker only after the join placed the peer there.
+                c.send_text(&join(1));
+                c.send_text(
+                    &json!({"request": true, "id": 2, "method": "create-transport",
+                            "data": {"direction": "send"}})
+                    .to_string(),
+                );
+                assert_eq!(response(&mut c, 1)["ok"], json!(true));
+                let t = response(&mut c, 2);
+                assert_eq!(t["ok"], json!(true), "{t}");
+                c.ok(
+                    "produce",
+                    json!({"transportId": t["data"]["id"], "kind": "video",
+                           "rtpParameters": vp8_rtp_parameters(7000 + 2 * i)}),
+                );
+                kept.push(c);
+            }
+            _ => {
+                c.send_text(&join(1));
+                assert_eq!(response(&mut c, 1)["ok"], json!(true));
+                c.ok("leave-room", json!({}));
+            }
+        }
+    }
+    // A latecomer sees every kept peer's producer, whichever worker it lives on.
+    let mut late = server.client();
+    let jl = late.ok("join-room", json!({"roomId": "churn"}));
+    assert_eq!(jl["producers"].as_array().map(Vec::len), Some(kept.len()));
+    let s = server.stats();
+    let workers = s["workers"].as_array().unwrap();
+    assert!(
+        workers.iter().all(|w| w["peers"].as_u64() > Some(0)),
+        "peers on both workers: {s}"
+    );
+    assert!(
+        workers
+            .iter()
+            .all(|w| w["pipedProducers"].as_u64() > Some(0)),
+        "producers piped both ways: {s}"
+    );
+    drop(kept);
+    drop(late);
+    server.wait_for_zero_counts();
+    assert_eq!(server.get("/api/rooms/churn").unwrap().0, 404);
+    still_serves(&server);
+}
+
 #[test]
 fn the_http_api_creates_room_ids_and_answers_health() {
     let server = Server::start();

@@ -18,8 +18,9 @@ pub struct Server {
 use sfu::testing::{free_tcp_port as free_port, free_udp_port};
 
 impl Server {
+    /// One worker (see [`Server::start_with`] for other settings).
     pub fn start() -> Server {
-        Self::start_with(&[])
+        Self::start_with(&["--workers", "1"])
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
@@ -32,8 +33,6 @@ impl Server {
                 &format!("127.0.0.1:{port}"),
                 "--rtc-port",
                 &rtc_port.to_string(),
-                "--workers",
-                "1",
                 "--no-pin",
                 "--web-root",
                 "/nonexistent",
@@ -91,9 +90,13 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let s = self.stats();
+            let workers = s["workers"].as_array().cloned().unwrap_or_default();
             let zero = ["rooms", "peers", "transports", "producers", "consumers"]
                 .iter()
-                .all(|k| s[k] == json!(0));
+                .all(|k| s[k] == json!(0))
+                && workers
+                    .iter()
+                    .all(|w| w["roomReplicas"] == json!(0) && w["pipedProducers"] == json!(0));
             if zero {
                 return;
             }
