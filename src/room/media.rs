@@ -16,6 +16,7 @@ use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession, MAX_RTP_
 use crate::rtc::twcc::TwccRecorder;
 use crate::rtc::{classify, ice, PacketClass};
 use crate::worker::jobs::Outbound;
+use bytes::Bytes;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -223,20 +224,31 @@ impl WorkerCore {
         }
     }
 
+    /// Decrypts an SRTP (or, `rtcp`, SRTCP) datagram of a connected transport; one that
+    /// authenticates counts as a sign of life (ICE consent).
+    fn unprotect(&mut self, tkey: TKey, buf: &[u8], rtcp: bool, now: Instant) -> Option<Bytes> {
+        let t = self.transports.get_mut(&tkey)?;
+        let srtp = t.srtp.as_mut()?;
+        let plain = if rtcp {
+            srtp.decrypt_rtcp(buf)
+        } else {
+            srtp.decrypt_rtp(buf)
+        }
+        .ok()?;
+        t.last_seen = now;
+        Some(plain)
+    }
+
     fn handle_rtp(&mut self, tkey: TKey, buf: &[u8], now: Instant) {
-        let Some(t) = self.transports.get_mut(&tkey) else {
-            return;
-        };
-        let Some(srtp) = t.srtp.as_mut() else {
-            return;
-        };
-        let Ok(plain) = srtp.decrypt_rtp(buf) else {
+        let Some(plain) = self.unprotect(tkey, buf, false, now) else {
             return;
         };
         let Some(hdr) = rtp::parse_rtp(&plain) else {
             return;
         };
-        t.last_seen = now;
+        let Some(t) = self.transports.get(&tkey) else {
+            return;
+        };
         let known = t.producers_by_ssrc.get(&hdr.ssrc).copied();
         self.record_transport_cc(tkey, known, &plain, &hdr, now);
         let pkey = match known {
@@ -578,16 +590,9 @@ impl WorkerCore {
     }
 
     fn handle_rtcp(&mut self, tkey: TKey, buf: &[u8], now: Instant) {
-        let Some(t) = self.transports.get_mut(&tkey) else {
+        let Some(plain) = self.unprotect(tkey, buf, true, now) else {
             return;
         };
-        let Some(srtp) = t.srtp.as_mut() else {
-            return;
-        };
-        let Ok(plain) = srtp.decrypt_rtcp(buf) else {
-            return;
-        };
-        t.last_seen = now;
         let mut events = Vec::new();
         if rtcp::parse_compound(&plain, &mut events).is_err() {
             return;
