@@ -171,7 +171,10 @@ test('a camera publisher\'s bandwidth estimate ramps above 1 Mbps and the subscr
     await sub.consumeAll();
     await waitFor(async () => (await inboundVideo(sub))?.framesDecoded > 0, { message: 'first decoded frame' });
     // Without feedback Chromium stays at its 300 kbps start bitrate.
-    await waitFor(async () => (await videoTargetBitrate(pub)) > 1_000_000, { timeout: 15_000, message: 'encoder target bitrate > 1 Mbps' });
+    let lastTarget;
+    await waitFor(async () => { lastTarget = await videoTargetBitrate(pub); return lastTarget > 1_000_000; },
+      { timeout: 15_000, message: 'encoder target bitrate > 1 Mbps' })
+      .catch(async (e) => { throw new Error(`${e.message}; last target ${lastTarget} bps\n${await describe(pub, sub)}`); });
     const v = await waitFor(async () => { const s = await inboundVideo(sub); return s?.frameWidth >= 640 ? s : null; },
       { timeout: 20_000, message: 'subscriber frameWidth >= 640' });
     assert.ok(v.frameWidth >= 640);
