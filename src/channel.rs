@@ -127,6 +127,13 @@ impl<T> Sender<T> {
     }
 }
 
+impl<T> Sender<T> {
+    /// True once the receiver is gone (its thread exited): nothing sent will be read.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
 impl<T> Receiver<T> {
     pub fn try_recv(&self) -> Option<T> {
         self.shared.queue.pop()
@@ -213,7 +220,9 @@ mod tests {
     #[test]
     fn send_after_the_receiver_is_dropped_returns_the_value() {
         let (tx, rx) = task_mailbox::<u8>();
+        assert!(!tx.is_closed());
         drop(rx);
+        assert!(tx.is_closed());
         assert_eq!(tx.send(7), Err(7));
     }
 }

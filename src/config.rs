@@ -56,6 +56,44 @@ pub struct Cli {
     /// Do not pin worker threads to cores.
     #[arg(long, env = "SFU_NO_PIN")]
     pub no_pin: bool,
+    // --- limits: signaling edge ---
+    /// Maximum simultaneous HTTP/WebSocket connections from one IP address.
+    #[arg(long, env = "SFU_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Connections accepted beyond the connection limits that may only ask /healthz.
+    #[arg(long, env = "SFU_HEALTHZ_RESERVE")]
+    pub healthz_reserve: Option<usize>,
+    /// Milliseconds a WebSocket may stay out of a room (after opening, a failed join or a
+    /// leave) before it is closed with 1008.
+    #[arg(long, env = "SFU_JOIN_DEADLINE_MS")]
+    pub join_deadline_ms: Option<u64>,
+    /// Outgoing bytes one WebSocket may have queued; a client that does not read is closed
+    /// with 1008 beyond it.
+    #[arg(long, env = "SFU_MAX_WS_PENDING_OUT")]
+    pub max_ws_pending_out: Option<usize>,
+    /// Outgoing WebSocket bytes queued across all sockets; beyond it lagging sockets are closed.
+    #[arg(long, env = "SFU_MAX_PENDING_OUT_TOTAL")]
+    pub max_pending_out_total: Option<usize>,
+    /// Requests per second one WebSocket may sustain (token bucket refill rate).
+    #[arg(long, env = "SFU_WS_REQUEST_RATE")]
+    pub ws_request_rate: Option<f64>,
+    /// Requests one WebSocket may send at once (token bucket size); 3 bursts of refused
+    /// requests in a row close the socket with 1008.
+    #[arg(long, env = "SFU_WS_REQUEST_BURST")]
+    pub ws_request_burst: Option<u32>,
+    /// `error` notifications (answers to bad frames) per second per WebSocket.
+    #[arg(long, env = "SFU_WS_ERROR_RATE")]
+    pub ws_error_rate: Option<f64>,
+    /// `error` notifications one WebSocket may get at once.
+    #[arg(long, env = "SFU_WS_ERROR_BURST")]
+    pub ws_error_burst: Option<u32>,
+    /// Origins (comma-separated, e.g. `https://app.example`) allowed to open a WebSocket
+    /// besides the served host; `*` allows all. Requests without Origin are always allowed.
+    #[arg(long, env = "SFU_ALLOWED_ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// Milliseconds without a worker heartbeat after which /healthz reports it dead (503).
+    #[arg(long, env = "SFU_WORKER_STALL_MS")]
+    pub worker_stall_ms: Option<u64>,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -74,6 +112,18 @@ struct FileConfig {
     max_ws_message: Option<usize>,
     max_connections: Option<usize>,
     pin_workers: Option<bool>,
+    // --- limits: signaling edge ---
+    max_connections_per_ip: Option<usize>,
+    healthz_reserve: Option<usize>,
+    join_deadline_ms: Option<u64>,
+    max_ws_pending_out: Option<usize>,
+    max_pending_out_total: Option<usize>,
+    ws_request_rate: Option<f64>,
+    ws_request_burst: Option<u32>,
+    ws_error_rate: Option<f64>,
+    ws_error_burst: Option<u32>,
+    allowed_origins: Option<String>,
+    worker_stall_ms: Option<u64>,
 }
 
 /// The effective configuration.
@@ -91,6 +141,19 @@ pub struct Config {
     pub max_ws_message: usize,
     pub max_connections: usize,
     pub pin_workers: bool,
+    // --- limits: signaling edge ---
+    pub max_connections_per_ip: usize,
+    pub healthz_reserve: usize,
+    pub join_deadline_ms: u64,
+    pub max_ws_pending_out: usize,
+    pub max_pending_out_total: usize,
+    pub ws_request_rate: f64,
+    pub ws_request_burst: u32,
+    pub ws_error_rate: f64,
+    pub ws_error_burst: u32,
+    /// Parsed from the comma-separated setting.
+    pub allowed_origins: Vec<String>,
+    pub worker_stall_ms: u64,
 }
 
 impl Default for Config {
@@ -108,6 +171,20 @@ impl Default for Config {
             max_ws_message: 64 * 1024,
             max_connections: 4096,
             pin_workers: true,
+            // --- limits: signaling edge ---
+            // The bundled load generator spreads its sockets over 127.0.0.N, 200 each.
+            max_connections_per_ip: 256,
+            healthz_reserve: 16,
+            join_deadline_ms: 10_000,
+            max_ws_pending_out: 1 << 20,
+            max_pending_out_total: 64 << 20,
+            // A browser joining a 50-peer room sends ~150 requests at once.
+            ws_request_rate: 50.0,
+            ws_request_burst: 400,
+            ws_error_rate: 2.0,
+            ws_error_burst: 10,
+            allowed_origins: Vec::new(),
+            worker_stall_ms: 5_000,
         }
     }
 }
@@ -185,6 +262,53 @@ impl Config {
                 .or(file.max_connections)
                 .unwrap_or(d.max_connections),
             pin_workers: !cli.no_pin && file.pin_workers.unwrap_or(d.pin_workers),
+            // --- limits: signaling edge ---
+            max_connections_per_ip: cli
+                .max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(d.max_connections_per_ip),
+            healthz_reserve: cli
+                .healthz_reserve
+                .or(file.healthz_reserve)
+                .unwrap_or(d.healthz_reserve),
+            join_deadline_ms: cli
+                .join_deadline_ms
+                .or(file.join_deadline_ms)
+                .unwrap_or(d.join_deadline_ms),
+            max_ws_pending_out: cli
+                .max_ws_pending_out
+                .or(file.max_ws_pending_out)
+                .unwrap_or(d.max_ws_pending_out),
+            max_pending_out_total: cli
+                .max_pending_out_total
+                .or(file.max_pending_out_total)
+                .unwrap_or(d.max_pending_out_total),
+            ws_request_rate: cli
+                .ws_request_rate
+                .or(file.ws_request_rate)
+                .unwrap_or(d.ws_request_rate),
+            ws_request_burst: cli
+                .ws_request_burst
+                .or(file.ws_request_burst)
+                .unwrap_or(d.ws_request_burst),
+            ws_error_rate: cli
+                .ws_error_rate
+                .or(file.ws_error_rate)
+                .unwrap_or(d.ws_error_rate),
+            ws_error_burst: cli
+                .ws_error_burst
+                .or(file.ws_error_burst)
+                .unwrap_or(d.ws_error_burst),
+            allowed_origins: cli
+                .allowed_origins
+                .clone()
+                .or(file.allowed_origins)
+                .map(|list| split_list(&list))
+                .unwrap_or(d.allowed_origins),
+            worker_stall_ms: cli
+                .worker_stall_ms
+                .or(file.worker_stall_ms)
+                .unwrap_or(d.worker_stall_ms),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -216,6 +340,20 @@ impl Config {
         if self.room_spill_peers == 0 {
             return Err(ConfigError::Invalid("room_spill_peers must be >= 1".into()));
         }
+        // --- limits: signaling edge ---
+        let rates_ok = [self.ws_request_rate, self.ws_error_rate]
+            .iter()
+            .all(|r| r.is_finite() && *r > 0.0);
+        if !rates_ok || self.ws_request_burst == 0 || self.ws_error_burst == 0 {
+            return Err(ConfigError::Invalid(
+                "ws_request_rate/ws_error_rate must be > 0 and their bursts >= 1".into(),
+            ));
+        }
+        if self.max_connections_per_ip == 0 || self.max_ws_pending_out < 64 * 1024 {
+            return Err(ConfigError::Invalid(
+                "max_connections_per_ip must be >= 1 and max_ws_pending_out >= 65536".into(),
+            ));
+        }
         if self.max_peers_per_room == 0 {
             return Err(ConfigError::Invalid(
                 "max_peers_per_room must be >= 1".into(),
@@ -223,6 +361,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `a, b,,c` → `["a", "b", "c"]`.
+fn split_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[cfg(test)]

@@ -135,6 +135,11 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             max_ws_message: cfg.max_ws_message,
             max_connections: cfg.max_connections,
             max_http_body: 16 * 1024,
+            max_connections_per_ip: cfg.max_connections_per_ip,
+            healthz_reserve: cfg.healthz_reserve,
+            max_ws_pending_out: cfg.max_ws_pending_out,
+            max_pending_out_total: cfg.max_pending_out_total,
+            origins: sfu::signaling::origin::OriginPolicy::new(&cfg.allowed_origins),
         },
     )
     .map_err(|e| {
@@ -194,6 +199,12 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         SignalingLimits {
             max_peers_per_room: cfg.max_peers_per_room,
             room_spill_peers: cfg.room_spill_peers,
+            join_deadline: std::time::Duration::from_millis(cfg.join_deadline_ms),
+            request_rate: cfg.ws_request_rate,
+            request_burst: cfg.ws_request_burst,
+            error_rate: cfg.ws_error_rate,
+            error_burst: cfg.ws_error_burst,
+            worker_stall: std::time::Duration::from_millis(cfg.worker_stall_ms),
         },
         Some(HlsManager::new(HlsConfig {
             root: cfg.hls_root.clone(),

@@ -2,7 +2,8 @@
 //! kept aside (and dropped: the load generator does not need them).
 
 use std::io::ErrorKind;
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -33,10 +34,73 @@ pub fn http_host(url: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
+/// Sockets per loopback source address: the server limits connections per IP
+/// (`--max-connections-per-ip`, default 256), and a load test opens up to ~1,500.
+const SOCKETS_PER_SOURCE: usize = 200;
+/// Connections opened so far by this process (picks the next source address).
+static OPENED: AtomicUsize = AtomicUsize::new(0);
+
+/// The source address for the `i`-th connection to `target`: 127.0.0.N with N = 1 + i / 200
+/// when the target is IPv4 loopback (all of 127/8 is local on Linux), else the kernel's choice.
+fn source_for(target: &SocketAddr, i: usize) -> Option<Ipv4Addr> {
+    match target {
+        SocketAddr::V4(v4) if v4.ip().is_loopback() => {
+            let n = 1 + (i / SOCKETS_PER_SOURCE) % 254;
+            Some(Ipv4Addr::new(127, 0, 0, n as u8))
+        }
+        _ => None,
+    }
+}
+
+/// A TCP connection to `target`, bound to `source` first if given.
+fn tcp_connect(target: SocketAddr, source: Option<Ipv4Addr>) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let (Some(source), SocketAddr::V4(target)) = (source, target) else {
+        return TcpStream::connect(target);
+    };
+    let sockaddr = |a: SocketAddrV4| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor we own; the addresses are valid
+    // sockaddr_in values that outlive the calls, and the fd is closed on every error path
+    // or handed to TcpStream, which owns it from then on.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(SocketAddrV4::new(source, 0));
+        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sockaddr(target);
+        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
 impl Signaling {
     pub fn connect(url: &str) -> Result<Self, String> {
-        let (ws, _) =
-            tungstenite::connect(ws_url(url)).map_err(|e| format!("connect {url}: {e}"))?;
+        let url = ws_url(url);
+        let host = http_host(&url);
+        let target = host
+            .to_socket_addrs()
+            .map_err(|e| format!("resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("resolve {host}: no address"))?;
+        let source = source_for(&target, OPENED.fetch_add(1, Ordering::Relaxed));
+        let stream = tcp_connect(target, source).map_err(|e| format!("connect {url}: {e}"))?;
+        let (ws, _) = tungstenite::client(url.as_str(), MaybeTlsStream::Plain(stream))
+            .map_err(|e| format!("connect {url}: {e}"))?;
         if let MaybeTlsStream::Plain(s) = ws.get_ref() {
             s.set_read_timeout(Some(Duration::from_secs(20)))
                 .map_err(|e| e.to_string())?;
@@ -129,5 +193,25 @@ mod tests {
         assert_eq!(ws_url("ws://h:2/ws"), "ws://h:2/ws");
         assert_eq!(http_host("ws://h:2/ws"), "h:2");
         assert_eq!(http_host("http://h:3"), "h:3");
+    }
+
+    #[test]
+    fn loopback_targets_get_a_new_source_address_every_200_sockets() {
+        let lo: SocketAddr = "127.0.0.1:8000".parse().unwrap();
+        assert_eq!(source_for(&lo, 0), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(source_for(&lo, 199), Some(Ipv4Addr::new(127, 0, 0, 1)));
+        assert_eq!(source_for(&lo, 200), Some(Ipv4Addr::new(127, 0, 0, 2)));
+        assert_eq!(source_for(&lo, 1499), Some(Ipv4Addr::new(127, 0, 0, 8)));
+        let remote: SocketAddr = "10.0.0.1:8000".parse().unwrap();
+        assert_eq!(source_for(&remote, 500), None);
+    }
+
+    #[test]
+    fn a_connection_from_a_second_loopback_address_reaches_a_local_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = listener.local_addr().unwrap();
+        let _client = tcp_connect(target, Some(Ipv4Addr::new(127, 0, 0, 2))).unwrap();
+        let (_, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip().to_string(), "127.0.0.2");
     }
 }

@@ -127,7 +127,7 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> ParseOutcome {
             return ParseOutcome::Reject(400);
         }
         if name.eq_ignore_ascii_case("content-length") {
-            let Ok(n) = value.trim().parse::<usize>() else {
+            let Some(n) = parse_content_length(value) else {
                 return ParseOutcome::Reject(400);
             };
             if content_length.is_some_and(|old| old != n) {
@@ -169,6 +169,16 @@ pub fn parse_request(buf: &[u8], max_body: usize) -> ParseOutcome {
         keep_alive,
         path_ok,
     })
+}
+
+/// A `Content-Length` value: ASCII digits only (RFC 9110 8.6). `parse::<usize>` alone would
+/// take `+5`, and trimming would take ` 5`; a proxy in front of us may read those differently
+/// and so disagree with us about where the body ends (request smuggling).
+fn parse_content_length(value: &str) -> Option<usize> {
+    if value.is_empty() || value.len() > 19 || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
 }
 
 /// Decodes `%XX` escapes into bytes; `None` if an escape is malformed or the result is not UTF-8.
@@ -317,6 +327,21 @@ mod tests {
             parse_request(chunked, 1024),
             ParseOutcome::Reject(400)
         ));
+    }
+
+    #[test]
+    fn content_length_must_be_plain_digits_and_duplicates_must_agree() {
+        for bad in ["+5", "-1", " 5", "5 ", "0x5", "5,5", "", "99999999999999999999"] {
+            let req = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nhello");
+            assert!(
+                matches!(parse_request(req.as_bytes(), 1024), ParseOutcome::Reject(400)),
+                "Content-Length {bad:?} was accepted"
+            );
+        }
+        let dup = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 4\r\n\r\nhello";
+        assert!(matches!(parse_request(dup, 1024), ParseOutcome::Reject(400)));
+        let same = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(complete(same).request.body, b"hello");
     }
 
     #[test]

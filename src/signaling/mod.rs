@@ -2,6 +2,8 @@
 
 pub mod edge;
 pub mod http;
+pub mod origin;
 pub mod protocol;
+pub mod rate;
 pub mod session;
 pub mod static_files;

@@ -10,6 +10,7 @@ use super::protocol::{
     error_notification, notification, parse_frame, parse_request, response_err, response_ok,
     ApiError, Frame, Request,
 };
+use super::rate::{SocketRates, Verdict};
 use crate::channel::{Receiver, Sender};
 use crate::hls::{HlsAction, HlsManager};
 use crate::worker::jobs::{Job, JobKind, Outbound};
@@ -17,10 +18,13 @@ use crate::worker::stats::{Counted, WorkerStats};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Requests a socket may have in flight before it gets `limit` errors.
 const MAX_IN_FLIGHT: usize = 64;
+/// Messages from the workers handled per loop turn; the rest wait for the next turn, so a
+/// flood of notifications cannot keep the loop from reading other sockets.
+const MAX_OUTBOUND_PER_TURN: usize = 4096;
 
 /// How the signaling thread reaches one worker.
 pub struct WorkerLink {
@@ -32,6 +36,32 @@ pub struct SignalingLimits {
     pub max_peers_per_room: usize,
     /// Peers of one room on its home worker before the room spans other workers.
     pub room_spill_peers: usize,
+    /// A WebSocket not in a room this long (after opening, a failed join or a leave) is
+    /// closed with 1008.
+    pub join_deadline: Duration,
+    /// Requests per second per socket (token bucket) and the burst it may send at once.
+    pub request_rate: f64,
+    pub request_burst: u32,
+    /// `error` notifications (answers to bad frames) per second per socket, and burst.
+    pub error_rate: f64,
+    pub error_burst: u32,
+    /// A worker whose heartbeat has not moved this long counts as dead (`/healthz` → 503).
+    pub worker_stall: Duration,
+}
+
+impl Default for SignalingLimits {
+    fn default() -> Self {
+        Self {
+            max_peers_per_room: 1000,
+            room_spill_peers: 50,
+            join_deadline: Duration::from_secs(10),
+            request_rate: 50.0,
+            request_burst: 400,
+            error_rate: 2.0,
+            error_burst: 10,
+            worker_stall: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Requests and answers of a socket held while its join-room is in flight (bounded: a
@@ -57,11 +87,13 @@ enum Slot {
     Ready(String),
 }
 
-#[derive(Default)]
 struct Conn {
     joined: Option<Joined>,
     slots: VecDeque<Slot>,
     held: VecDeque<Held>,
+    /// Since when the socket has not been in a room (None while joined or joining).
+    unjoined_since: Option<Instant>,
+    rates: SocketRates,
 }
 
 impl Conn {
@@ -101,6 +133,8 @@ pub struct Signaling {
     conns: HashMap<ConnId, Conn>,
     rooms: HashMap<Arc<str>, RoomEntry>,
     limits: SignalingLimits,
+    /// Per worker: the last heartbeat seen and when it last moved.
+    heartbeats: Vec<(u64, Instant)>,
 }
 
 impl Signaling {
@@ -119,6 +153,55 @@ impl Signaling {
             conns: HashMap::new(),
             rooms: HashMap::new(),
             limits,
+            heartbeats: vec![(0, Instant::now()); n],
+        }
+    }
+
+    /// Workers that stopped: their mailbox is closed (the thread exited) or their heartbeat
+    /// has not moved for `worker_stall` (stuck, or its timer task died).
+    fn dead_workers(&self, now: Instant) -> Vec<usize> {
+        (0..self.workers.len())
+            .filter(|&w| {
+                self.workers[w].jobs.is_closed()
+                    || now.saturating_duration_since(self.heartbeats[w].1) > self.limits.worker_stall
+            })
+            .collect()
+    }
+
+    fn watch_heartbeats(&mut self, now: Instant) {
+        for (link, seen) in self.workers.iter().zip(self.heartbeats.iter_mut()) {
+            let beat = link.stats.heartbeat.load(std::sync::atomic::Ordering::Relaxed);
+            if beat != seen.0 {
+                *seen = (beat, now);
+            }
+        }
+    }
+
+    fn healthz(&self) -> HttpResponse {
+        let dead = self.dead_workers(Instant::now());
+        if dead.is_empty() {
+            HttpResponse::text(200, "ok")
+        } else {
+            HttpResponse::text(503, &format!("workers not running: {dead:?}\n"))
+        }
+    }
+
+    /// Closes sockets that have not been in a room for the join deadline.
+    fn enforce_join_deadline(&mut self, now: Instant, out: &mut EdgeOut) {
+        let deadline = self.limits.join_deadline;
+        for (&id, c) in self.conns.iter_mut() {
+            let late = c
+                .unjoined_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= deadline);
+            if late && !c.joining() {
+                c.unjoined_since = None;
+                tracing::debug!(conn = id, "websocket closed: no join-room in time");
+                out.close(
+                    id,
+                    1008,
+                    &format!("no join-room within {} s", deadline.as_secs_f32()),
+                );
+            }
         }
     }
 
@@ -253,6 +336,7 @@ impl Signaling {
             });
         }
         if let Some(c) = self.conns.get_mut(&conn) {
+            c.unjoined_since = None;
             c.joined = Some(Joined {
                 room_id: room_id.clone(),
                 peer_id: peer_id.clone(),
@@ -301,6 +385,7 @@ impl Signaling {
         if let Some(c) = self.conns.get_mut(&conn) {
             if c.joined.as_ref().is_some_and(|j| &j.peer_id == peer_id) {
                 c.joined = None;
+                c.unjoined_since = Some(Instant::now());
             }
         }
         if let Some(entry) = self.rooms.get_mut(room_id) {
@@ -467,7 +552,7 @@ impl EdgeHandler for Signaling {
     fn http(&mut self, req: &HttpRequest) -> Option<HttpResponse> {
         let path = req.path.as_str();
         match (req.method.as_str(), path) {
-            ("GET" | "HEAD", "/healthz") => Some(HttpResponse::text(200, "ok")),
+            ("GET" | "HEAD", "/healthz") => Some(self.healthz()),
             ("GET", "/api/stats") => Some(HttpResponse::json(200, &self.stats_json())),
             ("POST", "/api/rooms") => Some(HttpResponse::json(
                 200,
@@ -507,11 +592,48 @@ impl EdgeHandler for Signaling {
     }
 
     fn ws_open(&mut self, conn: ConnId, _peer: std::net::SocketAddr, _out: &mut EdgeOut) {
-        self.conns.insert(conn, Conn::default());
+        let now = Instant::now();
+        let l = &self.limits;
+        self.conns.insert(
+            conn,
+            Conn {
+                joined: None,
+                slots: VecDeque::new(),
+                held: VecDeque::new(),
+                unjoined_since: Some(now),
+                rates: SocketRates::new(
+                    l.request_rate,
+                    l.request_burst,
+                    l.error_rate,
+                    l.error_burst,
+                    now,
+                ),
+            },
+        );
     }
 
     fn ws_text(&mut self, conn: ConnId, text: &str, out: &mut EdgeOut) {
-        match parse_frame(text) {
+        let frame = parse_frame(text);
+        let needs_error = matches!(frame, Frame::Invalid(_));
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        match c.rates.frame(Instant::now(), needs_error) {
+            Verdict::Accept => {}
+            Verdict::Refuse => {
+                if let Frame::Request { id, .. } = frame {
+                    let limited = ApiError::limit("too many requests on this socket; slow down");
+                    self.submit(conn, Held::Answer(id, Err(limited)), out);
+                }
+                return;
+            }
+            Verdict::Close => {
+                tracing::debug!(conn, "websocket closed: kept flooding after being limited");
+                out.close(conn, 1008, "request rate exceeded");
+                return;
+            }
+        }
+        match frame {
             Frame::Invalid(message) => out.send_text(conn, error_notification(&message)),
             Frame::Request { id, method, data } => {
                 let item = match parse_request(&method, data) {
@@ -544,12 +666,18 @@ impl EdgeHandler for Signaling {
         }
     }
 
-    fn tick(&mut self, _out: &mut EdgeOut) {
+    fn tick(&mut self, out: &mut EdgeOut) {
+        let now = Instant::now();
+        self.watch_heartbeats(now);
+        self.enforce_join_deadline(now, out);
         self.hls_tick();
     }
 
     fn wake(&mut self, out: &mut EdgeOut) {
-        while let Some(msg) = self.outbound.try_recv() {
+        for _ in 0..MAX_OUTBOUND_PER_TURN {
+            let Some(msg) = self.outbound.try_recv() else {
+                return;
+            };
             match msg {
                 Outbound::Response {
                     conn,
@@ -558,7 +686,7 @@ impl EdgeHandler for Signaling {
                 } => self.on_response(conn, req_id, result, out),
                 Outbound::Notify { conn, method, data } => {
                     if self.conns.contains_key(&conn) {
-                        out.send_text(conn, notification(method, data));
+                        send_notification(out, conn, method, data);
                     }
                 }
                 Outbound::RoomSources { room_id, sources } => {
@@ -574,5 +702,24 @@ impl EdgeHandler for Signaling {
                 Outbound::RoomClosed { room_id } => self.room_closed(&room_id),
             }
         }
+        if !self.outbound.is_empty() {
+            out.wake_again();
+        }
+    }
+}
+
+/// A notification to one socket. A producer's paused/resumed state is a "latest value":
+/// while one is still unsent, the next replaces it, so a burst of toggles costs a slow
+/// reader one frame (the final state), not one per toggle.
+fn send_notification(out: &mut EdgeOut, conn: ConnId, method: &'static str, data: Value) {
+    let coalesce = matches!(method, "producer-paused" | "producer-resumed");
+    let key = coalesce
+        .then(|| data.get("producerId").and_then(Value::as_str))
+        .flatten()
+        .map(|p| format!("producer-state/{p}"));
+    let text = notification(method, data);
+    match key {
+        Some(key) => out.send_latest(conn, key, text),
+        None => out.send_text(conn, text),
     }
 }

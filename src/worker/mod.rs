@@ -301,6 +301,7 @@ async fn run(
         loop {
             glommio::timer::sleep(TICK).await;
             n += 1;
+            st.heartbeat.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
             let _ = guarded(&c, |core| core.tick(now, n.is_multiple_of(4)), |_| None);
             s.flush(&c, now).await;

@@ -39,6 +39,9 @@ pub struct WorkerStats {
     pub latency_p999_ns: AtomicU64,
     pub latency_max_ns: AtomicU64,
     pub latency_samples: AtomicU64,
+    /// Incremented by the worker's timer task every tick (250 ms): the signaling thread
+    /// reports a worker whose heartbeat stopped as dead on `/healthz`.
+    pub heartbeat: AtomicU64,
 }
 
 /// Object kinds counted live.

@@ -60,8 +60,14 @@ impl EdgeLoop {
             match parse_request(&http.inbuf, self.cfg.max_http_body) {
                 ParseOutcome::Complete(parsed) => {
                     http.inbuf.drain(..parsed.consumed);
-                    conn.deadline = Some(Instant::now() + HTTP_REQUEST_TIMEOUT);
-                    http.after_flush = answer(&self.cfg, handler, parsed, &mut http.outbuf);
+                    if !conn.probation {
+                        conn.deadline = Some(Instant::now() + HTTP_REQUEST_TIMEOUT);
+                    }
+                    http.after_flush = if conn.probation {
+                        answer_on_probation(handler, parsed, &mut http.outbuf)
+                    } else {
+                        answer(&self.cfg, handler, parsed, &mut http.outbuf)
+                    };
                     continue;
                 }
                 ParseOutcome::Reject(status) => {
@@ -89,6 +95,23 @@ impl EdgeLoop {
     }
 }
 
+/// A connection beyond the connection limits gets `/healthz` answered (so monitoring tells a
+/// full server from a dead one) and 503 for anything else, then closes.
+fn answer_on_probation<H: EdgeHandler>(
+    handler: &mut H,
+    parsed: ParsedRequest,
+    out: &mut Vec<u8>,
+) -> AfterFlush {
+    let req = &parsed.request;
+    let healthz = parsed.path_ok && req.path == "/healthz";
+    let resp = match healthz.then(|| handler.http(req)).flatten() {
+        Some(resp) => resp,
+        None => HttpResponse::text(503, "too many connections\n").with_header("Retry-After", "5"),
+    };
+    encode_response(&resp, req.method == "HEAD", false, out);
+    AfterFlush::Close
+}
+
 /// Builds the response for one request into `out` and says what follows it.
 fn answer<H: EdgeHandler>(
     cfg: &EdgeConfig,
@@ -103,6 +126,12 @@ fn answer<H: EdgeHandler>(
         AfterFlush::Close
     };
     if parsed.path_ok && req.path == "/ws" {
+        if !cfg.origins.allows(req.header("origin"), req.header("host")) {
+            tracing::debug!(origin = ?req.header("origin"), "websocket upgrade from a foreign origin refused");
+            let resp = HttpResponse::text(403, "origin not allowed\n");
+            encode_response(&resp, false, false, out);
+            return AfterFlush::Close;
+        }
         if let Some(accept) = websocket_accept(req) {
             out.extend_from_slice(
                 format!(

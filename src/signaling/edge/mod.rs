@@ -3,8 +3,13 @@
 //!
 //! The edge knows nothing about rooms. It decodes bytes into [`EdgeHandler`] calls and
 //! executes the actions the handler leaves in [`EdgeOut`]. Limits live here: request head
-//! and body size, WebSocket message size, pending output per connection, connection count
-//! and idle time.
+//! and body size, WebSocket message size, pending output per connection and in total,
+//! connection count (in total and per source address) and idle time.
+//!
+//! Connections beyond the global or per-address limit are not simply refused: up to
+//! `healthz_reserve` of them are accepted on probation, answer only `GET /healthz` (anything
+//! else gets 503) and close after one request, so a monitor can tell "full" from "dead" while
+//! one client holds every slot it may.
 //!
 //! Open WebSockets have no request deadline; instead the edge pings one that has been silent
 //! for [`WS_PING_AFTER`] and closes it with 1001 once nothing at all (not even a Pong) has
@@ -19,13 +24,14 @@
 //! through HTTP requests up to the upgrade, `ws` drives it as a WebSocket.
 
 mod http_conn;
+mod out_queue;
 #[cfg(test)]
 mod tests;
 mod ws;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,6 +53,8 @@ const FIRST_CONN_ID: ConnId = 2;
 const TICK: Duration = Duration::from_millis(100);
 /// An HTTP connection must complete a request within this time (also the keep-alive idle time).
 const HTTP_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A connection on probation (beyond the connection limits) must send its request this fast.
+const PROBATION_TIMEOUT: Duration = Duration::from_secs(2);
 /// After we close, we drain the peer's bytes this long so the kernel sends FIN, not RST.
 const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_CHUNK: usize = 16 * 1024;
@@ -67,7 +75,7 @@ pub trait EdgeHandler {
 
 #[derive(Debug)]
 enum Action {
-    Send(ConnId, String),
+    Send(ConnId, Option<String>, String),
     Close(ConnId, u16, String),
 }
 
@@ -75,11 +83,26 @@ enum Action {
 #[derive(Debug, Default)]
 pub struct EdgeOut {
     actions: VecDeque<Action>,
+    /// The handler has more work queued (it stopped to let sockets run): call `wake` again.
+    again: bool,
 }
 
 impl EdgeOut {
     pub fn send_text(&mut self, conn: ConnId, text: String) {
-        self.actions.push_back(Action::Send(conn, text));
+        self.actions.push_back(Action::Send(conn, None, text));
+    }
+
+    /// Like [`send_text`](Self::send_text), but if a frame with the same `key` is still queued
+    /// for `conn` (not yet handed to the socket), this one replaces it in place: a client
+    /// that reads slowly gets the latest state once instead of every change in between.
+    pub fn send_latest(&mut self, conn: ConnId, key: String, text: String) {
+        self.actions.push_back(Action::Send(conn, Some(key), text));
+    }
+
+    /// Asks the edge to call [`EdgeHandler::wake`] again on its next turn, after serving the
+    /// sockets (a handler bounds its work per turn this way).
+    pub fn wake_again(&mut self) {
+        self.again = true;
     }
 
     /// Sends a Close frame with `code` and closes the connection; `ws_closed` follows.
@@ -101,6 +124,16 @@ pub struct EdgeConfig {
     pub max_ws_message: usize,
     pub max_connections: usize,
     pub max_http_body: usize,
+    /// Open connections (HTTP and WebSocket) from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Extra connections beyond the limits that may only ask `/healthz`.
+    pub healthz_reserve: usize,
+    /// Outgoing bytes one WebSocket may have queued (a client that does not read is closed
+    /// with 1008 once past it), and all WebSockets together.
+    pub max_ws_pending_out: usize,
+    pub max_pending_out_total: usize,
+    /// Which `Origin`s may open a WebSocket besides the served host.
+    pub origins: super::origin::OriginPolicy,
 }
 
 impl Default for EdgeConfig {
@@ -111,6 +144,11 @@ impl Default for EdgeConfig {
             max_ws_message: 64 * 1024,
             max_connections: 10_000,
             max_http_body: 16 * 1024,
+            max_connections_per_ip: 256,
+            healthz_reserve: 16,
+            max_ws_pending_out: 1 << 20,
+            max_pending_out_total: 64 << 20,
+            origins: super::origin::OriginPolicy::default(),
         }
     }
 }
@@ -193,11 +231,16 @@ impl Edge {
             conns: HashMap::new(),
             next_id: FIRST_CONN_ID,
             again: Vec::new(),
+            per_ip: HashMap::new(),
+            on_probation: 0,
+            pending_out_total: 0,
+            unflushed: Vec::new(),
         };
+        let mut wake_again = false;
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
         while !shutdown.load(Ordering::SeqCst) {
-            let timeout = if lp.again.is_empty() {
+            let timeout = if lp.again.is_empty() && !wake_again {
                 next_tick.saturating_duration_since(Instant::now())
             } else {
                 Duration::ZERO
@@ -217,9 +260,10 @@ impl Edge {
                     Token(t) => lp.on_conn_event(t as ConnId, handler),
                 }
             }
-            if woke && !shutdown.load(Ordering::SeqCst) {
+            if (woke || wake_again) && !shutdown.load(Ordering::SeqCst) {
                 let mut out = EdgeOut::default();
                 handler.wake(&mut out);
+                wake_again = out.again;
                 lp.apply(handler, &mut out);
             }
             for id in std::mem::take(&mut lp.again) {
@@ -242,6 +286,9 @@ impl Edge {
 
 struct Conn {
     peer: SocketAddr,
+    /// Accepted beyond the connection limits: may only ask `/healthz` (not counted in
+    /// `per_ip`, but in `on_probation`).
+    probation: bool,
     state: ConnState,
     /// When the connection is dropped unless it makes progress (None for open WebSockets,
     /// which their keepalive times out instead).
@@ -265,6 +312,13 @@ struct EdgeLoop {
     next_id: ConnId,
     /// Connections that stopped reading to let others run; served again next turn.
     again: Vec<ConnId>,
+    /// Open connections (not on probation) per source address.
+    per_ip: HashMap<IpAddr, usize>,
+    on_probation: usize,
+    /// Outgoing WebSocket bytes queued across all connections.
+    pending_out_total: usize,
+    /// WebSockets with queued output to hand to their sockets after the current actions.
+    unflushed: Vec<ConnId>,
 }
 impl EdgeLoop {
     fn accept(&mut self) {
@@ -285,8 +339,12 @@ impl EdgeLoop {
                     return;
                 }
             };
-            if self.conns.len() >= self.cfg.max_connections {
-                tracing::debug!(%peer, "connection refused: max_connections reached");
+            let regular = self.conns.len() - self.on_probation;
+            let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let probation = regular >= self.cfg.max_connections
+                || from_ip >= self.cfg.max_connections_per_ip;
+            if probation && self.on_probation >= self.cfg.healthz_reserve {
+                tracing::debug!(%peer, "connection refused: connection limits reached");
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -301,11 +359,19 @@ impl EdgeLoop {
                 tracing::debug!(%err, "register failed");
                 continue;
             }
-            tracing::debug!(conn = id, %peer, "connection accepted");
+            tracing::debug!(conn = id, %peer, probation, "connection accepted");
+            let timeout = if probation {
+                self.on_probation += 1;
+                PROBATION_TIMEOUT
+            } else {
+                *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+                HTTP_REQUEST_TIMEOUT
+            };
             self.conns.insert(
                 id,
                 Conn {
                     peer,
+                    probation,
                     state: ConnState::Http(HttpConn {
                         stream,
                         inbuf: Vec::new(),
@@ -313,7 +379,7 @@ impl EdgeLoop {
                         written: 0,
                         after_flush: AfterFlush::NextRequest,
                     }),
-                    deadline: Some(Instant::now() + HTTP_REQUEST_TIMEOUT),
+                    deadline: Some(Instant::now() + timeout),
                 },
             );
         }
@@ -381,6 +447,17 @@ impl EdgeLoop {
         let Some(mut conn) = self.conns.remove(&id) else {
             return;
         };
+        if conn.probation {
+            self.on_probation -= 1;
+        } else if let Some(n) = self.per_ip.get_mut(&conn.peer.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&conn.peer.ip());
+            }
+        }
+        if let ConnState::Ws(wsc) = &conn.state {
+            self.pending_out_total -= wsc.pending_out();
+        }
         let registry = self.poll.registry();
         let _ = match &mut conn.state {
             ConnState::Http(http) => registry.deregister(&mut http.stream),
@@ -394,9 +471,13 @@ impl EdgeLoop {
     fn apply<H: EdgeHandler>(&mut self, handler: &mut H, out: &mut EdgeOut) {
         while let Some(action) = out.actions.pop_front() {
             match action {
-                Action::Send(id, text) => self.send_ws(id, text, handler),
+                Action::Send(id, key, text) => self.send_ws(id, key, text, handler),
                 Action::Close(id, code, reason) => self.close_ws(id, code, &reason, handler),
             }
+        }
+        // Queued frames go out once per batch of actions: one write for many notifications.
+        for id in std::mem::take(&mut self.unflushed) {
+            self.flush_ws(id, handler);
         }
     }
 

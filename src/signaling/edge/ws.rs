@@ -10,6 +10,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message};
 
+use super::out_queue::OutQueue;
 use super::{ConnId, ConnState, EdgeHandler, EdgeLoop, EdgeOut, LINGER_TIMEOUT, READ_CHUNK};
 
 /// A WebSocket silent this long gets a Ping, and another each time this passes again.
@@ -18,10 +19,13 @@ pub const WS_PING_AFTER: Duration = Duration::from_secs(20);
 pub const WS_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// "Going away" (RFC 6455 7.4.1): we drop a peer we consider gone, not one that misbehaved.
 const WS_IDLE_CLOSE_CODE: u16 = 1001;
-/// Outbound bytes a WebSocket may have queued before it is closed with 1008.
-const MAX_WS_PENDING_OUT: usize = 8 << 20;
 /// Messages read from one socket before the loop serves others (fairness under floods).
 const MAX_MESSAGES_PER_TURN: usize = 256;
+/// Bytes moved from a socket's queue into tungstenite per write; tungstenite buffers up to
+/// this much before it writes, so many small frames cost one syscall.
+const WRITE_CHUNK: usize = 64 * 1024;
+/// Write chunks per socket per turn before the loop serves others.
+const MAX_CHUNKS_PER_TURN: usize = 4;
 
 /// When the edge pings silent WebSockets and closes dead ones.
 ///
@@ -51,6 +55,20 @@ pub(super) struct WsConn {
     pub(super) closing: bool,
     pub(super) closed_notified: bool,
     liveness: Liveness,
+    /// Frames not yet handed to tungstenite.
+    queue: OutQueue,
+    /// Bytes handed to tungstenite since its last complete flush (an upper bound on what it
+    /// still buffers).
+    in_socket: usize,
+    /// Listed in `EdgeLoop::unflushed`.
+    unflushed: bool,
+}
+
+impl WsConn {
+    /// Outgoing bytes this connection holds in memory.
+    pub(super) fn pending_out(&self) -> usize {
+        self.queue.bytes() + self.in_socket
+    }
 }
 
 /// The keepalive clock of one open WebSocket, fed the times of what arrived and was sent.
@@ -97,10 +115,13 @@ impl EdgeLoop {
         let ConnState::Http(http) = std::mem::replace(&mut conn.state, ConnState::Gone) else {
             return;
         };
+        // The per-socket output limit is enforced on the queue; tungstenite's own cap is only
+        // a backstop for what it holds beyond one chunk (control frames, a last large frame).
+        let backstop = WRITE_CHUNK + self.cfg.max_ws_pending_out.max(WRITE_CHUNK) * 2;
         let config = WebSocketConfig::default()
             .read_buffer_size(READ_CHUNK)
-            .write_buffer_size(0)
-            .max_write_buffer_size(MAX_WS_PENDING_OUT)
+            .write_buffer_size(WRITE_CHUNK)
+            .max_write_buffer_size(backstop)
             .max_message_size(Some(self.cfg.max_ws_message))
             .max_frame_size(Some(self.cfg.max_ws_message));
         // Frames the client sent right after its handshake are already in `inbuf`.
@@ -111,6 +132,9 @@ impl EdgeLoop {
             closing: false,
             closed_notified: false,
             liveness: Liveness::new(Instant::now()),
+            queue: OutQueue::default(),
+            in_socket: 0,
+            unflushed: false,
         }));
         conn.deadline = None;
         let peer = conn.peer;
@@ -183,18 +207,50 @@ impl EdgeLoop {
         }
     }
 
-    fn flush_ws<H: EdgeHandler>(&mut self, id: ConnId, handler: &mut H) {
-        let Some(ConnState::Ws(wsc)) = self.conns.get_mut(&id).map(|c| &mut c.state) else {
-            return;
-        };
-        match wsc.ws.flush() {
-            Ok(()) => {}
-            Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => self.on_ws_error(id, err, handler),
+    /// Writes what tungstenite buffers, then moves queued frames into it chunk by chunk
+    /// until the socket would block (the next writable event resumes) or this turn's share
+    /// is used (resumed next turn).
+    pub(super) fn flush_ws<H: EdgeHandler>(&mut self, id: ConnId, handler: &mut H) {
+        for _ in 0..MAX_CHUNKS_PER_TURN {
+            let Some(ConnState::Ws(wsc)) = self.conns.get_mut(&id).map(|c| &mut c.state) else {
+                return;
+            };
+            wsc.unflushed = false;
+            match wsc.ws.flush() {
+                Ok(()) => {
+                    self.pending_out_total -= wsc.in_socket;
+                    wsc.in_socket = 0;
+                }
+                Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(err) => return self.on_ws_error(id, err, handler),
+            }
+            if wsc.closing || wsc.queue.is_empty() {
+                return;
+            }
+            while wsc.in_socket < WRITE_CHUNK {
+                let Some(text) = wsc.queue.pop() else { break };
+                // Moves from the queue into tungstenite: the total does not change.
+                wsc.in_socket += text.len();
+                match wsc.ws.write(Message::text(text)) {
+                    Ok(()) => {}
+                    // Buffered by tungstenite; the flush above continues it.
+                    Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => return self.on_ws_error(id, err, handler),
+                }
+            }
         }
+        self.again.push(id);
     }
 
-    pub(super) fn send_ws<H: EdgeHandler>(&mut self, id: ConnId, text: String, handler: &mut H) {
+    /// Queues a frame (see [`EdgeOut::send_latest`] for `key`) and enforces the output
+    /// limits: a client that lets more than its share pile up is closed with 1008.
+    pub(super) fn send_ws<H: EdgeHandler>(
+        &mut self,
+        id: ConnId,
+        key: Option<String>,
+        text: String,
+        handler: &mut H,
+    ) {
         let Some(ConnState::Ws(wsc)) = self.conns.get_mut(&id).map(|c| &mut c.state) else {
             tracing::debug!(
                 conn = id,
@@ -205,11 +261,26 @@ impl EdgeLoop {
         if wsc.closing {
             return;
         }
-        match wsc.ws.send(Message::text(text)) {
-            Ok(()) => {}
-            // The frame is buffered; the next writable event flushes it.
-            Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => self.on_ws_error(id, err, handler),
+        let had = wsc.pending_out();
+        let delta = wsc.queue.push(key, text);
+        self.pending_out_total = self.pending_out_total.saturating_add_signed(delta);
+        let pending = wsc.pending_out();
+        let over_socket = pending > self.cfg.max_ws_pending_out;
+        // Over the global budget, the sockets that already lag pay, not one that keeps up.
+        let over_total = self.pending_out_total > self.cfg.max_pending_out_total && had > 0;
+        if over_socket || over_total {
+            tracing::debug!(conn = id, pending, over_total, "closing a client that does not read");
+            self.pending_out_total -= wsc.queue.clear();
+            let reason = if over_socket {
+                "too much pending output"
+            } else {
+                "server output budget exhausted"
+            };
+            return self.close_ws(id, 1008, reason, handler);
+        }
+        if !wsc.unflushed {
+            wsc.unflushed = true;
+            self.unflushed.push(id);
         }
     }
 
@@ -232,6 +303,19 @@ impl EdgeLoop {
         }
         wsc.closing = true;
         conn.deadline = Some(Instant::now() + LINGER_TIMEOUT);
+        // What was queued before the close (a `kicked` notification) goes out before it, as
+        // far as tungstenite's backstop lets it.
+        while let Some(text) = wsc.queue.pop() {
+            wsc.in_socket += text.len();
+            match wsc.ws.write(Message::text(text)) {
+                Ok(()) => {}
+                Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => {
+                    self.pending_out_total -= wsc.queue.clear();
+                    break;
+                }
+            }
+        }
         let frame = CloseFrame {
             code: CloseCode::from(code),
             reason: truncate_utf8(reason, 123).into(),
@@ -252,6 +336,7 @@ impl EdgeLoop {
         match wsc.ws.flush() {
             Ok(()) | Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => {
                 if let ConnState::Ws(wsc) = std::mem::replace(&mut conn.state, ConnState::Gone) {
+                    self.pending_out_total -= wsc.pending_out();
                     conn.state = ConnState::Linger(wsc.ws.into_inner());
                 }
                 self.start_linger(id, handler);
