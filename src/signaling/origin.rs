@@ -4,6 +4,11 @@
 //! host, so without this check a page on another site could drive a visitor's session here
 //! (cross-site WebSocket hijacking). Non-browser clients (the load generator, tests, tools)
 //! send no `Origin` and are allowed: the check protects browsers, not the server.
+//!
+//! "The served host" is the host name of the request's `Host` header; ports are not compared.
+//! A page on the same host name is the same site (cookies ignore ports too), and the web UI
+//! is legitimately served from another port in development (`next dev`) and in the browser
+//! tests (their page server), which connect to this port with `?ws=`.
 
 /// The allowed origins besides the served host itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,30 +49,22 @@ impl OriginPolicy {
         }
         // `null` (sandboxed frames, file://) and anything unparsable never match a host.
         match (split_origin(&origin), host) {
-            (Some((scheme, authority)), Some(host)) => {
-                same_authority(scheme, authority, &host.trim().to_ascii_lowercase())
+            (Some(authority), Some(host)) => {
+                split_port(authority).0 == split_port(&host.trim().to_ascii_lowercase()).0
             }
             _ => false,
         }
     }
 }
 
-/// `scheme://authority` → (scheme, authority); None for anything else (`null`, paths).
-fn split_origin(origin: &str) -> Option<(&str, &str)> {
+/// The authority of an `http(s)://authority` origin; None for anything else (`null`, paths,
+/// credentials).
+fn split_origin(origin: &str) -> Option<&str> {
     let (scheme, authority) = origin.split_once("://")?;
     let valid = matches!(scheme, "http" | "https")
         && !authority.is_empty()
         && !authority.contains(['/', '@', '?', '#']);
-    valid.then_some((scheme, authority))
-}
-
-/// Compares an origin's authority with a Host header, treating an absent port as the
-/// scheme's default (the Host of `http://h:80` may be just `h`).
-fn same_authority(scheme: &str, origin_authority: &str, host: &str) -> bool {
-    let default_port = if scheme == "https" { "443" } else { "80" };
-    let (oh, op) = split_port(origin_authority);
-    let (hh, hp) = split_port(host);
-    oh == hh && op.unwrap_or(default_port) == hp.unwrap_or(default_port)
+    valid.then_some(authority)
 }
 
 /// `host[:port]` with IPv6 literals in brackets (`[::1]:8000`).
@@ -99,21 +96,24 @@ mod tests {
     }
 
     #[test]
-    fn the_served_host_is_allowed_with_or_without_its_default_port() {
+    fn the_served_host_is_allowed_on_any_port() {
         let p = policy(&[]);
         assert!(p.allows(Some("http://localhost:8000"), Some("localhost:8000")));
         assert!(p.allows(Some("HTTP://LocalHost:8000/"), Some("localhost:8000")));
         assert!(p.allows(Some("https://sfu.example"), Some("sfu.example:443")));
         assert!(p.allows(Some("http://sfu.example:80"), Some("sfu.example")));
         assert!(p.allows(Some("http://[::1]:8000"), Some("[::1]:8000")));
+        // The browser tests' page server and `next dev` run on other ports.
+        assert!(p.allows(Some("http://127.0.0.1:41234"), Some("127.0.0.1:18000")));
+        assert!(p.allows(Some("http://localhost:3000"), Some("localhost:8000")));
     }
 
     #[test]
     fn foreign_null_and_malformed_origins_are_refused() {
         let p = policy(&[]);
         assert!(!p.allows(Some("http://evil.example"), Some("localhost:8000")));
-        assert!(!p.allows(Some("http://localhost:8001"), Some("localhost:8000")));
-        assert!(!p.allows(Some("http://localhost"), Some("localhost:8000")));
+        assert!(!p.allows(Some("http://localhost.evil"), Some("localhost:8000")));
+        assert!(!p.allows(Some("http://127.0.0.2:8000"), Some("127.0.0.1:8000")));
         assert!(!p.allows(Some("null"), Some("localhost:8000")));
         assert!(!p.allows(Some("http://localhost:8000"), None));
         assert!(!p.allows(Some("ftp://localhost:8000"), Some("localhost:8000")));
@@ -127,7 +127,6 @@ mod tests {
     fn the_allow_list_admits_exact_origins_and_star_admits_all() {
         let p = policy(&["https://app.example/", " http://localhost:3000 "]);
         assert!(p.allows(Some("https://APP.example"), Some("sfu.example")));
-        assert!(p.allows(Some("http://localhost:3000"), Some("localhost:8000")));
         assert!(!p.allows(Some("https://app.example:8443"), Some("sfu.example")));
         assert!(policy(&["*"]).allows(Some("null"), Some("x")));
     }

@@ -723,3 +723,7 @@ fn send_notification(out: &mut EdgeOut, conn: ConnId, method: &'static str, data
         None => out.send_text(conn, text),
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

@@ -215,3 +215,17 @@ pub fn vp8_rtp_parameters(ssrc: u32) -> Value {
         "rtcp": {"cname": "test", "reducedSize": true}
     })
 }
+
+impl Server {
+    /// The server process's id (for reading its /proc entries).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory in KiB (VmRSS), if /proc has it.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+}

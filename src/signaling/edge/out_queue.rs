@@ -8,6 +8,17 @@
 
 use std::collections::{HashMap, VecDeque};
 
+/// Memory a queued frame costs beyond its text (its `String`, its slot, the allocator's
+/// header), counted so that many tiny frames cannot slip under the byte limits.
+pub(super) const FRAME_OVERHEAD: usize = 64;
+/// Slots kept allocated once the queue drains; a burst's peak capacity is given back.
+const KEEP_SLOTS: usize = 16;
+
+/// What a queued frame holds in memory: its allocation, not just its text.
+pub(super) fn cost(text: &String) -> usize {
+    text.capacity() + FRAME_OVERHEAD
+}
+
 #[derive(Debug, Default)]
 pub(super) struct OutQueue {
     frames: VecDeque<(Option<String>, String)>,
@@ -20,11 +31,13 @@ pub(super) struct OutQueue {
 
 impl OutQueue {
     /// Queues `text`, or replaces the queued frame with the same key. Returns how many bytes
-    /// the queue grew (negative: shrank).
-    pub(super) fn push(&mut self, key: Option<String>, text: String) -> isize {
+    /// (with [`FRAME_OVERHEAD`]) the queue grew (negative: shrank).
+    pub(super) fn push(&mut self, key: Option<String>, mut text: String) -> isize {
+        // serde_json grows its buffer by doubling: up to half of a frame can be slack.
+        text.shrink_to_fit();
         if let Some(seq) = key.as_ref().and_then(|k| self.keyed.get(k)) {
             let slot = &mut self.frames[(seq - self.head) as usize].1;
-            let delta = text.len() as isize - slot.len() as isize;
+            let delta = cost(&text) as isize - cost(slot) as isize;
             self.bytes = self.bytes.saturating_add_signed(delta);
             *slot = text;
             return delta;
@@ -33,7 +46,7 @@ impl OutQueue {
             self.keyed
                 .insert(k.clone(), self.head + self.frames.len() as u64);
         }
-        let len = text.len();
+        let len = cost(&text);
         self.bytes += len;
         self.frames.push_back((key, text));
         len as isize
@@ -45,7 +58,11 @@ impl OutQueue {
             self.keyed.remove(&k);
         }
         self.head += 1;
-        self.bytes -= text.len();
+        self.bytes -= cost(&text);
+        if self.frames.is_empty() && self.frames.capacity() > KEEP_SLOTS {
+            self.frames.shrink_to(KEEP_SLOTS);
+            self.keyed.shrink_to(KEEP_SLOTS);
+        }
         Some(text)
     }
 
@@ -80,7 +97,7 @@ mod tests {
         q.push(None, "b".into());
         assert_eq!(q.push(Some("p1".into()), "resumed".into()), 1);
         q.push(Some("p2".into()), "x".into());
-        assert_eq!(q.bytes(), 1 + 7 + 1 + 1);
+        assert_eq!(q.bytes(), 1 + 7 + 1 + 1 + 4 * FRAME_OVERHEAD);
         let all: Vec<String> = std::iter::from_fn(|| q.pop()).collect();
         assert_eq!(all, ["a", "resumed", "b", "x"]);
         assert_eq!(q.bytes(), 0);
@@ -104,7 +121,7 @@ mod tests {
         let mut q = OutQueue::default();
         q.push(Some("k".into()), "abc".into());
         q.push(None, "de".into());
-        assert_eq!(q.clear(), 5);
+        assert_eq!(q.clear(), 5 + 2 * FRAME_OVERHEAD);
         assert!(q.is_empty());
         q.push(Some("k".into()), "f".into());
         assert_eq!(q.pop().as_deref(), Some("f"));

@@ -19,8 +19,14 @@ struct TestHandler(Arc<Mutex<Shared>>);
 
 impl EdgeHandler for TestHandler {
     fn http(&mut self, req: &HttpRequest) -> Option<HttpResponse> {
-        (req.path == "/api/echo")
-            .then(|| HttpResponse::json(200, &serde_json::json!({ "query": req.query })))
+        match req.path.as_str() {
+            "/api/echo" => Some(HttpResponse::json(
+                200,
+                &serde_json::json!({ "query": req.query }),
+            )),
+            "/healthz" => Some(HttpResponse::text(200, "ok")),
+            _ => None,
+        }
     }
     fn ws_open(&mut self, conn: ConnId, _peer: SocketAddr, _out: &mut EdgeOut) {
         self.0.lock().unwrap().open.push(conn);
@@ -391,6 +397,8 @@ fn connections_beyond_max_connections_are_refused() {
     let cfg = EdgeConfig {
         hls_root: root.0.clone(),
         max_connections: 1,
+        // Without the /healthz reserve, a connection beyond the limit is dropped at once.
+        healthz_reserve: 0,
         ..EdgeConfig::default()
     };
     let edge = Edge::bind("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
@@ -405,6 +413,38 @@ fn connections_beyond_max_connections_are_refused() {
     let _ = write!(second, "GET / HTTP/1.1\r\n\r\n");
     let mut buf = [0u8; 16];
     assert!(matches!(second.read(&mut buf), Ok(0) | Err(_)));
+    shutdown.shutdown();
+    thread.join().unwrap().unwrap();
+}
+
+#[test]
+fn beyond_the_per_ip_limit_only_healthz_is_answered_and_the_connection_closes_after_it() {
+    let root = TempDir::new("edge");
+    let cfg = EdgeConfig {
+        hls_root: root.0.clone(),
+        max_connections_per_ip: 1,
+        healthz_reserve: 2,
+        ..EdgeConfig::default()
+    };
+    let edge = Edge::bind("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    let (addr, shutdown) = (edge.local_addr(), edge.shutdown_handle());
+    let mut handler = TestHandler(Arc::new(Mutex::new(Shared::default())));
+    let thread = std::thread::spawn(move || edge.run(&mut handler));
+    let mut first = connect(addr);
+    write!(first, "GET /api/echo HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut first).status, 200);
+    let mut second = connect(addr);
+    write!(second, "GET /healthz HTTP/1.1\r\n\r\n").unwrap();
+    let resp = read_response(&mut second);
+    assert_eq!((resp.status, resp.text()), (200, "ok"));
+    let mut buf = [0u8; 16];
+    assert!(matches!(second.read(&mut buf), Ok(0) | Err(_)));
+    let mut third = connect(addr);
+    write!(third, "GET /api/echo HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut third).status, 503);
+    // The first connection keeps its slot and its keep-alive.
+    write!(first, "GET /api/echo HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_response(&mut first).status, 200);
     shutdown.shutdown();
     thread.join().unwrap().unwrap();
 }

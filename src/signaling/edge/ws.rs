@@ -10,7 +10,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message};
 
-use super::out_queue::OutQueue;
+use super::out_queue::{cost, OutQueue};
 use super::{ConnId, ConnState, EdgeHandler, EdgeLoop, EdgeOut, LINGER_TIMEOUT, READ_CHUNK};
 
 /// A WebSocket silent this long gets a Ping, and another each time this passes again.
@@ -23,9 +23,10 @@ const WS_IDLE_CLOSE_CODE: u16 = 1001;
 const MAX_MESSAGES_PER_TURN: usize = 256;
 /// Bytes moved from a socket's queue into tungstenite per write; tungstenite buffers up to
 /// this much before it writes, so many small frames cost one syscall.
-const WRITE_CHUNK: usize = 64 * 1024;
+/// Small, because tungstenite keeps its buffer's peak capacity for the socket's lifetime.
+const WRITE_CHUNK: usize = 16 * 1024;
 /// Write chunks per socket per turn before the loop serves others.
-const MAX_CHUNKS_PER_TURN: usize = 4;
+const MAX_CHUNKS_PER_TURN: usize = 16;
 
 /// When the edge pings silent WebSockets and closes dead ones.
 ///
@@ -230,7 +231,7 @@ impl EdgeLoop {
             while wsc.in_socket < WRITE_CHUNK {
                 let Some(text) = wsc.queue.pop() else { break };
                 // Moves from the queue into tungstenite: the total does not change.
-                wsc.in_socket += text.len();
+                wsc.in_socket += cost(&text);
                 match wsc.ws.write(Message::text(text)) {
                     Ok(()) => {}
                     // Buffered by tungstenite; the flush above continues it.
@@ -306,7 +307,7 @@ impl EdgeLoop {
         // What was queued before the close (a `kicked` notification) goes out before it, as
         // far as tungstenite's backstop lets it.
         while let Some(text) = wsc.queue.pop() {
-            wsc.in_socket += text.len();
+            wsc.in_socket += cost(&text);
             match wsc.ws.write(Message::text(text)) {
                 Ok(()) => {}
                 Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
