@@ -94,6 +94,9 @@ pub struct Cli {
     /// Milliseconds without a worker heartbeat after which /healthz reports it dead (503).
     #[arg(long, env = "SFU_WORKER_STALL_MS")]
     pub worker_stall_ms: Option<u64>,
+    /// Kernel send buffer of each WebSocket in bytes (SO_SNDBUF; 0: kernel autotuning).
+    #[arg(long, env = "SFU_WS_SOCKET_SEND_BUFFER")]
+    pub ws_socket_send_buffer: Option<usize>,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -124,6 +127,7 @@ struct FileConfig {
     ws_error_burst: Option<u32>,
     allowed_origins: Option<String>,
     worker_stall_ms: Option<u64>,
+    ws_socket_send_buffer: Option<usize>,
 }
 
 /// The effective configuration.
@@ -154,6 +158,7 @@ pub struct Config {
     /// Parsed from the comma-separated setting.
     pub allowed_origins: Vec<String>,
     pub worker_stall_ms: u64,
+    pub ws_socket_send_buffer: usize,
 }
 
 impl Default for Config {
@@ -175,7 +180,8 @@ impl Default for Config {
             // The bundled load generator spreads its sockets over 127.0.0.N, 200 each.
             max_connections_per_ip: 256,
             healthz_reserve: 16,
-            join_deadline_ms: 10_000,
+            // Generous: the browser tests open every peer's socket first and join them one by one.
+            join_deadline_ms: 30_000,
             max_ws_pending_out: 1 << 20,
             max_pending_out_total: 64 << 20,
             // A browser joining a 50-peer room sends ~150 requests at once.
@@ -185,6 +191,7 @@ impl Default for Config {
             ws_error_burst: 10,
             allowed_origins: Vec::new(),
             worker_stall_ms: 5_000,
+            ws_socket_send_buffer: 256 * 1024,
         }
     }
 }
@@ -309,6 +316,10 @@ impl Config {
                 .worker_stall_ms
                 .or(file.worker_stall_ms)
                 .unwrap_or(d.worker_stall_ms),
+            ws_socket_send_buffer: cli
+                .ws_socket_send_buffer
+                .or(file.ws_socket_send_buffer)
+                .unwrap_or(d.ws_socket_send_buffer),
         };
         cfg.validate()?;
         Ok(cfg)

@@ -139,6 +139,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             healthz_reserve: cfg.healthz_reserve,
             max_ws_pending_out: cfg.max_ws_pending_out,
             max_pending_out_total: cfg.max_pending_out_total,
+            ws_socket_send_buffer: cfg.ws_socket_send_buffer,
             origins: sfu::signaling::origin::OriginPolicy::new(&cfg.allowed_origins),
         },
     )

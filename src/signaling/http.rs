@@ -335,12 +335,18 @@ mod tests {
         for bad in ["+5", "-1", "5 x", "0x5", "5,5", "", "99999999999999999999"] {
             let req = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nhello");
             assert!(
-                matches!(parse_request(req.as_bytes(), 1024), ParseOutcome::Reject(400)),
+                matches!(
+                    parse_request(req.as_bytes(), 1024),
+                    ParseOutcome::Reject(400)
+                ),
                 "Content-Length {bad:?} was accepted"
             );
         }
         let dup = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 4\r\n\r\nhello";
-        assert!(matches!(parse_request(dup, 1024), ParseOutcome::Reject(400)));
+        assert!(matches!(
+            parse_request(dup, 1024),
+            ParseOutcome::Reject(400)
+        ));
         let same = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello";
         assert_eq!(complete(same).request.body, b"hello");
     }

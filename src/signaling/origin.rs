@@ -44,7 +44,7 @@ impl OriginPolicy {
             return true;
         }
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
-        if self.allowed.iter().any(|a| *a == origin) {
+        if self.allowed.contains(&origin) {
             return true;
         }
         // `null` (sandboxed frames, file://) and anything unparsable never match a host.
@@ -117,10 +117,7 @@ mod tests {
         assert!(!p.allows(Some("null"), Some("localhost:8000")));
         assert!(!p.allows(Some("http://localhost:8000"), None));
         assert!(!p.allows(Some("ftp://localhost:8000"), Some("localhost:8000")));
-        assert!(!p.allows(
-            Some("http://user@localhost:8000"),
-            Some("localhost:8000")
-        ));
+        assert!(!p.allows(Some("http://user@localhost:8000"), Some("localhost:8000")));
     }
 
     #[test]

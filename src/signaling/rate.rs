@@ -125,7 +125,10 @@ mod tests {
         let t0 = Instant::now();
         let mut r = SocketRates::new(1.0, 10, 1.0, 2, t0);
         let verdicts: Vec<Verdict> = (0..40).map(|_| r.frame(t0, false)).collect();
-        assert_eq!(verdicts.iter().filter(|v| **v == Verdict::Accept).count(), 10);
+        assert_eq!(
+            verdicts.iter().filter(|v| **v == Verdict::Accept).count(),
+            10
+        );
         let close_at = verdicts.iter().position(|v| *v == Verdict::Close);
         assert_eq!(close_at, Some(10 + 30 - 1));
     }

@@ -89,6 +89,10 @@ fn only_producer_state_notifications_are_coalesced_by_producer() {
     send_notification(&mut out, 1, "producer-resumed", json!({"producerId": "p"}));
     send_notification(&mut out, 1, "new-producer", json!({"producerId": "p"}));
     let text = format!("{out:?}");
-    assert_eq!(text.matches("Some(\"producer-state/p\")").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("Some(\"producer-state/p\")").count(),
+        2,
+        "{text}"
+    );
     assert_eq!(text.matches("Send(1, None").count(), 1, "{text}");
 }

@@ -132,6 +132,8 @@ pub struct EdgeConfig {
     /// with 1008 once past it), and all WebSockets together.
     pub max_ws_pending_out: usize,
     pub max_pending_out_total: usize,
+    /// The kernel send buffer of each WebSocket (SO_SNDBUF); 0 leaves it to autotuning.
+    pub ws_socket_send_buffer: usize,
     /// Which `Origin`s may open a WebSocket besides the served host.
     pub origins: super::origin::OriginPolicy,
 }
@@ -148,6 +150,7 @@ impl Default for EdgeConfig {
             healthz_reserve: 16,
             max_ws_pending_out: 1 << 20,
             max_pending_out_total: 64 << 20,
+            ws_socket_send_buffer: 256 * 1024,
             origins: super::origin::OriginPolicy::default(),
         }
     }
@@ -234,6 +237,7 @@ impl Edge {
             per_ip: HashMap::new(),
             on_probation: 0,
             pending_out_total: 0,
+            pending_out_peak: 0,
             unflushed: Vec::new(),
         };
         let mut wake_again = false;
@@ -277,6 +281,7 @@ impl Edge {
                 lp.apply(handler, &mut out);
                 lp.expire(now, handler);
                 lp.keep_alive(now, handler);
+                lp.release_memory();
             }
         }
         lp.close_all(handler);
@@ -315,8 +320,10 @@ struct EdgeLoop {
     /// Open connections (not on probation) per source address.
     per_ip: HashMap<IpAddr, usize>,
     on_probation: usize,
-    /// Outgoing WebSocket bytes queued across all connections.
+    /// Outgoing WebSocket bytes queued across all connections, and their peak since memory
+    /// was last handed back to the OS.
     pending_out_total: usize,
+    pending_out_peak: usize,
     /// WebSockets with queued output to hand to their sockets after the current actions.
     unflushed: Vec<ConnId>,
 }
@@ -341,8 +348,8 @@ impl EdgeLoop {
             };
             let regular = self.conns.len() - self.on_probation;
             let from_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
-            let probation = regular >= self.cfg.max_connections
-                || from_ip >= self.cfg.max_connections_per_ip;
+            let probation =
+                regular >= self.cfg.max_connections || from_ip >= self.cfg.max_connections_per_ip;
             if probation && self.on_probation >= self.cfg.healthz_reserve {
                 tracing::debug!(%peer, "connection refused: connection limits reached");
                 continue;
@@ -456,7 +463,7 @@ impl EdgeLoop {
             }
         }
         if let ConnState::Ws(wsc) = &conn.state {
-            self.pending_out_total -= wsc.pending_out();
+            self.pending_out_total = self.pending_out_total.saturating_sub(wsc.pending_out());
         }
         let registry = self.poll.registry();
         let _ = match &mut conn.state {
@@ -491,6 +498,22 @@ impl EdgeLoop {
         for id in expired {
             tracing::debug!(conn = id, "connection timed out");
             self.remove(id, handler);
+        }
+    }
+
+    /// After a backlog of queued output drained or was dropped (slow or hostile clients),
+    /// asks the allocator to return the freed pages: glibc keeps them otherwise, and the
+    /// process would hold a flood's peak for good.
+    fn release_memory(&mut self) {
+        const RELEASE_AFTER: usize = 4 << 20;
+        if self.pending_out_peak < self.pending_out_total + RELEASE_AFTER {
+            return;
+        }
+        self.pending_out_peak = self.pending_out_total;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only walks the allocator's own free lists.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 

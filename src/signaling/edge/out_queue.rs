@@ -58,7 +58,7 @@ impl OutQueue {
             self.keyed.remove(&k);
         }
         self.head += 1;
-        self.bytes -= cost(&text);
+        self.bytes = self.bytes.saturating_sub(cost(&text));
         if self.frames.is_empty() && self.frames.capacity() > KEEP_SLOTS {
             self.frames.shrink_to(KEEP_SLOTS);
             self.keyed.shrink_to(KEEP_SLOTS);

@@ -116,6 +116,7 @@ impl EdgeLoop {
         let ConnState::Http(http) = std::mem::replace(&mut conn.state, ConnState::Gone) else {
             return;
         };
+        limit_send_buffer(&http.stream, self.cfg.ws_socket_send_buffer);
         // The per-socket output limit is enforced on the queue; tungstenite's own cap is only
         // a backstop for what it holds beyond one chunk (control frames, a last large frame).
         let backstop = WRITE_CHUNK + self.cfg.max_ws_pending_out.max(WRITE_CHUNK) * 2;
@@ -219,7 +220,7 @@ impl EdgeLoop {
             wsc.unflushed = false;
             match wsc.ws.flush() {
                 Ok(()) => {
-                    self.pending_out_total -= wsc.in_socket;
+                    self.pending_out_total = self.pending_out_total.saturating_sub(wsc.in_socket);
                     wsc.in_socket = 0;
                 }
                 Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => return,
@@ -265,13 +266,19 @@ impl EdgeLoop {
         let had = wsc.pending_out();
         let delta = wsc.queue.push(key, text);
         self.pending_out_total = self.pending_out_total.saturating_add_signed(delta);
+        self.pending_out_peak = self.pending_out_peak.max(self.pending_out_total);
         let pending = wsc.pending_out();
         let over_socket = pending > self.cfg.max_ws_pending_out;
         // Over the global budget, the sockets that already lag pay, not one that keeps up.
         let over_total = self.pending_out_total > self.cfg.max_pending_out_total && had > 0;
         if over_socket || over_total {
-            tracing::debug!(conn = id, pending, over_total, "closing a client that does not read");
-            self.pending_out_total -= wsc.queue.clear();
+            tracing::debug!(
+                conn = id,
+                pending,
+                over_total,
+                "closing a client that does not read"
+            );
+            self.pending_out_total = self.pending_out_total.saturating_sub(wsc.queue.clear());
             let reason = if over_socket {
                 "too much pending output"
             } else {
@@ -312,7 +319,8 @@ impl EdgeLoop {
                 Ok(()) => {}
                 Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
                 Err(_) => {
-                    self.pending_out_total -= wsc.queue.clear();
+                    self.pending_out_total =
+                        self.pending_out_total.saturating_sub(wsc.queue.clear());
                     break;
                 }
             }
@@ -337,7 +345,8 @@ impl EdgeLoop {
         match wsc.ws.flush() {
             Ok(()) | Err(WsError::ConnectionClosed) | Err(WsError::AlreadyClosed) => {
                 if let ConnState::Ws(wsc) = std::mem::replace(&mut conn.state, ConnState::Gone) {
-                    self.pending_out_total -= wsc.pending_out();
+                    self.pending_out_total =
+                        self.pending_out_total.saturating_sub(wsc.pending_out());
                     conn.state = ConnState::Linger(wsc.ws.into_inner());
                 }
                 self.start_linger(id, handler);
@@ -382,6 +391,32 @@ impl EdgeLoop {
             Err(WsError::Io(err)) if err.kind() == io::ErrorKind::WouldBlock => {}
             Err(err) => self.on_ws_error(id, err, handler),
         }
+    }
+}
+
+/// Fixes the kernel's send buffer of a WebSocket (Linux doubles the value for bookkeeping).
+/// Left to autotuning it grows to megabytes for a client that does not read, kernel memory
+/// our own output limit would not see; signaling needs little throughput.
+fn limit_send_buffer(stream: &TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let Ok(value) = libc::c_int::try_from(bytes) else {
+        return;
+    };
+    if value == 0 {
+        return;
+    }
+    // SAFETY: setsockopt reads `value` (a c_int that outlives the call) on a socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &value as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::debug!(err = %io::Error::last_os_error(), "SO_SNDBUF not set");
     }
 }
 
