@@ -396,8 +396,9 @@ fn requests_beyond_the_burst_get_limit_and_continued_abuse_closes_the_socket() {
     let server = Server::start_with(&[
         "--workers",
         "1",
+        // Slow enough that a descheduled server refills at most a token or two meanwhile.
         "--ws-request-rate",
-        "5",
+        "0.5",
         "--ws-request-burst",
         "20",
     ]);
