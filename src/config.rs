@@ -424,6 +424,44 @@ mod tests {
     }
 
     #[test]
+    fn signaling_edge_limits_come_from_the_file_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("sfu-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfu.toml");
+        std::fs::write(
+            &path,
+            "max_connections_per_ip = 7\nhealthz_reserve = 3\njoin_deadline_ms = 1500\n\
+             max_ws_pending_out = 70000\nmax_pending_out_total = 900000\n\
+             ws_request_rate = 2.5\nws_request_burst = 9\nws_error_rate = 1.0\n\
+             ws_error_burst = 4\nallowed_origins = \"https://a.example, *\"\n\
+             worker_stall_ms = 800\nws_socket_send_buffer = 0\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path),
+            ws_request_burst: Some(11),
+            ..Default::default()
+        };
+        let cfg = Config::load(&cli).unwrap();
+        assert_eq!(cfg.max_connections_per_ip, 7);
+        assert_eq!(cfg.healthz_reserve, 3);
+        assert_eq!(cfg.join_deadline_ms, 1500);
+        assert_eq!(cfg.max_ws_pending_out, 70000);
+        assert_eq!(cfg.max_pending_out_total, 900000);
+        assert_eq!(cfg.ws_request_rate, 2.5);
+        assert_eq!(cfg.ws_request_burst, 11);
+        assert_eq!((cfg.ws_error_rate, cfg.ws_error_burst), (1.0, 4));
+        assert_eq!(cfg.allowed_origins, ["https://a.example", "*"]);
+        assert_eq!(cfg.worker_stall_ms, 800);
+        assert_eq!(cfg.ws_socket_send_buffer, 0);
+        let zero_rate = Cli {
+            ws_request_rate: Some(0.0),
+            ..Default::default()
+        };
+        assert!(Config::load(&zero_rate).is_err());
+    }
+
+    #[test]
     fn an_unspecified_announced_ip_is_rejected() {
         let cli = Cli {
             announced_ip: Some("0.0.0.0".parse().unwrap()),
