@@ -715,7 +715,7 @@ fn producers_are_piped_both_ways_and_listed_with_their_paused_state_to_later_joi
     );
     assert_eq!(piped.transport, 0);
     // A video producer asks for a key frame for its new subscriber's consumers.
-    assert!(c.core(0).producers[&on_0].keyframe_request_pending);
+    assert!(c.core(0).producers[&on_0].keyframes.is_pending());
     // The home speaks for the room's HLS sources; a satellite never does.
     assert_eq!(c.sources(0), vec![vec![pa.clone()]]);
     assert!(c.sources(1).is_empty());
@@ -1672,7 +1672,7 @@ fn a_key_frame_request_for_a_piped_producer_goes_to_its_origin() {
     let pa = c.produce(&a, &ta, Kind::Video);
     let origin = c.pkey(0, &pa).expect("A's");
     let piped = c.pkey(1, &pa).expect("piped");
-    assert!(c.core(0).producers[&origin].last_keyframe_request.is_none());
+    assert!(c.core(0).producers[&origin].keyframes.last_sent().is_none());
     c.workers[1]
         .core
         .request_keyframe(piped, Instant::now(), true);
@@ -1685,7 +1685,7 @@ fn a_key_frame_request_for_a_piped_producer_goes_to_its_origin() {
         }
         other => panic!("expected a KeyFrame message, got {other:?}"),
     }
-    assert!(c.core(0).producers[&origin].last_keyframe_request.is_some());
+    assert!(c.core(0).producers[&origin].keyframes.last_sent().is_some());
 }
 
 // --- races these tests found (fixed; kept as regression tests). Each comment describes the --
