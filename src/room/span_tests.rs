@@ -1890,3 +1890,61 @@ fn evicting_a_spanning_room_reports_room_closed_after_every_peer_is_gone() {
         "RoomClosed while worker 1 still hosts {still_hosted} peers of the room"
     );
 }
+
+// --- limits on what one peer can make a worker do (room/limits.rs) ---------------------------
+
+#[test]
+fn a_second_consumer_of_one_producer_on_one_transport_fails_with_limit_even_when_piped() {
+    let mut c = Cluster::new(2);
+    let (a, b) = two_peers(&mut c);
+    let ta = c.transport(&a, Direction::Send);
+    let pa = c.produce(&a, &ta, Kind::Video);
+    c.pump();
+    let caps = json!(c.core(1).caps);
+    let rb = c.transport(&b, Direction::Recv);
+    c.consume(&b, &rb, &pa, &caps)
+        .expect("B consumes A's piped producer");
+    let err = c.consume(&b, &rb, &pa, &caps).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Limit, "{}", err.message);
+    // Another transport may carry its own copy (a second device, a reconnect).
+    let rb2 = c.transport(&b, Direction::Recv);
+    c.consume(&b, &rb2, &pa, &caps)
+        .expect("another transport of B");
+    assert_eq!(c.counts(1).consumers, 2);
+}
+
+#[test]
+fn per_peer_caps_come_from_the_limits_setting() {
+    let mut c = Cluster::new(1);
+    c.workers[0]
+        .core
+        .set_limits(crate::room::limits::MediaLimits {
+            max_transports_per_peer: 1,
+            max_producers_per_peer: 1,
+            ..Default::default()
+        });
+    let (a, _) = c.join(0, "a", 0);
+    let ta = c.transport(&a, Direction::Send);
+    let err = c
+        .request(
+            &a,
+            Request::CreateTransport {
+                direction: Direction::Recv,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Limit);
+    c.produce(&a, &ta, Kind::Video);
+    let err = c
+        .request(
+            &a,
+            Request::Produce {
+                transport_id: ta.clone(),
+                kind: Kind::Audio,
+                rtp_parameters: serde_json::from_str(PRODUCE_OPUS).expect("fixture"),
+                app_data: Value::Null,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Limit, "{}", err.message);
+}
