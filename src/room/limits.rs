@@ -5,9 +5,10 @@
 //! These bound amplification: without them one peer could consume a producer a thousand times,
 //! or pin caches for many encodings, and the worker would pay for it on every packet.
 
-use crate::rtc::nack::{CACHE_SLOTS, CACHE_SLOT_LEN};
+use crate::rtc::nack::{RtpCache, CACHE_SLOTS, CACHE_SLOT_LEN};
 use crate::worker::stats::WorkerStats;
 use std::cell::Cell;
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -129,9 +130,38 @@ impl Drop for CacheLease {
     }
 }
 
+/// A retransmission cache together with its share of the budget: one never exists without
+/// the other, so the bytes counted are the bytes held.
+pub struct LeasedCache {
+    cache: Box<RtpCache>,
+    _lease: CacheLease,
+}
+
+impl Deref for LeasedCache {
+    type Target = RtpCache;
+    fn deref(&self) -> &RtpCache {
+        &self.cache
+    }
+}
+
+impl DerefMut for LeasedCache {
+    fn deref_mut(&mut self) -> &mut RtpCache {
+        &mut self.cache
+    }
+}
+
 impl CacheBudget {
     pub fn new(limit: u64, stats: Arc<WorkerStats>) -> Self {
         Self { limit, stats }
+    }
+
+    /// A new cache, if the budget has room for it (a refusal is counted).
+    pub fn cache(&self) -> Option<LeasedCache> {
+        let lease = self.lease()?;
+        Some(LeasedCache {
+            cache: Box::default(),
+            _lease: lease,
+        })
     }
 
     /// A lease for one more cache, or None (counted) when the budget is spent.

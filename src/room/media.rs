@@ -494,13 +494,8 @@ impl WorkerCore {
         if kind == MediaKind::Video && l.cache.is_none() && !l.cache_denied {
             // Once per layer: the budget decides whether it gets a cache at all (a layer
             // without one just leaves its NACKs unanswered).
-            match cache_budget.lease() {
-                Some(lease) => {
-                    l.cache = Some(Box::default());
-                    l.cache_lease = Some(lease);
-                }
-                None => l.cache_denied = true,
-            }
+            l.cache = cache_budget.cache();
+            l.cache_denied = l.cache.is_none();
         }
         if let Some(cache) = l.cache.as_mut() {
             cache.insert(hdr.sequence, plain);

@@ -1,10 +1,11 @@
 //! A producer: one media track a peer sends, with the mapping `ortc` derived from its
 //! parameters. Owns the list of its consumers (closing it closes them).
 
+use super::limits::LeasedCache;
 use super::ortc::{self, MediaKind, ProducerMapping};
 use super::{CKey, TKey};
 use crate::rtc::keyframe::{KeyframeSpacer, VideoCodec};
-use crate::rtc::nack::{NackGenerator, RtpCache};
+use crate::rtc::nack::NackGenerator;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,10 +62,8 @@ pub struct LayerState {
     pub rtx_ssrc: Option<u32>,
     pub last_packet_at: Option<Instant>,
     /// Recent packets for retransmission (video only; allocated at the first packet, if the
-    /// worker's cache budget allows: see room/limits.rs).
-    pub cache: Option<Box<RtpCache>>,
-    /// The cache's share of the worker's budget (returned when the layer is dropped).
-    pub cache_lease: Option<super::limits::CacheLease>,
+    /// worker's cache budget allows: see room/limits.rs; its share returns when dropped).
+    pub cache: Option<LeasedCache>,
     /// The budget was spent when the cache was wanted: this layer gets none.
     pub cache_denied: bool,
     pub nack: NackGenerator,
@@ -89,7 +88,6 @@ impl ProducerQuality {
                     rtx_ssrc: e.rtx_ssrc,
                     last_packet_at: None,
                     cache: None,
-                    cache_lease: None,
                     cache_denied: false,
                     nack: NackGenerator::default(),
                     max_temporal_layer: e
