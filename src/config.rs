@@ -97,6 +97,24 @@ pub struct Cli {
     /// Kernel send buffer of each WebSocket in bytes (SO_SNDBUF; 0: kernel autotuning).
     #[arg(long, env = "SFU_WS_SOCKET_SEND_BUFFER")]
     pub ws_socket_send_buffer: Option<usize>,
+    // --- limits: media abuse in rooms ---
+    /// Maximum transports one peer may create.
+    #[arg(long, env = "SFU_MAX_TRANSPORTS_PER_PEER")]
+    pub max_transports_per_peer: Option<usize>,
+    /// Maximum producers (tracks sent) of one peer.
+    #[arg(long, env = "SFU_MAX_PRODUCERS_PER_PEER")]
+    pub max_producers_per_peer: Option<usize>,
+    /// Maximum consumers (tracks received) of one peer.
+    #[arg(long, env = "SFU_MAX_CONSUMERS_PER_PEER")]
+    pub max_consumers_per_peer: Option<usize>,
+    /// Media bit rate sent towards one peer, all its transports together, in kbit/s (the
+    /// excess is dropped and counted); 0 turns the cap off.
+    #[arg(long, env = "SFU_PEER_EGRESS_KBPS")]
+    pub peer_egress_kbps: Option<u64>,
+    /// Memory for retransmission caches per worker, in MiB (an encoding that does not fit
+    /// gets no cache: its NACKs go unanswered).
+    #[arg(long, env = "SFU_RETRANSMIT_CACHE_MIB")]
+    pub retransmit_cache_mib: Option<u64>,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -128,6 +146,12 @@ struct FileConfig {
     allowed_origins: Option<String>,
     worker_stall_ms: Option<u64>,
     ws_socket_send_buffer: Option<usize>,
+    // --- limits: media abuse in rooms ---
+    max_transports_per_peer: Option<usize>,
+    max_producers_per_peer: Option<usize>,
+    max_consumers_per_peer: Option<usize>,
+    peer_egress_kbps: Option<u64>,
+    retransmit_cache_mib: Option<u64>,
 }
 
 /// The effective configuration.
@@ -159,6 +183,12 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     pub worker_stall_ms: u64,
     pub ws_socket_send_buffer: usize,
+    // --- limits: media abuse in rooms ---
+    pub max_transports_per_peer: usize,
+    pub max_producers_per_peer: usize,
+    pub max_consumers_per_peer: usize,
+    pub peer_egress_kbps: u64,
+    pub retransmit_cache_mib: u64,
 }
 
 impl Default for Config {
@@ -192,6 +222,12 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             worker_stall_ms: 5_000,
             ws_socket_send_buffer: 256 * 1024,
+            // --- limits: media abuse in rooms ---
+            max_transports_per_peer: 8,
+            max_producers_per_peer: 8,
+            max_consumers_per_peer: 500,
+            peer_egress_kbps: 50_000,
+            retransmit_cache_mib: 256,
         }
     }
 }
@@ -320,6 +356,27 @@ impl Config {
                 .ws_socket_send_buffer
                 .or(file.ws_socket_send_buffer)
                 .unwrap_or(d.ws_socket_send_buffer),
+            // --- limits: media abuse in rooms ---
+            max_transports_per_peer: cli
+                .max_transports_per_peer
+                .or(file.max_transports_per_peer)
+                .unwrap_or(d.max_transports_per_peer),
+            max_producers_per_peer: cli
+                .max_producers_per_peer
+                .or(file.max_producers_per_peer)
+                .unwrap_or(d.max_producers_per_peer),
+            max_consumers_per_peer: cli
+                .max_consumers_per_peer
+                .or(file.max_consumers_per_peer)
+                .unwrap_or(d.max_consumers_per_peer),
+            peer_egress_kbps: cli
+                .peer_egress_kbps
+                .or(file.peer_egress_kbps)
+                .unwrap_or(d.peer_egress_kbps),
+            retransmit_cache_mib: cli
+                .retransmit_cache_mib
+                .or(file.retransmit_cache_mib)
+                .unwrap_or(d.retransmit_cache_mib),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -370,7 +427,33 @@ impl Config {
                 "max_peers_per_room must be >= 1".into(),
             ));
         }
+        // --- limits: media abuse in rooms ---
+        for (name, v) in [
+            ("max_transports_per_peer", self.max_transports_per_peer),
+            ("max_producers_per_peer", self.max_producers_per_peer),
+            ("max_consumers_per_peer", self.max_consumers_per_peer),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be >= 1")));
+            }
+        }
+        if self.retransmit_cache_mib > 1 << 20 {
+            return Err(ConfigError::Invalid(
+                "retransmit_cache_mib must be at most 1048576 (1 TiB)".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The media limits each worker enforces (room/limits.rs).
+    pub fn media_limits(&self) -> crate::room::limits::MediaLimits {
+        crate::room::limits::MediaLimits {
+            max_transports_per_peer: self.max_transports_per_peer,
+            max_producers_per_peer: self.max_producers_per_peer,
+            max_consumers_per_peer: self.max_consumers_per_peer,
+            peer_egress_bitrate: self.peer_egress_kbps.saturating_mul(1000),
+            retransmit_cache_budget: self.retransmit_cache_mib << 20,
+        }
     }
 }
 
@@ -459,6 +542,21 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(&zero_rate).is_err());
+    }
+
+    #[test]
+    fn media_limits_default_to_the_workers_defaults_and_zero_caps_are_rejected() {
+        let cfg = Config::load(&Cli::default()).unwrap();
+        assert_eq!(
+            cfg.media_limits(),
+            crate::room::limits::MediaLimits::default()
+        );
+        let cli = Cli {
+            max_consumers_per_peer: Some(0),
+            ..Default::default()
+        };
+        let err = Config::load(&cli).unwrap_err().to_string();
+        assert!(err.contains("max_consumers_per_peer"), "{err}");
     }
 
     #[test]

@@ -176,6 +176,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             fingerprint: fingerprint.clone(),
             signaling: out_tx.clone(),
             mesh: Some(mesh),
+            limits: cfg.media_limits(),
         })?;
         worker_stats.push(handle.stats.clone());
         links.push(WorkerLink {

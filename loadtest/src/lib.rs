@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod media;
+pub mod probe;
 pub mod report;
 pub mod signaling;
 pub mod transport;

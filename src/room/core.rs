@@ -7,6 +7,7 @@
 //! removes the children first, updates the live counters and tells the affected peers.
 
 use super::consumer::{Consumer, SeqState};
+use super::limits::{shared_bucket, CacheBudget, MediaLimits, SharedBucket};
 use super::ortc::{self, MediaKind, OrtcError, RtpCapabilities, RtpParameters};
 use super::producer::Producer;
 use super::transport::{DtlsState, Transport};
@@ -20,14 +21,11 @@ use crate::worker::jobs::{ConnId, Job, JobKind, Outbound};
 use crate::worker::stats::{Counted, WorkerStats};
 use rand::Rng;
 use serde_json::{json, Value};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-
-pub const MAX_TRANSPORTS_PER_PEER: usize = 8;
-pub const MAX_PRODUCERS_PER_PEER: usize = 16;
-pub const MAX_CONSUMERS_PER_PEER: usize = 1000;
 
 /// A DTLS event tagged with the transport it belongs to.
 pub struct DtlsMsg {
@@ -45,6 +43,8 @@ pub struct Peer {
     pub transports: HashMap<String, TKey>,
     pub producers: HashMap<String, PKey>,
     pub consumers: HashMap<String, CKey>,
+    /// The bit rate sent towards this peer, all its transports together (room/limits.rs).
+    pub egress: SharedBucket,
 }
 
 pub struct Room {
@@ -111,6 +111,13 @@ pub struct WorkerCore {
     /// The other workers (rooms spanning workers) and the media batches queued for them.
     pub(crate) mesh: super::span::Mesh,
     pub(crate) pipe_out: Vec<Option<super::span::PipeBatch>>,
+    /// What one peer may make this worker hold or send (room/limits.rs).
+    pub(crate) limits: MediaLimits,
+    pub(crate) cache_budget: CacheBudget,
+    /// The request the job being handled must still answer (conn, request id); cleared when
+    /// it is answered, so a panic midway can answer it `internal` (every request gets
+    /// exactly one response).
+    pub unanswered: Cell<Option<(ConnId, u32)>>,
     next_key: u64,
 }
 
@@ -136,6 +143,8 @@ impl WorkerCore {
     ) -> Self {
         let caps = ortc::router_capabilities(&ortc::default_media_codecs())
             .expect("the built-in codec list is valid");
+        let limits = MediaLimits::default();
+        let cache_budget = CacheBudget::new(limits.retransmit_cache_budget, stats.clone());
         Self {
             id,
             rooms: HashMap::new(),
@@ -157,8 +166,17 @@ impl WorkerCore {
             twcc: HashMap::new(),
             mesh: super::span::Mesh::default(),
             pipe_out: Vec::new(),
+            limits,
+            cache_budget,
+            unanswered: Cell::new(None),
             next_key: 1,
         }
+    }
+
+    /// Replaces the default limits (before any room exists).
+    pub fn set_limits(&mut self, limits: MediaLimits) {
+        self.cache_budget = CacheBudget::new(limits.retransmit_cache_budget, self.stats.clone());
+        self.limits = limits;
     }
 
     /// Connects this worker to the others (rooms spanning workers); without it, every room
@@ -196,6 +214,13 @@ impl WorkerCore {
         }
     }
 
+    /// Notes that request `req_id` of `conn` got its response (see `unanswered`).
+    pub(crate) fn answered(&self, conn: ConnId, req_id: u32) {
+        if self.unanswered.get() == Some((conn, req_id)) {
+            self.unanswered.set(None);
+        }
+    }
+
     pub fn rooms_len(&self) -> usize {
         self.rooms.len()
     }
@@ -210,6 +235,7 @@ impl WorkerCore {
                     req_id,
                     result,
                 });
+                self.answered(job.conn, req_id);
             }
             JobKind::Join {
                 req_id,
@@ -226,7 +252,7 @@ impl WorkerCore {
             JobKind::Disconnected => self.disconnect(&job.room_id, &job.peer_id),
             JobKind::SetTaps(taps) => self.set_taps(&job.room_id, taps, now),
             JobKind::RequestKeyFrames => self.request_room_keyframes(&job.room_id, now),
-            JobKind::Crash => panic!("crash requested for room {}", job.room_id),
+            JobKind::Crash { .. } => panic!("crash requested for room {}", job.room_id),
         }
     }
 
@@ -244,13 +270,16 @@ impl WorkerCore {
             )),
             Request::CreateTransport { direction } => {
                 let peer = self.peer(room_id, peer_id)?;
-                if peer.transports.len() >= MAX_TRANSPORTS_PER_PEER {
+                let max = self.limits.max_transports_per_peer;
+                if peer.transports.len() >= max {
                     return Err(ApiError::limit(format!(
-                        "at most {MAX_TRANSPORTS_PER_PEER} transports per peer"
+                        "at most {max} transports per peer"
                     )));
                 }
+                let egress = peer.egress.clone();
                 let key = self.key();
-                let t = Transport::new(key, room_id.clone(), peer_id.clone(), direction, now);
+                let mut t = Transport::new(key, room_id.clone(), peer_id.clone(), direction, now);
+                t.egress = Some(egress);
                 let answer = json!({
                     "id": t.id,
                     "iceParameters": {
@@ -460,6 +489,7 @@ impl WorkerCore {
             transports: HashMap::new(),
             producers: HashMap::new(),
             consumers: HashMap::new(),
+            egress: shared_bucket(self.limits.peer_egress_bitrate),
         });
         self.stats.inc(Counted::Peer);
         Ok(json!({
@@ -543,10 +573,9 @@ impl WorkerCore {
         rtp_parameters: Value,
     ) -> Result<Value, ApiError> {
         let tkey = self.own_transport(room_id, peer_id, transport_id)?;
-        if self.peer(room_id, peer_id)?.producers.len() >= MAX_PRODUCERS_PER_PEER {
-            return Err(ApiError::limit(format!(
-                "at most {MAX_PRODUCERS_PER_PEER} producers per peer"
-            )));
+        let max = self.limits.max_producers_per_peer;
+        if self.peer(room_id, peer_id)?.producers.len() >= max {
+            return Err(ApiError::limit(format!("at most {max} producers per peer")));
         }
         let params: RtpParameters = serde_json::from_value(rtp_parameters)
             .map_err(|e| ApiError::bad_request(format!("produce: rtpParameters: {e}")))?;
@@ -588,8 +617,7 @@ impl WorkerCore {
             active_encoding: mapping.encodings.len().saturating_sub(1),
             video_codec,
             clock_rate,
-            last_keyframe_request: None,
-            keyframe_request_pending: false,
+            keyframes: Default::default(),
             // Simulcast offers carry no a=ssrc lines, so mediasoup-client sends an empty cname.
             cname: mapping
                 .cname
@@ -646,10 +674,9 @@ impl WorkerCore {
         rtp_capabilities: Value,
     ) -> Result<Value, ApiError> {
         let tkey = self.own_transport(room_id, peer_id, transport_id)?;
-        if self.peer(room_id, peer_id)?.consumers.len() >= MAX_CONSUMERS_PER_PEER {
-            return Err(ApiError::limit(format!(
-                "at most {MAX_CONSUMERS_PER_PEER} consumers per peer"
-            )));
+        let max = self.limits.max_consumers_per_peer;
+        if self.peer(room_id, peer_id)?.consumers.len() >= max {
+            return Err(ApiError::limit(format!("at most {max} consumers per peer")));
         }
         let pkey = self
             .rooms
@@ -659,6 +686,18 @@ impl WorkerCore {
             .ok_or_else(|| {
                 ApiError::not_found(format!("no producer \"{producer_id}\" in this room"))
             })?;
+        // One consumer per (transport, producer): a second copy of the same stream on the same
+        // transport is only amplification (the worker would send every packet twice).
+        let duplicate = self.producers.get(&pkey).is_some_and(|p| {
+            p.consumers
+                .iter()
+                .any(|c| self.consumers.get(c).is_some_and(|c| c.transport == tkey))
+        });
+        if duplicate {
+            return Err(ApiError::limit(
+                "this transport already consumes that producer",
+            ));
+        }
         let remote: RtpCapabilities = serde_json::from_value(rtp_capabilities)
             .map_err(|e| ApiError::bad_request(format!("consume-media: rtpCapabilities: {e}")))?;
         ortc::validate_capabilities(&remote).map_err(ortc_error)?;

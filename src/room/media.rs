@@ -6,7 +6,7 @@ use super::consumer::{seq_newer, ConsumerQuality};
 use super::core::{DtlsMsg, WorkerCore};
 use super::ortc::MediaKind;
 use super::transport::{DtlsState, MAX_EARLY_DTLS};
-use super::{CKey, PKey, TKey};
+use super::{consent, CKey, PKey, TKey};
 use crate::rtc::dtls::{DtlsEvent, DtlsRole, SrtpProfileId};
 use crate::rtc::keyframe::is_keyframe;
 use crate::rtc::nack;
@@ -67,16 +67,32 @@ fn srtp_profile(id: SrtpProfileId) -> SrtpProfile {
     }
 }
 
-/// Validated ICE tuples remembered per transport.
-const MAX_TUPLES_PER_TRANSPORT: u8 = 8;
-
 /// A consumer that has sent fewer packets than this is still starting up.
 const FRESH_CONSUMER_PACKETS: u32 = 300;
-/// Key-frame request spacing for consumers waiting for a key frame.
-const SOON_KEYFRAME_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// SSRC we use as the sender of RTCP feedback (PLI/FIR) towards producers.
 const FEEDBACK_SSRC: u32 = 1;
+
+/// Whether the egress cap of a transport's peer lets `bytes` more go out now; a refusal is
+/// counted in the worker's stats.
+fn egress_allows(
+    bucket: Option<&super::limits::SharedBucket>,
+    bytes: usize,
+    now: Instant,
+    stats: &crate::worker::stats::WorkerStats,
+) -> bool {
+    let Some(bucket) = bucket else {
+        return true;
+    };
+    if super::limits::take_shared(bucket, bytes, now) {
+        return true;
+    }
+    stats.egress_dropped_packets.fetch_add(1, Ordering::Relaxed);
+    stats
+        .egress_dropped_bytes
+        .fetch_add(bytes as u64, Ordering::Relaxed);
+    false
+}
 
 impl WorkerCore {
     /// Handles one datagram received from `from`.
@@ -88,25 +104,34 @@ impl WorkerCore {
         match classify(buf) {
             PacketClass::Stun => self.handle_stun(buf, from, now),
             PacketClass::Dtls => self.handle_dtls_record(buf, from),
-            PacketClass::Rtp => {
-                if let Some(tkey) = self.by_addr.get(&from).copied() {
-                    self.handle_rtp(tkey, buf, now);
-                }
-            }
-            PacketClass::Rtcp => {
-                if let Some(tkey) = self.by_addr.get(&from).copied() {
-                    self.handle_rtcp(tkey, buf, now);
-                }
+            class @ (PacketClass::Rtp | PacketClass::Rtcp) => {
+                self.handle_media_datagram(buf, from, class == PacketClass::Rtcp, now)
             }
             PacketClass::Unknown => {}
         }
         self.flush_pipes();
     }
 
-    /// The room a datagram from `from` belongs to (to evict it after a panic).
-    pub fn room_of_addr(&self, from: &SocketAddr) -> Option<String> {
-        let t = self.by_addr.get(from)?;
-        self.transports.get(t).map(|t| t.room.to_string())
+    /// SRTP/SRTCP is handled only from a transport's selected tuple; from another tuple of
+    /// the transport it can only prove that the browser moved there (RFC 7675 consent).
+    fn handle_media_datagram(&mut self, buf: &[u8], from: SocketAddr, rtcp: bool, now: Instant) {
+        let Some(tkey) = self.by_addr.get(&from).copied() else {
+            return;
+        };
+        let selected = self
+            .transports
+            .get(&tkey)
+            .is_some_and(|t| t.remote == Some(from));
+        match (selected, rtcp) {
+            (true, false) => self.handle_rtp(tkey, buf, now),
+            (true, true) => self.handle_rtcp(tkey, buf, now),
+            (false, _) => self.consent_probe(tkey, buf, from, rtcp, now),
+        }
+    }
+
+    /// The transport a datagram from `from` belongs to (to close it after a panic).
+    pub fn transport_of_addr(&self, from: &SocketAddr) -> Option<TKey> {
+        self.by_addr.get(from).copied()
     }
 
     fn handle_stun(&mut self, buf: &[u8], from: SocketAddr, now: Instant) {
@@ -121,6 +146,10 @@ impl WorkerCore {
             tracing::trace!(%from, ufrag = %req.local_ufrag, "STUN for an unknown ufrag");
             return;
         };
+        // An address another live transport uses stays with it: a forged source address
+        // must not steal (or receive) someone else's media.
+        let owner = self.by_addr.get(&from).copied();
+        let taken = owner.is_some_and(|k| k != tkey && self.transports.contains_key(&k));
         let Some(t) = self.transports.get_mut(&tkey) else {
             return;
         };
@@ -129,20 +158,59 @@ impl WorkerCore {
             tracing::trace!(%from, error = ?e, "STUN binding request rejected");
             return;
         }
-        t.last_seen = now;
+        // The answer is smaller than a valid request: no amplification, even to a forged source.
         self.outbox.push(from, &self.scratch);
-        // Every tuple that passed a check may carry DTLS and media (the browser can start DTLS
-        // on a pair before nominating it); a few per transport at most.
-        if !self.by_addr.contains_key(&from) && t.tuples < MAX_TUPLES_PER_TRANSPORT {
-            t.tuples += 1;
+        if taken {
+            return;
+        }
+        // A transport's tuples (selected and candidates) are in the address index, so DTLS
+        // (the browser may start it on a pair before nominating it) and consent probes from
+        // them find the transport; consent.rs bounds them and says which one to forget.
+        let (binding, dropped) = consent::on_binding_request(t, from, req.use_candidate, now);
+        if binding != consent::Binding::Refreshed && owner != Some(tkey) {
             self.by_addr.insert(from, tkey);
         }
-        // ICE-lite: the controlling browser nominates; until it does, send to the first tuple.
-        if req.use_candidate || t.remote.is_none() {
-            t.remote = Some(from);
-            self.by_addr.insert(from, tkey);
+        self.forget_tuple(tkey, dropped);
+        if binding == consent::Binding::Selected {
             self.maybe_start_dtls(tkey);
         }
+    }
+
+    /// Removes a tuple a transport no longer keeps from the address index.
+    fn forget_tuple(&mut self, tkey: TKey, tuple: Option<SocketAddr>) {
+        if let Some(a) = tuple.filter(|a| self.by_addr.get(a) == Some(&tkey)) {
+            self.by_addr.remove(&a);
+        }
+    }
+
+    /// SRTP or SRTCP from a tuple of `tkey` that is not the selected one: if it authenticates
+    /// (and the tuple passed a recent binding request), the browser moved there, and media
+    /// follows it. The probe packet itself is consumed (its replay index is spent); one
+    /// packet at a network change is what that costs.
+    fn consent_probe(
+        &mut self,
+        tkey: TKey,
+        buf: &[u8],
+        from: SocketAddr,
+        rtcp: bool,
+        now: Instant,
+    ) {
+        let Some(t) = self.transports.get(&tkey) else {
+            return;
+        };
+        if !consent::may_probe(t, from, now) {
+            return;
+        }
+        if self.unprotect(tkey, buf, rtcp, now).is_none() {
+            return;
+        }
+        let Some(t) = self.transports.get_mut(&tkey) else {
+            return;
+        };
+        let dropped = consent::switch_to(t, from, now);
+        tracing::debug!(transport = %t.id, to = %from, "selected tuple moved after authenticated media");
+        self.stats.tuple_switches.fetch_add(1, Ordering::Relaxed);
+        self.forget_tuple(tkey, dropped);
     }
 
     fn handle_dtls_record(&mut self, buf: &[u8], from: SocketAddr) {
@@ -406,7 +474,12 @@ impl WorkerCore {
         hdr: &rtp::RtpHeader,
         now: Instant,
     ) {
-        let Some(p) = self.producers.get_mut(&pkey) else {
+        let WorkerCore {
+            producers,
+            cache_budget,
+            ..
+        } = self;
+        let Some(p) = producers.get_mut(&pkey) else {
             return;
         };
         let kind = p.kind;
@@ -418,10 +491,14 @@ impl WorkerCore {
             return;
         };
         l.last_packet_at = Some(now);
-        if kind == MediaKind::Video {
-            l.cache
-                .get_or_insert_with(Box::default)
-                .insert(hdr.sequence, plain);
+        if kind == MediaKind::Video && l.cache.is_none() && !l.cache_denied {
+            // Once per layer: the budget decides whether it gets a cache at all (a layer
+            // without one just leaves its NACKs unanswered).
+            l.cache = cache_budget.cache();
+            l.cache_denied = l.cache.is_none();
+        }
+        if let Some(cache) = l.cache.as_mut() {
+            cache.insert(hdr.sequence, plain);
         }
         if kind == MediaKind::Video && !piped {
             l.nack.on_packet(hdr.sequence, now);
@@ -534,6 +611,11 @@ impl WorkerCore {
             if drop_percent > 0 && rand::random::<u32>() % 100 < drop_percent {
                 continue;
             }
+            // The peer's outgoing cap: beyond it, media towards the peer is dropped (its
+            // receiver sees loss and adapts), never queued.
+            if !egress_allows(t.egress.as_ref(), plain.len(), now, stats) {
+                continue;
+            }
             let rw = Rewrite {
                 ssrc: c.ssrc,
                 payload_type: pt,
@@ -632,21 +714,27 @@ impl WorkerCore {
         }
     }
 
-    /// Asks a video producer for a key frame (PLI), at most once a second; `force` bypasses
-    /// the spacing (a consumer just resumed and waits for its first frame).
+    /// Asks a video producer for a key frame (PLI), spaced by the producer's
+    /// [`KeyframeSpacer`](crate::rtc::keyframe::KeyframeSpacer): at most once a second, or
+    /// twice when `force`d (a consumer just resumed and waits for its first frame). A request
+    /// within the spacing is deferred to its end by [`Self::tick`], never lost.
     pub(crate) fn request_keyframe(&mut self, pkey: PKey, now: Instant, force: bool) {
         let Some(p) = self.producers.get_mut(&pkey) else {
             return;
         };
-        if p.kind != MediaKind::Video {
+        if p.kind != MediaKind::Video || !p.keyframes.request(now, force) {
             return;
         }
-        if force {
-            p.last_keyframe_request = None;
-        }
-        if !p.take_keyframe_slot(now) {
+        self.send_keyframe_request(pkey, force);
+    }
+
+    /// Sends a key-frame request the spacer allowed: PLIs to the producer's publisher, or,
+    /// for a producer piped in from another worker, a message to its origin (which spaces
+    /// them again for all its subscribers together).
+    fn send_keyframe_request(&mut self, pkey: PKey, force: bool) {
+        let Some(p) = self.producers.get(&pkey) else {
             return;
-        }
+        };
         if let Some(origin) = p.origin {
             self.mesh.send(
                 origin.worker,
@@ -664,21 +752,18 @@ impl WorkerCore {
             rtcp::build_pli(FEEDBACK_SSRC, ssrc, &mut pkt);
         }
         if !pkt.is_empty() {
+            self.stats
+                .keyframe_requests_sent
+                .fetch_add(1, Ordering::Relaxed);
             self.send_rtcp(tkey, &pkt);
         }
     }
 
     /// For consumers waiting for their first (or next) key frame: the previous one may have
     /// been sent before their transport could carry it (the browser ignores PLIs right after a
-    /// key frame), so ask again after a short spacing instead of the full second.
+    /// key frame), so ask again with the forced (shorter) spacing instead of the full second.
     pub(crate) fn request_keyframe_soon(&mut self, pkey: PKey, now: Instant) {
-        let recent = self
-            .producers
-            .get(&pkey)
-            .and_then(|p| p.last_keyframe_request);
-        let force =
-            recent.is_none_or(|t| now.saturating_duration_since(t) >= SOON_KEYFRAME_INTERVAL);
-        self.request_keyframe(pkey, now, force);
+        self.request_keyframe(pkey, now, true);
     }
 
     fn send_rtcp(&mut self, tkey: TKey, plain: &[u8]) {
@@ -696,14 +781,13 @@ impl WorkerCore {
     /// Periodic work (about every 250 ms): deferred key-frame requests and sender reports.
     pub fn tick(&mut self, now: Instant, send_reports: bool) {
         self.close_dead_transports(now);
-        let pending: Vec<PKey> = self
+        let due: Vec<(PKey, bool)> = self
             .producers
-            .iter()
-            .filter(|(_, p)| p.keyframe_request_pending)
-            .map(|(k, _)| *k)
+            .iter_mut()
+            .filter_map(|(k, p)| p.keyframes.poll(now).map(|forced| (*k, forced)))
             .collect();
-        for p in pending {
-            self.request_keyframe(p, now, false);
+        for (p, forced) in due {
+            self.send_keyframe_request(p, forced);
         }
         if !send_reports {
             return;
@@ -779,6 +863,9 @@ impl WorkerCore {
             if !c.quality.take_retransmission(now) {
                 break;
             }
+            if !egress_allows(t.egress.as_ref(), packet.len(), now, stats) {
+                break;
+            }
             let Some(hdr) = rtp::parse_rtp(packet) else {
                 continue;
             };
@@ -846,10 +933,5 @@ impl WorkerCore {
             }
             self.close_transport(tkey);
         }
-    }
-
-    /// The room of a transport (to evict it after a panic).
-    pub fn transport_room(&self, tkey: TKey) -> Option<String> {
-        self.transports.get(&tkey).map(|t| t.room.to_string())
     }
 }

@@ -2,8 +2,10 @@
 //! `ortc` rules that check and derive mediasoup-client parameter objects.
 
 pub mod close;
+pub mod consent;
 pub mod consumer;
 pub mod core;
+pub mod limits;
 pub mod media;
 pub mod ortc;
 pub mod outbox;

@@ -1,15 +1,13 @@
 //! A producer: one media track a peer sends, with the mapping `ortc` derived from its
 //! parameters. Owns the list of its consumers (closing it closes them).
 
+use super::limits::LeasedCache;
 use super::ortc::{self, MediaKind, ProducerMapping};
 use super::{CKey, TKey};
-use crate::rtc::keyframe::VideoCodec;
-use crate::rtc::nack::{NackGenerator, RtpCache};
+use crate::rtc::keyframe::{KeyframeSpacer, VideoCodec};
+use crate::rtc::nack::NackGenerator;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Minimum spacing of key-frame requests sent to one producer.
-pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(1000);
 
 pub struct Producer {
     pub id: String,
@@ -26,8 +24,8 @@ pub struct Producer {
     pub active_encoding: usize,
     pub video_codec: VideoCodec,
     pub clock_rate: u32,
-    pub last_keyframe_request: Option<Instant>,
-    pub keyframe_request_pending: bool,
+    /// When key-frame requests may go to the producer (spaced even when forced).
+    pub keyframes: KeyframeSpacer,
     /// The producer's CNAME, reused for its consumers' RTCP.
     pub cname: String,
     /// Loss recovery and layer state.
@@ -63,8 +61,11 @@ pub struct ProducerQuality {
 pub struct LayerState {
     pub rtx_ssrc: Option<u32>,
     pub last_packet_at: Option<Instant>,
-    /// Recent packets for retransmission (video only; allocated at the first packet).
-    pub cache: Option<Box<RtpCache>>,
+    /// Recent packets for retransmission (video only; allocated at the first packet, if the
+    /// worker's cache budget allows: see room/limits.rs; its share returns when dropped).
+    pub cache: Option<LeasedCache>,
+    /// The budget was spent when the cache was wanted: this layer gets none.
+    pub cache_denied: bool,
     pub nack: NackGenerator,
     /// Highest temporal layer of the encoding (from its scalability mode, `L1T3` → 2).
     pub max_temporal_layer: u8,
@@ -87,6 +88,7 @@ impl ProducerQuality {
                     rtx_ssrc: e.rtx_ssrc,
                     last_packet_at: None,
                     cache: None,
+                    cache_denied: false,
                     nack: NackGenerator::default(),
                     max_temporal_layer: e
                         .scalability_mode
@@ -125,23 +127,6 @@ fn temporal_layers(mode: &str) -> Option<u8> {
 }
 
 impl Producer {
-    /// Whether a key-frame request may be sent now; otherwise it is remembered for later.
-    pub fn take_keyframe_slot(&mut self, now: Instant) -> bool {
-        if self.kind != MediaKind::Video {
-            return false;
-        }
-        let ready = self
-            .last_keyframe_request
-            .is_none_or(|t| now.duration_since(t) >= KEYFRAME_REQUEST_INTERVAL);
-        if ready {
-            self.last_keyframe_request = Some(now);
-            self.keyframe_request_pending = false;
-        } else {
-            self.keyframe_request_pending = true;
-        }
-        ready
-    }
-
     /// The encoding `ssrc` belongs to, and whether it is that encoding's RTX stream.
     pub fn layer_of(&self, ssrc: u32) -> Option<(usize, bool)> {
         if let Some(i) = self.ssrcs.iter().position(|s| *s == Some(ssrc)) {

@@ -168,6 +168,14 @@ pub enum PipeMsg {
 }
 
 impl PipeMsg {
+    /// The client request a message answers (a join hosted here), if any.
+    pub fn request(&self) -> Option<(ConnId, u32)> {
+        match self {
+            PipeMsg::HostPeer { peer, req_id, .. } => Some((peer.conn, *req_id)),
+            _ => None,
+        }
+    }
+
     /// The room a message concerns (to evict it if handling it panics).
     pub fn room(&self) -> Option<&str> {
         match self {
@@ -373,6 +381,7 @@ impl WorkerCore {
             req_id,
             result,
         });
+        self.answered(conn, req_id);
     }
 
     /// join-room on the room's home worker; `host` is the worker placed to own the peer.
@@ -475,6 +484,8 @@ impl WorkerCore {
                 req_id,
             },
         );
+        // The host answers it.
+        self.answered(conn, req_id);
     }
 
     fn snapshot(&self, room: &Room) -> (Vec<PeerInfo>, Vec<ProducerInfo>) {
@@ -514,6 +525,8 @@ impl WorkerCore {
             transports: HashMap::new(),
             producers: HashMap::new(),
             consumers: HashMap::new(),
+            // Media towards the peer leaves from its own worker, which caps it.
+            egress: super::limits::shared_bucket(0),
         });
         let room = &self.rooms[room_id];
         self.notify_others(
@@ -547,8 +560,7 @@ impl WorkerCore {
             active_encoding: encodings.saturating_sub(1),
             video_codec: info.video_codec,
             clock_rate: info.clock_rate,
-            last_keyframe_request: None,
-            keyframe_request_pending: false,
+            keyframes: Default::default(),
             cname: info.cname,
             paused: info.paused,
             consumers: Vec::new(),
@@ -839,7 +851,7 @@ impl WorkerCore {
                     }
                     // The new subscriber's consumers start at a key frame.
                     if p.kind == MediaKind::Video {
-                        p.keyframe_request_pending = true;
+                        p.keyframes.defer(true);
                     }
                 }
             }
@@ -922,11 +934,6 @@ impl WorkerCore {
         }
         self.stats.pipe_packets_in.fetch_add(1, Ordering::Relaxed);
         self.on_producer_packet(key, layer, packet, &hdr, now);
-    }
-
-    /// The room of a producer (to evict it after a panic).
-    pub fn producer_room(&self, pkey: PKey) -> Option<String> {
-        self.producers.get(&pkey).map(|p| p.room.to_string())
     }
 }
 

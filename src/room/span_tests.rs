@@ -715,7 +715,7 @@ fn producers_are_piped_both_ways_and_listed_with_their_paused_state_to_later_joi
     );
     assert_eq!(piped.transport, 0);
     // A video producer asks for a key frame for its new subscriber's consumers.
-    assert!(c.core(0).producers[&on_0].keyframe_request_pending);
+    assert!(c.core(0).producers[&on_0].keyframes.is_pending());
     // The home speaks for the room's HLS sources; a satellite never does.
     assert_eq!(c.sources(0), vec![vec![pa.clone()]]);
     assert!(c.sources(1).is_empty());
@@ -1672,7 +1672,7 @@ fn a_key_frame_request_for_a_piped_producer_goes_to_its_origin() {
     let pa = c.produce(&a, &ta, Kind::Video);
     let origin = c.pkey(0, &pa).expect("A's");
     let piped = c.pkey(1, &pa).expect("piped");
-    assert!(c.core(0).producers[&origin].last_keyframe_request.is_none());
+    assert!(c.core(0).producers[&origin].keyframes.last_sent().is_none());
     c.workers[1]
         .core
         .request_keyframe(piped, Instant::now(), true);
@@ -1685,7 +1685,7 @@ fn a_key_frame_request_for_a_piped_producer_goes_to_its_origin() {
         }
         other => panic!("expected a KeyFrame message, got {other:?}"),
     }
-    assert!(c.core(0).producers[&origin].last_keyframe_request.is_some());
+    assert!(c.core(0).producers[&origin].keyframes.last_sent().is_some());
 }
 
 // --- races these tests found (fixed; kept as regression tests). Each comment describes the --
@@ -1889,4 +1889,62 @@ fn evicting_a_spanning_room_reports_room_closed_after_every_peer_is_gone() {
         closed_early == 0 || still_hosted == 0,
         "RoomClosed while worker 1 still hosts {still_hosted} peers of the room"
     );
+}
+
+// --- limits on what one peer can make a worker do (room/limits.rs) ---------------------------
+
+#[test]
+fn a_second_consumer_of_one_producer_on_one_transport_fails_with_limit_even_when_piped() {
+    let mut c = Cluster::new(2);
+    let (a, b) = two_peers(&mut c);
+    let ta = c.transport(&a, Direction::Send);
+    let pa = c.produce(&a, &ta, Kind::Video);
+    c.pump();
+    let caps = json!(c.core(1).caps);
+    let rb = c.transport(&b, Direction::Recv);
+    c.consume(&b, &rb, &pa, &caps)
+        .expect("B consumes A's piped producer");
+    let err = c.consume(&b, &rb, &pa, &caps).unwrap_err();
+    assert_eq!(err.code, ErrorCode::Limit, "{}", err.message);
+    // Another transport may carry its own copy (a second device, a reconnect).
+    let rb2 = c.transport(&b, Direction::Recv);
+    c.consume(&b, &rb2, &pa, &caps)
+        .expect("another transport of B");
+    assert_eq!(c.counts(1).consumers, 2);
+}
+
+#[test]
+fn per_peer_caps_come_from_the_limits_setting() {
+    let mut c = Cluster::new(1);
+    c.workers[0]
+        .core
+        .set_limits(crate::room::limits::MediaLimits {
+            max_transports_per_peer: 1,
+            max_producers_per_peer: 1,
+            ..Default::default()
+        });
+    let (a, _) = c.join(0, "a", 0);
+    let ta = c.transport(&a, Direction::Send);
+    let err = c
+        .request(
+            &a,
+            Request::CreateTransport {
+                direction: Direction::Recv,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Limit);
+    c.produce(&a, &ta, Kind::Video);
+    let err = c
+        .request(
+            &a,
+            Request::Produce {
+                transport_id: ta.clone(),
+                kind: Kind::Audio,
+                rtp_parameters: serde_json::from_str(PRODUCE_OPUS).expect("fixture"),
+                app_data: Value::Null,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Limit, "{}", err.message);
 }

@@ -35,10 +35,11 @@ pub struct Transport {
     pub peer: Arc<str>,
     pub direction: Direction,
     pub ice: IceCredentials,
-    /// The tuple the browser's checks selected (ICE-lite: the latest nominated one).
+    /// The tuple media goes to: the browser's nomination before media flows, then only a
+    /// tuple that proved consent with authenticated SRTP (room/consent.rs).
     pub remote: Option<SocketAddr>,
-    /// How many tuples of this transport passed an ICE check (bounded).
-    pub tuples: u8,
+    /// Other tuples that passed a binding request, and when (bounded; room/consent.rs).
+    pub candidates: Vec<(SocketAddr, Instant)>,
     pub dtls: DtlsState,
     pub early_dtls: Vec<Vec<u8>>,
     pub srtp: Option<SrtpSession>,
@@ -46,6 +47,8 @@ pub struct Transport {
     pub consumers_by_ssrc: HashMap<u32, CKey>,
     pub next_mid: u32,
     pub last_seen: Instant,
+    /// The bit-rate cap of the peer owning the transport (shared by its transports).
+    pub egress: Option<super::limits::SharedBucket>,
 }
 
 impl Transport {
@@ -64,7 +67,7 @@ impl Transport {
             direction,
             ice: IceCredentials::random(),
             remote: None,
-            tuples: 0,
+            candidates: Vec::new(),
             dtls: DtlsState::New,
             early_dtls: Vec::new(),
             srtp: None,
@@ -72,6 +75,7 @@ impl Transport {
             consumers_by_ssrc: HashMap::new(),
             next_mid: 0,
             last_seen: now,
+            egress: None,
         }
     }
 

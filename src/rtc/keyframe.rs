@@ -1,4 +1,73 @@
-//! Key frame detection from an RTP payload, so a consumer can start on a key frame.
+//! Key frames: detection from an RTP payload, so a consumer can start on a key frame, and the
+//! spacing of key-frame requests (PLI) sent to a producer.
+
+use std::time::{Duration, Instant};
+
+/// Spacing of ordinary key-frame requests to one producer (a consumer's PLI, HLS segments).
+pub const KEYFRAME_INTERVAL: Duration = Duration::from_millis(1000);
+/// Spacing of forced requests (a consumer resumed or is waiting for its first frame). Forced
+/// requests are still spaced: every resume-consumer asks for one, and a client may send
+/// thousands; each PLI costs the publisher a key frame (many times a delta frame's size).
+pub const FORCED_KEYFRAME_INTERVAL: Duration = Duration::from_millis(500);
+
+/// When key-frame requests may go to one producer: at most one per interval; a request
+/// within the interval is deferred to its end (kept, never lost), and several deferred
+/// requests become one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct KeyframeSpacer {
+    last_sent: Option<Instant>,
+    /// A deferred request; true if any of the requests it stands for was forced.
+    pending: Option<bool>,
+}
+
+impl KeyframeSpacer {
+    fn ready(&self, now: Instant, forced: bool) -> bool {
+        let spacing = if forced {
+            FORCED_KEYFRAME_INTERVAL
+        } else {
+            KEYFRAME_INTERVAL
+        };
+        self.last_sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= spacing)
+    }
+
+    /// A request: true means send one now; false means it was deferred (see [`Self::poll`]).
+    pub fn request(&mut self, now: Instant, forced: bool) -> bool {
+        let forced = forced || self.pending == Some(true);
+        if self.ready(now, forced) {
+            self.last_sent = Some(now);
+            self.pending = None;
+            true
+        } else {
+            self.defer(forced);
+            false
+        }
+    }
+
+    /// Remembers a request for later without sending one now.
+    pub fn defer(&mut self, forced: bool) {
+        self.pending = Some(self.pending.unwrap_or(false) || forced);
+    }
+
+    /// The deferred request, if it is due now: `Some(forced)` means send it.
+    pub fn poll(&mut self, now: Instant) -> Option<bool> {
+        let forced = self.pending?;
+        if !self.ready(now, forced) {
+            return None;
+        }
+        self.last_sent = Some(now);
+        self.pending = None;
+        Some(forced)
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    pub fn last_sent(&self) -> Option<Instant> {
+        self.last_sent
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VideoCodec {
@@ -125,6 +194,52 @@ fn av1_is_keyframe(payload: &[u8]) -> bool {
 mod tests {
     use super::VideoCodec::*;
     use super::*;
+
+    #[test]
+    fn a_storm_of_forced_requests_sends_at_most_two_per_second_and_loses_none() {
+        let mut s = KeyframeSpacer::default();
+        let t0 = Instant::now();
+        let mut sent = Vec::new();
+        // 2,000 forced requests over 3 s, with the worker's 250 ms tick polling in between.
+        for i in 0..2000u64 {
+            let now = t0 + Duration::from_micros(i * 1500);
+            if s.request(now, true) {
+                sent.push(now);
+            }
+            if i % 166 == 0 && s.poll(now).is_some() {
+                sent.push(now);
+            }
+        }
+        let end = t0 + Duration::from_millis(3000);
+        // The last request is deferred, not lost: the tick after the spacing sends it.
+        assert!(s.is_pending());
+        assert_eq!(s.poll(end + FORCED_KEYFRAME_INTERVAL), Some(true));
+        assert!(!s.is_pending());
+        assert!(sent.len() <= 7, "{} requests in 3 s", sent.len());
+        for w in sent.windows(2) {
+            assert!(w[1] - w[0] >= FORCED_KEYFRAME_INTERVAL);
+        }
+    }
+
+    #[test]
+    fn ordinary_requests_keep_the_longer_spacing_and_a_forced_one_upgrades_the_deferred() {
+        let mut s = KeyframeSpacer::default();
+        let t0 = Instant::now();
+        assert!(s.request(t0, false));
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(!s.request(at(600), false));
+        assert_eq!(
+            s.poll(at(700)),
+            None,
+            "an ordinary request waits a full second"
+        );
+        assert_eq!(s.poll(at(1000)), Some(false));
+        assert!(!s.request(at(1200), false));
+        assert!(!s.request(at(1300), true));
+        assert_eq!(s.poll(at(1499)), None);
+        assert_eq!(s.poll(at(1500)), Some(true), "forced: half a second");
+        assert_eq!(s.poll(at(5000)), None, "nothing left to send");
+    }
 
     #[test]
     fn codecs_are_recognised_from_mime_types_case_insensitively() {

@@ -34,9 +34,10 @@ pub enum JobKind {
     SetTaps(Vec<crate::hls::TapTarget>),
     /// Ask the room's video producers for key frames (HLS segment boundaries).
     RequestKeyFrames,
-    /// Makes the room's handler panic (used by tests to prove a panic stays in its room;
-    /// nothing on the network can send it).
-    Crash,
+    /// Makes the room's handler panic before it answers request `req_id` (used by tests to
+    /// prove a panic stays in its room and the request is still answered; nothing on the
+    /// network can send it).
+    Crash { req_id: u32 },
 }
 
 /// Messages from a worker to the signaling thread.

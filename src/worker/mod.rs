@@ -44,6 +44,8 @@ pub struct WorkerOptions {
     pub signaling: Sender<Outbound>,
     /// Links to the other workers (rooms spanning workers); None: rooms stay on this worker.
     pub mesh: Option<(Mesh, MeshInbox)>,
+    /// What one peer may make the worker hold or send.
+    pub limits: crate::room::limits::MediaLimits,
 }
 
 /// The signaling thread's handle on a running worker.
@@ -103,27 +105,81 @@ pub fn spawn(opts: WorkerOptions) -> std::io::Result<WorkerHandle> {
 
 type Shared = Rc<RefCell<WorkerCore>>;
 
-/// Runs `f` on the core; a panic evicts the room it concerned (found by `room_of`) instead of
-/// killing the worker and every other room on it.
+/// Runs `f` on the core; after a panic, `recover` limits the damage to what the panic
+/// concerned (a packet's transport, a job's room) instead of killing the worker and every
+/// other room on it. Recovery itself is guarded: if it panics too, nothing more is tried.
 fn guarded<R>(
     core: &Shared,
     f: impl FnOnce(&mut WorkerCore) -> R,
-    room_of: impl FnOnce(&WorkerCore) -> Option<String>,
+    recover: impl FnOnce(&mut WorkerCore),
 ) -> Option<R> {
     let mut c = core.borrow_mut();
     match catch_unwind(AssertUnwindSafe(|| f(&mut c))) {
         Ok(r) => Some(r),
         Err(_) => {
             c.stats.panics.fetch_add(1, Ordering::Relaxed);
-            if let Some(room) = room_of(&c) {
-                tracing::error!(worker = c.id, room = %room, "panic while handling the room; room closed");
-                c.evict_room(&room);
-            } else {
-                tracing::error!(worker = c.id, "panic on the packet path; packet dropped");
+            if catch_unwind(AssertUnwindSafe(|| recover(&mut c))).is_err() {
+                tracing::error!(worker = c.id, "recovering from a panic panicked");
             }
+            answer_unanswered(&c);
             None
         }
     }
+}
+
+/// A request whose handling panicked still gets its one response.
+fn answer_unanswered(c: &WorkerCore) {
+    if let Some((conn, req_id)) = c.unanswered.take() {
+        let _ = c.signaling.send(Outbound::Response {
+            conn,
+            req_id,
+            result: Err(crate::signaling::protocol::ApiError::internal(
+                "the request failed on the server; join again",
+            )),
+        });
+    }
+}
+
+/// After a panic while handling a job or message of a room: the room goes (its peers are
+/// told and may join again); every other room on the worker keeps running.
+fn evict(room: Option<String>) -> impl FnOnce(&mut WorkerCore) {
+    move |c| match room {
+        Some(room) => {
+            tracing::error!(worker = c.id, room = %room, "panic while handling the room; room closed");
+            c.evict_room(&room);
+        }
+        None => tracing::error!(worker = c.id, "panic in a worker task; nothing closed"),
+    }
+}
+
+/// After a panic while handling one datagram or DTLS event: that transport goes (cascading,
+/// its peer told); the room and its other peers keep their media.
+fn fail_transport(tkey: Option<crate::room::TKey>) -> impl FnOnce(&mut WorkerCore) {
+    move |c| match tkey {
+        Some(tkey) => {
+            tracing::error!(
+                worker = c.id,
+                "panic while handling a packet; its transport closed"
+            );
+            c.fail_transport(tkey);
+        }
+        None => tracing::error!(worker = c.id, "panic on the packet path; packet dropped"),
+    }
+}
+
+/// Runs one job from the signaling thread; a panic evicts the job's room, and a request it
+/// was handling is still answered.
+fn run_job(core: &Shared, job: Job, now: Instant) {
+    let room = job.room_id.to_string();
+    let answer_to = match &job.kind {
+        JobKind::Request { req_id, .. }
+        | JobKind::Join { req_id, .. }
+        | JobKind::Crash { req_id } => Some((job.conn, *req_id)),
+        _ => None,
+    };
+    core.borrow().unanswered.set(answer_to);
+    let _ = guarded(core, |c| c.handle_job(job, now), evict(Some(room)));
+    core.borrow().unanswered.set(None);
 }
 
 struct Sending {
@@ -203,6 +259,7 @@ async fn run(
     if let Some(mesh) = mesh {
         core.borrow_mut().set_mesh(mesh);
     }
+    core.borrow_mut().set_limits(opts.limits);
     let sending = Rc::new(Sending {
         sock: sock.clone(),
         histogram: RefCell::new(
@@ -214,27 +271,12 @@ async fn run(
     tracing::debug!(worker = opts.id, bind = %opts.bind, "worker started");
 
     // Jobs from the signaling thread.
-    let (c, s, signaling) = (core.clone(), sending.clone(), opts.signaling.clone());
+    let (c, s) = (core.clone(), sending.clone());
     glommio::spawn_local(async move {
         loop {
             let job = jobs.recv().await;
             let now = Instant::now();
-            let room = job.room_id.to_string();
-            let answer_to = match &job.kind {
-                JobKind::Request { req_id, .. } => Some((job.conn, *req_id)),
-                _ => None,
-            };
-            if guarded(&c, |core| core.handle_job(job, now), |_| Some(room)).is_none() {
-                if let Some((conn, req_id)) = answer_to {
-                    let _ = signaling.send(Outbound::Response {
-                        conn,
-                        req_id,
-                        result: Err(crate::signaling::protocol::ApiError::internal(
-                            "the room failed on the server; join again",
-                        )),
-                    });
-                }
-            }
+            run_job(&c, job, now);
             s.flush(&c, now).await;
         }
     })
@@ -250,7 +292,7 @@ async fn run(
             let _ = guarded(
                 &c,
                 |core| core.handle_dtls_msg(msg),
-                |core| core.transport_room(tkey),
+                fail_transport(Some(tkey)),
             );
             s.flush(&c, now).await;
         }
@@ -265,7 +307,9 @@ async fn run(
                 let msg = control.recv().await;
                 let now = Instant::now();
                 let room = msg.room().map(str::to_string);
-                let _ = guarded(&c, |core| core.handle_pipe_msg(msg, now), |_| room);
+                c.borrow().unanswered.set(msg.request());
+                let _ = guarded(&c, |core| core.handle_pipe_msg(msg, now), evict(room));
+                c.borrow().unanswered.set(None);
                 s.flush(&c, now).await;
             }
         })
@@ -279,10 +323,12 @@ async fn run(
                     let Some((key, layer, packet, arrived)) = batch.get(i) else {
                         break;
                     };
+                    // A panic costs that piped producer here (its consumers are told), not
+                    // the room.
                     let _ = guarded(
                         &c,
                         |core| core.on_piped_packet(key, layer, packet, Instant::now()),
-                        |core| core.producer_room(key),
+                        |core| core.close_producer(key),
                     );
                     // Latency counts from the packet's arrival on the origin worker's socket.
                     s.flush(&c, arrived).await;
@@ -303,7 +349,7 @@ async fn run(
             n += 1;
             st.heartbeat.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
-            let _ = guarded(&c, |core| core.tick(now, n.is_multiple_of(4)), |_| None);
+            let _ = guarded(&c, |core| core.tick(now, n.is_multiple_of(4)), evict(None));
             s.flush(&c, now).await;
             if n.is_multiple_of(4) {
                 let h = s.histogram.borrow();
@@ -333,10 +379,11 @@ async fn run(
         };
         let now = Instant::now();
         if n < RECV_BUFFER {
+            let tkey = core.borrow().transport_of_addr(&from);
             let _ = guarded(
                 &core,
                 |c| c.handle_datagram(&buf[..n], from, now),
-                |c| c.room_of_addr(&from),
+                fail_transport(tkey),
             );
             sending.flush(&core, now).await;
         }
@@ -349,26 +396,19 @@ mod tests {
     use super::*;
     use crate::channel::{mio_mailbox, task_mailbox};
     use crate::rtc::dtls::DtlsCertificate;
+    use crate::signaling::protocol::{Direction, ErrorCode, Request};
 
-    fn join(core: &Shared, room: &str, peer: &str) {
-        let job = Job {
-            conn: 1,
-            room_id: Arc::from(room),
-            peer_id: Arc::from(peer),
-            kind: JobKind::Join {
-                req_id: 1,
-                display_name: String::new(),
-                host: 0,
-            },
-        };
-        core.borrow_mut().handle_job(job, Instant::now());
+    struct Harness {
+        core: Shared,
+        stats: Arc<WorkerStats>,
+        out: Receiver<Outbound>,
+        _poll: mio::Poll,
     }
 
-    #[test]
-    fn a_panic_in_one_room_closes_that_room_and_spares_the_others() {
+    fn harness() -> Harness {
         let poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(0)).unwrap());
-        let (sig_tx, _sig_rx) = mio_mailbox::<Outbound>(waker);
+        let (sig_tx, sig_rx) = mio_mailbox::<Outbound>(waker);
         let (dtls_tx, _dtls_rx) = task_mailbox();
         let cert = Arc::new(DtlsCertificate::generate().unwrap());
         let fp = cert.fingerprint_sha256();
@@ -382,27 +422,128 @@ mod tests {
             sig_tx,
             stats.clone(),
         )));
-        join(&core, "doomed", "p1");
-        join(&core, "fine", "p2");
-        assert_eq!(core.borrow().rooms_len(), 2);
-        let crash = Job {
-            conn: 1,
-            room_id: Arc::from("doomed"),
-            peer_id: Arc::from("p1"),
-            kind: JobKind::Crash,
+        Harness {
+            core,
+            stats,
+            out: sig_rx,
+            _poll: poll,
+        }
+    }
+
+    fn job(conn: u64, room: &str, peer: &str, kind: JobKind) -> Job {
+        Job {
+            conn,
+            room_id: Arc::from(room),
+            peer_id: Arc::from(peer),
+            kind,
+        }
+    }
+
+    fn join(h: &Harness, conn: u64, room: &str, peer: &str) {
+        let kind = JobKind::Join {
+            req_id: 1,
+            display_name: String::new(),
+            host: 0,
         };
+        run_job(&h.core, job(conn, room, peer, kind), Instant::now());
+    }
+
+    /// Drains the mailbox; the answers to `req_id`.
+    fn responses(h: &Harness, req_id: u32) -> Vec<Result<serde_json::Value, ApiErr>> {
+        let mut found = Vec::new();
+        while let Some(m) = h.out.try_recv() {
+            if let Outbound::Response {
+                req_id: r, result, ..
+            } = m
+            {
+                if r == req_id {
+                    found.push(result.map_err(|e| ApiErr(e.code)));
+                }
+            }
+        }
+        found
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct ApiErr(ErrorCode);
+
+    #[test]
+    fn a_panic_in_a_request_job_is_answered_internal_and_closes_only_that_room() {
+        let h = harness();
+        join(&h, 1, "doomed", "p1");
+        join(&h, 2, "fine", "p2");
+        assert_eq!(h.core.borrow().rooms_len(), 2);
+        let _ = responses(&h, 0);
+        run_job(
+            &h.core,
+            job(1, "doomed", "p1", JobKind::Crash { req_id: 7 }),
+            Instant::now(),
+        );
+        assert_eq!(responses(&h, 7), vec![Err(ApiErr(ErrorCode::Internal))]);
+        assert_eq!(h.core.borrow().rooms_len(), 1);
+        assert_eq!(h.stats.panics.load(Ordering::Relaxed), 1);
+        assert_eq!(h.stats.rooms.load(Ordering::Relaxed), 1);
+        assert_eq!(h.stats.peers.load(Ordering::Relaxed), 1);
+        // The surviving room still works.
+        join(&h, 3, "fine", "p3");
+        assert_eq!(h.stats.peers.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_panic_while_handling_a_packet_closes_its_transport_and_tells_its_peer_only() {
+        let h = harness();
+        join(&h, 1, "room", "p1");
+        join(&h, 2, "room", "p2");
+        let create = JobKind::Request {
+            req_id: 5,
+            request: Request::CreateTransport {
+                direction: Direction::Send,
+            },
+        };
+        run_job(&h.core, job(1, "room", "p1", create), Instant::now());
+        let answer = responses(&h, 5).pop().unwrap().unwrap();
+        let transport_id = answer["id"].as_str().unwrap().to_string();
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let tkey = {
+            let mut c = h.core.borrow_mut();
+            let tkey = *c.transports.keys().next().unwrap();
+            c.by_addr.insert(from, tkey);
+            tkey
+        };
+        assert_eq!(h.stats.transports.load(Ordering::Relaxed), 1);
+        // What the packet loop does with a datagram from `from` whose handling panics.
+        let found = h.core.borrow().transport_of_addr(&from);
+        assert_eq!(found, Some(tkey));
         let r = guarded(
-            &core,
-            |c| c.handle_job(crash, Instant::now()),
-            |_| Some("doomed".to_string()),
+            &h.core,
+            |_| -> () { panic!("a packet broke the handler") },
+            fail_transport(found),
         );
         assert!(r.is_none());
-        assert_eq!(core.borrow().rooms_len(), 1);
-        assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
-        assert_eq!(stats.rooms.load(Ordering::Relaxed), 1);
-        assert_eq!(stats.peers.load(Ordering::Relaxed), 1);
-        // The surviving room still works.
-        join(&core, "fine", "p3");
-        assert_eq!(stats.peers.load(Ordering::Relaxed), 2);
+        assert_eq!(h.stats.panics.load(Ordering::Relaxed), 1);
+        assert_eq!(h.stats.transports.load(Ordering::Relaxed), 0);
+        assert_eq!(h.core.borrow().rooms_len(), 1, "the room survives");
+        assert_eq!(h.stats.peers.load(Ordering::Relaxed), 2);
+        assert!(h.core.borrow().transport_of_addr(&from).is_none());
+        let mut told = Vec::new();
+        while let Some(m) = h.out.try_recv() {
+            if let Outbound::Notify { conn, method, data } = m {
+                told.push((conn, method, data["transportId"].clone()));
+            }
+        }
+        assert_eq!(
+            told,
+            vec![(1, "error", serde_json::json!(transport_id))],
+            "only the transport's own peer is told, with the transport's id"
+        );
+        // Nothing is left unanswered, and the peer can go on.
+        let again = JobKind::Request {
+            req_id: 6,
+            request: Request::CreateTransport {
+                direction: Direction::Send,
+            },
+        };
+        run_job(&h.core, job(1, "room", "p1", again), Instant::now());
+        assert!(responses(&h, 6).pop().unwrap().is_ok());
     }
 }

@@ -32,6 +32,16 @@ pub struct WorkerStats {
     pub retransmissions_sent: AtomicU64,
     pub nacks_sent: AtomicU64,
     pub rtx_received: AtomicU64,
+    /// Limits on media abuse (src/room/limits.rs): bytes of retransmission caches held, caches
+    /// refused because the budget was spent (NACKs for those encodings go unanswered), media
+    /// dropped by a peer's egress cap, key-frame requests sent to producers, and selected ICE
+    /// tuples changed after the new address proved consent with authenticated SRTP.
+    pub retransmit_cache_bytes: AtomicU64,
+    pub retransmit_cache_denied: AtomicU64,
+    pub egress_dropped_packets: AtomicU64,
+    pub egress_dropped_bytes: AtomicU64,
+    pub keyframe_requests_sent: AtomicU64,
+    pub tuple_switches: AtomicU64,
     /// Forwarding latency percentiles in nanoseconds (socket in → socket out), refreshed
     /// about once a second by the worker.
     pub latency_p50_ns: AtomicU64,
@@ -113,6 +123,12 @@ impl WorkerStats {
             "retransmissionsSent": l(&self.retransmissions_sent),
             "nacksSent": l(&self.nacks_sent),
             "rtxPacketsReceived": l(&self.rtx_received),
+            "retransmitCacheBytes": l(&self.retransmit_cache_bytes),
+            "retransmitCacheDenied": l(&self.retransmit_cache_denied),
+            "egressDroppedPackets": l(&self.egress_dropped_packets),
+            "egressDroppedBytes": l(&self.egress_dropped_bytes),
+            "keyframeRequestsSent": l(&self.keyframe_requests_sent),
+            "tupleSwitches": l(&self.tuple_switches),
             "forwardLatencyNs": {
                 "p50": l(&self.latency_p50_ns),
                 "p99": l(&self.latency_p99_ns),
