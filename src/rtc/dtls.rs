@@ -10,7 +10,7 @@
 //! [`DtlsEvent::Closed`].
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -26,8 +26,9 @@ use webrtc_dtls::conn::DTLSConn;
 use webrtc_dtls::crypto::Certificate;
 use webrtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 
-/// webrtc-dtls has no handshake timeout of its own.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub use super::dtls_gate::DtlsLimits;
+use super::dtls_gate::{has_plaintext_alert, HandshakeGate, HandshakePermit};
+
 /// Per-session bound of queued incoming datagrams; beyond it datagrams are dropped.
 const INBOUND_QUEUE_LIMIT: usize = 128;
 /// DTLS handshake records are fragmented to the MTU; anything larger is not ours.
@@ -219,10 +220,17 @@ pub struct DtlsRuntime {
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     live: Arc<AtomicUsize>,
+    limits: DtlsLimits,
+    gate: Arc<HandshakeGate>,
 }
 
 impl DtlsRuntime {
+    /// With the default [`DtlsLimits`].
     pub fn start(cert: Arc<DtlsCertificate>) -> std::io::Result<Self> {
+        Self::start_with(cert, DtlsLimits::default())
+    }
+
+    pub fn start_with(cert: Arc<DtlsCertificate>, limits: DtlsLimits) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()?;
@@ -243,6 +251,8 @@ impl DtlsRuntime {
             shutdown: Some(shutdown),
             thread: Some(thread),
             live: Arc::new(AtomicUsize::new(0)),
+            limits,
+            gate: Arc::new(HandshakeGate::default()),
         })
     }
 
@@ -253,7 +263,28 @@ impl DtlsRuntime {
         remote: Vec<RemoteFingerprint>,
         sink: DtlsSink,
     ) -> DtlsSession {
+        self.new_session_from(role, remote, None, sink)
+    }
+
+    /// [`Self::new_session`] for a peer at `peer_ip`, counted against the per-IP handshake cap.
+    /// Beyond a cap the session reports [`DtlsEvent::Failed`] at once (from this thread).
+    pub fn new_session_from(
+        &self,
+        role: DtlsRole,
+        remote: Vec<RemoteFingerprint>,
+        peer_ip: Option<IpAddr>,
+        sink: DtlsSink,
+    ) -> DtlsSession {
         let shared = Arc::new(Shared::default());
+        let permit = match self.gate.admit(peer_ip, &self.limits) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                tracing::debug!(%refusal, "DTLS handshake refused");
+                shared.close_requested.store(true, Ordering::SeqCst);
+                sink(DtlsEvent::Failed(refusal.to_string()));
+                return DtlsSession { shared };
+            }
+        };
         let conn = Arc::new(ChannelConn {
             shared: Arc::clone(&shared),
             sink: Arc::clone(&sink),
@@ -262,14 +293,27 @@ impl DtlsRuntime {
             _live: LiveGuard::new(&self.live),
         });
         let config = session_config(&self.cert, role, remote);
+        let session = SessionTask {
+            conn,
+            config,
+            role,
+            sink,
+            permit,
+            timeout: self.limits.handshake_timeout,
+        };
         // If the runtime is already shut down the task is dropped at once, which is fine.
-        drop(self.handle.spawn(run_session(conn, config, role, sink)));
+        drop(self.handle.spawn(run_session(session)));
         DtlsSession { shared }
     }
 
     /// Sessions whose tasks (ours and webrtc-dtls's) have not ended yet.
     pub fn live_sessions(&self) -> usize {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// Handshakes in progress (holding a place under the caps).
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.gate.in_progress()
     }
 }
 
@@ -292,9 +336,13 @@ pub struct DtlsSession {
 }
 
 impl DtlsSession {
-    /// An incoming DTLS record from the peer.
+    /// An incoming DTLS record from the peer. Plaintext alerts never get through (see
+    /// [`super::dtls_gate`]).
     pub fn feed(&self, datagram: &[u8]) {
-        if datagram.len() > MAX_DATAGRAM_LEN || self.shared.close_requested.load(Ordering::SeqCst) {
+        if datagram.len() > MAX_DATAGRAM_LEN
+            || self.shared.close_requested.load(Ordering::SeqCst)
+            || has_plaintext_alert(datagram)
+        {
             return;
         }
         {
@@ -535,7 +583,25 @@ fn session_config(
     }
 }
 
-async fn run_session(conn: Arc<ChannelConn>, config: Config, role: DtlsRole, sink: DtlsSink) {
+/// What one session task needs; the permit is held until the handshake ends.
+struct SessionTask {
+    conn: Arc<ChannelConn>,
+    config: Config,
+    role: DtlsRole,
+    sink: DtlsSink,
+    permit: HandshakePermit,
+    timeout: Duration,
+}
+
+async fn run_session(task: SessionTask) {
+    let SessionTask {
+        conn,
+        config,
+        role,
+        sink,
+        permit,
+        timeout,
+    } = task;
     let shared = Arc::clone(&conn.shared);
     let dtls_conn: Arc<dyn Conn + Send + Sync> = conn.clone();
     drop(conn);
@@ -547,7 +613,7 @@ async fn run_session(conn: Arc<ChannelConn>, config: Config, role: DtlsRole, sin
     tokio::pin!(close_requested);
 
     let handshake = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
+        timeout,
         DTLSConn::new(
             Arc::clone(&dtls_conn),
             config,
@@ -578,6 +644,7 @@ async fn run_session(conn: Arc<ChannelConn>, config: Config, role: DtlsRole, sin
         }
         Some(Ok(Ok(connection))) => connection,
     };
+    drop(permit);
     shared.handshake_done.store(true, Ordering::SeqCst);
 
     match export_keying_material(&connection, role).await {
