@@ -36,7 +36,9 @@ pub struct Cli {
     /// Folder of the built web UI (Next.js static export).
     #[arg(long, env = "SFU_WEB_ROOT")]
     pub web_root: Option<PathBuf>,
-    /// Folder where live HLS playlists and segments are written.
+    /// Folder where live HLS playlists and segments are written (created 0700; refused if it
+    /// is a symlink, not ours, or writable by others). Default: a fresh private folder per
+    /// process under $XDG_RUNTIME_DIR or the temp dir, deleted at exit.
     #[arg(long, env = "SFU_HLS_ROOT")]
     pub hls_root: Option<PathBuf>,
     /// Maximum peers in one room.
@@ -56,6 +58,32 @@ pub struct Cli {
     /// Do not pin worker threads to cores.
     #[arg(long, env = "SFU_NO_PIN")]
     pub no_pin: bool,
+    // --- limits: DTLS, HLS, fuzzing ---
+    /// Seconds a DTLS handshake may take before the transport is closed.
+    #[arg(long, env = "SFU_DTLS_HANDSHAKE_TIMEOUT_SECS")]
+    pub dtls_handshake_timeout_secs: Option<u64>,
+    /// Concurrent DTLS handshakes from one source IP (more fail at once).
+    #[arg(long, env = "SFU_DTLS_MAX_HANDSHAKES_PER_IP")]
+    pub dtls_max_handshakes_per_ip: Option<usize>,
+    /// Concurrent DTLS handshakes in total (more fail at once).
+    #[arg(long, env = "SFU_DTLS_MAX_HANDSHAKES")]
+    pub dtls_max_handshakes: Option<usize>,
+    /// Concurrent HLS pipelines (FFmpeg processes).
+    #[arg(long, env = "SFU_HLS_MAX_ROOMS")]
+    pub hls_max_rooms: Option<usize>,
+    /// Seconds without a packet after which a producer no longer counts as sending media for
+    /// HLS (a pipeline starts only for producers that send).
+    #[arg(long, env = "SFU_HLS_MEDIA_WINDOW_SECS")]
+    pub hls_media_window_secs: Option<u64>,
+    /// Seconds without a viewer request after which a pipeline gives its slot up.
+    #[arg(long, env = "SFU_HLS_IDLE_TIMEOUT_SECS")]
+    pub hls_idle_timeout_secs: Option<u64>,
+    /// Seconds without any producer sending media after which a pipeline gives its slot up.
+    #[arg(long, env = "SFU_HLS_SOURCE_GRACE_SECS")]
+    pub hls_source_grace_secs: Option<u64>,
+    /// The user FFmpeg runs as when the server runs as root (its primary group too).
+    #[arg(long, env = "SFU_HLS_FFMPEG_USER")]
+    pub hls_ffmpeg_user: Option<String>,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -74,6 +102,15 @@ struct FileConfig {
     max_ws_message: Option<usize>,
     max_connections: Option<usize>,
     pin_workers: Option<bool>,
+    // --- limits: DTLS, HLS, fuzzing ---
+    dtls_handshake_timeout_secs: Option<u64>,
+    dtls_max_handshakes_per_ip: Option<usize>,
+    dtls_max_handshakes: Option<usize>,
+    hls_max_rooms: Option<usize>,
+    hls_media_window_secs: Option<u64>,
+    hls_idle_timeout_secs: Option<u64>,
+    hls_source_grace_secs: Option<u64>,
+    hls_ffmpeg_user: Option<String>,
 }
 
 /// The effective configuration.
@@ -85,12 +122,22 @@ pub struct Config {
     pub announced_ip: IpAddr,
     pub rtc_port: u16,
     pub web_root: PathBuf,
-    pub hls_root: PathBuf,
+    /// `None`: a fresh private folder (see `hls::root`).
+    pub hls_root: Option<PathBuf>,
     pub max_peers_per_room: usize,
     pub room_spill_peers: usize,
     pub max_ws_message: usize,
     pub max_connections: usize,
     pub pin_workers: bool,
+    // --- limits: DTLS, HLS, fuzzing ---
+    pub dtls_handshake_timeout_secs: u64,
+    pub dtls_max_handshakes_per_ip: usize,
+    pub dtls_max_handshakes: usize,
+    pub hls_max_rooms: usize,
+    pub hls_media_window_secs: u64,
+    pub hls_idle_timeout_secs: u64,
+    pub hls_source_grace_secs: u64,
+    pub hls_ffmpeg_user: String,
 }
 
 impl Default for Config {
@@ -102,12 +149,21 @@ impl Default for Config {
             announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             rtc_port: 45000,
             web_root: PathBuf::from("web/out"),
-            hls_root: std::env::temp_dir().join("sfu-hls"),
+            hls_root: None,
             max_peers_per_room: 1000,
             room_spill_peers: 50,
             max_ws_message: 64 * 1024,
             max_connections: 4096,
             pin_workers: true,
+            // --- limits: DTLS, HLS, fuzzing ---
+            dtls_handshake_timeout_secs: 15,
+            dtls_max_handshakes_per_ip: 16,
+            dtls_max_handshakes: 256,
+            hls_max_rooms: 4,
+            hls_media_window_secs: 3,
+            hls_idle_timeout_secs: 30,
+            hls_source_grace_secs: 10,
+            hls_ffmpeg_user: "nobody".into(),
         }
     }
 }
@@ -167,7 +223,7 @@ impl Config {
                 .unwrap_or(d.announced_ip),
             rtc_port: cli.rtc_port.or(file.rtc_port).unwrap_or(d.rtc_port),
             web_root: cli.web_root.clone().or(file.web_root).unwrap_or(d.web_root),
-            hls_root: cli.hls_root.clone().or(file.hls_root).unwrap_or(d.hls_root),
+            hls_root: cli.hls_root.clone().or(file.hls_root).or(d.hls_root),
             max_peers_per_room: cli
                 .max_peers_per_room
                 .or(file.max_peers_per_room)
@@ -185,6 +241,40 @@ impl Config {
                 .or(file.max_connections)
                 .unwrap_or(d.max_connections),
             pin_workers: !cli.no_pin && file.pin_workers.unwrap_or(d.pin_workers),
+            // --- limits: DTLS, HLS, fuzzing ---
+            dtls_handshake_timeout_secs: cli
+                .dtls_handshake_timeout_secs
+                .or(file.dtls_handshake_timeout_secs)
+                .unwrap_or(d.dtls_handshake_timeout_secs),
+            dtls_max_handshakes_per_ip: cli
+                .dtls_max_handshakes_per_ip
+                .or(file.dtls_max_handshakes_per_ip)
+                .unwrap_or(d.dtls_max_handshakes_per_ip),
+            dtls_max_handshakes: cli
+                .dtls_max_handshakes
+                .or(file.dtls_max_handshakes)
+                .unwrap_or(d.dtls_max_handshakes),
+            hls_max_rooms: cli
+                .hls_max_rooms
+                .or(file.hls_max_rooms)
+                .unwrap_or(d.hls_max_rooms),
+            hls_media_window_secs: cli
+                .hls_media_window_secs
+                .or(file.hls_media_window_secs)
+                .unwrap_or(d.hls_media_window_secs),
+            hls_idle_timeout_secs: cli
+                .hls_idle_timeout_secs
+                .or(file.hls_idle_timeout_secs)
+                .unwrap_or(d.hls_idle_timeout_secs),
+            hls_source_grace_secs: cli
+                .hls_source_grace_secs
+                .or(file.hls_source_grace_secs)
+                .unwrap_or(d.hls_source_grace_secs),
+            hls_ffmpeg_user: cli
+                .hls_ffmpeg_user
+                .clone()
+                .or(file.hls_ffmpeg_user)
+                .unwrap_or(d.hls_ffmpeg_user),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -219,6 +309,22 @@ impl Config {
         if self.max_peers_per_room == 0 {
             return Err(ConfigError::Invalid(
                 "max_peers_per_room must be >= 1".into(),
+            ));
+        }
+        // --- limits: DTLS, HLS, fuzzing ---
+        if self.dtls_handshake_timeout_secs == 0
+            || self.dtls_max_handshakes_per_ip == 0
+            || self.dtls_max_handshakes == 0
+        {
+            return Err(ConfigError::Invalid(
+                "dtls_handshake_timeout_secs, dtls_max_handshakes_per_ip and \
+                 dtls_max_handshakes must be >= 1"
+                    .into(),
+            ));
+        }
+        if self.hls_media_window_secs == 0 || self.hls_idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "hls_media_window_secs and hls_idle_timeout_secs must be >= 1".into(),
             ));
         }
         Ok(())

@@ -39,6 +39,7 @@ fn source(kind: SourceKind, producer: &str, peer: &str, mime: &str) -> MediaSour
         channels: (kind == SourceKind::Audio).then_some(2),
         fmtp: Vec::new(),
         paused: false,
+        last_packet_at: Some(Instant::now()),
     }
 }
 
@@ -59,6 +60,9 @@ fn test_config(name: &str, port_base: u16) -> HlsConfig {
         tile: (320, 180),
         fps: 15,
         idle_timeout: Duration::from_secs(30),
+        // The sources here are reported once: they count as sending for the whole test (the
+        // media window has its own tests).
+        media_window: Duration::from_secs(3600),
         ..HlsConfig::default()
     }
 }
