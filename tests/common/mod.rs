@@ -215,3 +215,10 @@ pub fn vp8_rtp_parameters(ssrc: u32) -> Value {
         "rtcp": {"cname": "test", "reducedSize": true}
     })
 }
+
+impl Server {
+    /// The server's process id (to look at its child processes).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
