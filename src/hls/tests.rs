@@ -694,3 +694,55 @@ fn a_crashing_ffmpeg_is_restarted_with_a_doubling_backoff() {
     manager.tick(at(1700));
     assert!(manager.ffmpeg_pid("r1").is_some());
 }
+
+#[test]
+fn producers_that_send_nothing_start_no_pipeline_and_one_whose_media_stops_frees_its_slot() {
+    // Serial with the other HLS tests: a fork elsewhere while the script is being written
+    // makes its exec fail with ETXTBSY.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cfg = fake_ffmpeg_config("flow", 46800, "exec sleep 30");
+    let _root = RootGuard(cfg.root.clone());
+    cfg.media_window = Duration::from_secs(3);
+    cfg.source_grace = Duration::from_secs(1);
+    cfg.max_rooms = 1;
+    let mut manager = HlsManager::new(cfg);
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut silent = vp8("cam", "mallory");
+    silent.last_packet_at = None;
+    manager.room_sources("fake", vec![silent], t0);
+    manager.viewer_request("fake", t0);
+    assert!(manager.tick(t0).is_empty(), "no media, no pipeline");
+    assert_eq!(manager.pipeline_count(), 0);
+
+    let mut sending = vp8("cam", "bob");
+    sending.last_packet_at = Some(t0);
+    manager.room_sources("real", vec![sending], t0);
+    for ms in [0, 100] {
+        manager.viewer_request("real", at(ms));
+        manager.viewer_request("fake", at(ms));
+        manager.tick(at(ms));
+    }
+    assert!(
+        manager.ffmpeg_pid("real").is_some(),
+        "the room with media takes the slot"
+    );
+    assert!(manager.ffmpeg_pid("fake").is_none());
+
+    // The real room's media stops: past the media window it has no source, and after the
+    // grace period its pipeline gives the slot up.
+    manager.viewer_request("real", at(3500));
+    let actions = manager.tick(at(3500));
+    assert!(
+        taps_of(&actions, "real").is_none(),
+        "still within the grace period"
+    );
+    manager.viewer_request("real", at(4600));
+    let actions = manager.tick(at(4600));
+    assert_eq!(taps_of(&actions, "real"), Some(Vec::new()));
+    assert_eq!(manager.pipeline_count(), 0);
+    assert!(
+        manager.ffmpeg_pid("fake").is_none(),
+        "the fake room still gets nothing"
+    );
+}
