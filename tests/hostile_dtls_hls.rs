@@ -237,7 +237,7 @@ impl Publisher {
 
     fn send(&mut self, n: usize) {
         for _ in 0..n {
-            let key = self.seq % 10 == 0;
+            let key = self.seq.is_multiple_of(10);
             let mut pkt = vec![0x80, 0x80 | 96];
             pkt.extend_from_slice(&self.seq.to_be_bytes());
             pkt.extend_from_slice(&(u32::from(self.seq) * 3000).to_be_bytes());
