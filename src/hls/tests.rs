@@ -746,3 +746,46 @@ fn producers_that_send_nothing_start_no_pipeline_and_one_whose_media_stops_frees
         "the fake room still gets nothing"
     );
 }
+
+#[test]
+fn as_root_ffmpeg_runs_as_nobody_inside_a_private_root_and_still_writes_the_playlist() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: geteuid has no preconditions.
+    if !ffmpeg_available() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("note: not root; the privilege drop is not exercised");
+        return;
+    }
+    let mut cfg = test_config("nobody", 46900);
+    let _root = RootGuard(cfg.root.clone());
+    cfg.run_as = root::ffmpeg_identity("nobody").expect("user nobody");
+    let (uid, _) = cfg.run_as.expect("root drops to nobody");
+    // The root is private to the server: FFmpeg reaches its folder only as its cwd.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir_all(&cfg.root).unwrap();
+    std::fs::set_permissions(&cfg.root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = cfg.root.join("r1");
+    let mut manager = HlsManager::new(cfg);
+    let sources = vec![vp8("cam", "alice")];
+    let mut senders = Senders::new(&sources);
+    manager.room_sources("r1", sources, Instant::now());
+    let live = drive(
+        &mut manager,
+        &mut senders,
+        "r1",
+        true,
+        Duration::from_secs(20),
+        live_with_segments(dir.clone(), 1),
+    );
+    assert!(live, "no live playlist as nobody; {}", report(&dir));
+    let pid = manager.ffmpeg_pid("r1").unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let real_uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok());
+    assert_eq!(real_uid, Some(uid), "FFmpeg runs as nobody");
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
+    manager.shutdown();
+    assert!(!dir.exists());
+}
