@@ -1,15 +1,16 @@
 //! [`HlsManager`]: starts, supervises, rebuilds and stops one FFmpeg pipeline per watched room.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::command::{LOG_FILE, PLAYLIST_FILE};
-use super::process::{create_room_dir, spawn_ffmpeg};
+use super::process::{create_room_dir, open_in_room, spawn_ffmpeg};
 use super::sdp::{rtpmap, PipelineStream};
 use super::{HlsAction, HlsConfig, MediaSource, SourceKind, TapTarget};
 
@@ -500,10 +501,8 @@ fn watch_run(
     let log = dir.join(LOG_FILE);
     if fs::metadata(&log).is_ok_and(|m| m.len() > LOG_LIMIT) {
         // FFmpeg's stderr is in append mode: it continues at the new end.
-        let _ = OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .and_then(|f| f.set_len(0));
+        let _ =
+            open_in_room(dir, LOG_FILE, OpenOptions::new().write(true)).and_then(|f| f.set_len(0));
     }
 }
 
@@ -589,7 +588,13 @@ fn ports_bound(streams: &[PipelineStream]) -> bool {
 /// The end of FFmpeg's log, for the crash report.
 fn log_tail(dir: &Path) -> String {
     let mut tail = String::new();
-    if let Ok(mut file) = File::open(dir.join(LOG_FILE)) {
+    // Read-only, but never through a symlink FFmpeg could have planted (it would leak the
+    // target's tail into the server log).
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(LOG_FILE));
+    if let Ok(mut file) = opened {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let _ = file.seek(SeekFrom::Start(len.saturating_sub(1024)));
         let mut bytes = Vec::new();

@@ -7,8 +7,9 @@
 //! then (std's `Command::uid` would drop them before the `chdir`, which the private root would
 //! refuse), so FFmpeg reaches its own folder by its working directory and nothing else.
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::fs::PermissionsExt;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -27,6 +28,21 @@ pub(crate) fn create_room_dir(dir: &Path, run_as: Option<(u32, u32)>) -> std::io
     Ok(())
 }
 
+/// Opens (creating it if needed) a file of the room folder the server writes itself. FFmpeg
+/// owns that folder: had it planted a symlink there (say `ffmpeg.log` → `/etc/passwd`), the
+/// server, as root, would write through it; `O_NOFOLLOW` refuses a symlink instead.
+pub(crate) fn open_in_room(
+    dir: &Path,
+    name: &str,
+    options: &mut OpenOptions,
+) -> std::io::Result<File> {
+    options
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(name))
+}
+
 /// Writes the SDP and starts FFmpeg in `dir` for `streams`.
 pub(crate) fn spawn_ffmpeg(
     cfg: &HlsConfig,
@@ -35,11 +51,9 @@ pub(crate) fn spawn_ffmpeg(
     streams: &[PipelineStream],
     continuing: bool,
 ) -> std::io::Result<Child> {
-    fs::write(dir.join(SDP_FILE), sdp_text(room_id, streams))?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(LOG_FILE))?;
+    let mut sdp = open_in_room(dir, SDP_FILE, OpenOptions::new().write(true).truncate(true))?;
+    sdp.write_all(sdp_text(room_id, streams).as_bytes())?;
+    let log = open_in_room(dir, LOG_FILE, OpenOptions::new().append(true))?;
     let mut command = Command::new(&cfg.ffmpeg);
     command
         .args(ffmpeg_args(cfg, streams, continuing))
@@ -76,5 +90,33 @@ fn child_setup(command: &mut Command, run_as: Option<(u32, u32)>) {
             libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             Ok(())
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_the_server_writes_in_a_room_folder_are_never_opened_through_a_symlink() {
+        let dir = std::env::temp_dir().join(format!("sfu-room-nofollow-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        create_room_dir(&dir, None).unwrap();
+        let target = dir.join("target");
+        fs::write(&target, "precious").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join(LOG_FILE)).unwrap();
+        std::os::unix::fs::symlink(&target, dir.join(SDP_FILE)).unwrap();
+        assert!(open_in_room(&dir, LOG_FILE, OpenOptions::new().append(true)).is_err());
+        assert!(open_in_room(
+            &dir,
+            SDP_FILE,
+            OpenOptions::new().write(true).truncate(true)
+        )
+        .is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious");
+        // A plain file is created and written.
+        let mut f = open_in_room(&dir, "x.txt", OpenOptions::new().write(true)).unwrap();
+        f.write_all(b"ok").unwrap();
+        let _ = fs::remove_dir_all(&dir);
     }
 }
