@@ -372,6 +372,34 @@ mod tests {
     }
 
     #[test]
+    fn dtls_and_hls_limits_come_from_the_file_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("sfu-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfu.toml");
+        std::fs::write(
+            &path,
+            "dtls_max_handshakes_per_ip = 3\nhls_media_window_secs = 5\nhls_ffmpeg_user = \"hls\"\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path),
+            dtls_max_handshakes_per_ip: Some(4),
+            ..Default::default()
+        };
+        let cfg = Config::load(&cli).unwrap();
+        assert_eq!(cfg.dtls_max_handshakes_per_ip, 4);
+        assert_eq!(cfg.hls_media_window_secs, 5);
+        assert_eq!(cfg.hls_ffmpeg_user, "hls");
+        assert_eq!(cfg.dtls_max_handshakes, 256);
+        assert_eq!(cfg.hls_root, None, "unset: a fresh private folder");
+        let zero = Cli {
+            dtls_handshake_timeout_secs: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::load(&zero).is_err());
+    }
+
+    #[test]
     fn an_unspecified_announced_ip_is_rejected() {
         let cli = Cli {
             announced_ip: Some("0.0.0.0".parse().unwrap()),
