@@ -659,7 +659,7 @@ fn handshakes_beyond_the_per_ip_cap_fail_at_once_and_a_stalled_one_meets_its_dea
         "--dtls-max-handshakes-per-ip",
         "1",
         "--dtls-handshake-timeout-secs",
-        "2",
+        "4",
     ]);
     let mut c = server.client();
     c.ok("join-room", json!({"roomId": "flood"}));
@@ -668,18 +668,21 @@ fn handshakes_beyond_the_per_ip_cap_fail_at_once_and_a_stalled_one_meets_its_dea
     let started = Instant::now();
     // B from the same address: over the cap.
     let refused = open_transport(&server, &mut c, "send");
-    let b = wait_transport_closed(&mut c, &refused.id, Duration::from_secs(5));
+    let b = wait_transport_closed(&mut c, &refused.id, Duration::from_secs(8));
     assert!(b.is_some(), "the handshake over the cap was refused");
+    let refused_after = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_millis(1800),
-        "refused before A's deadline"
+        notified(&mut c, "transport-closed")
+            .iter()
+            .all(|n| n["data"]["transportId"] != json!(stalled.id)),
+        "refused at once, while A still waits for its deadline ({refused_after:?})"
     );
-    let a = wait_transport_closed(&mut c, &stalled.id, Duration::from_secs(6));
+    let a = wait_transport_closed(&mut c, &stalled.id, Duration::from_secs(8));
     let took = started.elapsed();
     assert!(a.is_some(), "the stalled handshake was ended");
     assert!(
-        took >= Duration::from_millis(1500) && took < Duration::from_secs(6),
-        "ended by its 2 s deadline, after {took:?}"
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "ended by its 4 s deadline, after {took:?}"
     );
     assert_eq!(transports(&server), 0);
     // With the place free again, a real handshake goes through.
