@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-const DEFAULT_ITERS: u64 = 200_000;
+const DEFAULT_ITERS: u64 = 1_000_000;
 /// Each target stops after this long even if iterations remain (two shared cores).
 const TIME_BUDGET: Duration = Duration::from_secs(5);
 const MAX_INPUT: usize = 4096;
@@ -76,6 +76,11 @@ impl Fuzz {
             }
             ran += 1;
         }
+        eprintln!(
+            "fuzz: {ran} inputs in {:.2} s (seed {})",
+            started.elapsed().as_secs_f64(),
+            self.seed
+        );
         ran
     }
 }
