@@ -36,7 +36,9 @@ pub struct Cli {
     /// Folder of the built web UI (Next.js static export).
     #[arg(long, env = "SFU_WEB_ROOT")]
     pub web_root: Option<PathBuf>,
-    /// Folder where live HLS playlists and segments are written.
+    /// Folder where live HLS playlists and segments are written (created 0700; refused if it
+    /// is a symlink, not ours, or writable by others). Default: a fresh private folder per
+    /// process under $XDG_RUNTIME_DIR or the temp dir, deleted at exit.
     #[arg(long, env = "SFU_HLS_ROOT")]
     pub hls_root: Option<PathBuf>,
     /// Maximum peers in one room.
@@ -115,6 +117,32 @@ pub struct Cli {
     /// gets no cache: its NACKs go unanswered).
     #[arg(long, env = "SFU_RETRANSMIT_CACHE_MIB")]
     pub retransmit_cache_mib: Option<u64>,
+    // --- limits: DTLS, HLS, fuzzing ---
+    /// Seconds a DTLS handshake may take before the transport is closed.
+    #[arg(long, env = "SFU_DTLS_HANDSHAKE_TIMEOUT_SECS")]
+    pub dtls_handshake_timeout_secs: Option<u64>,
+    /// Concurrent DTLS handshakes from one source IP (more fail at once).
+    #[arg(long, env = "SFU_DTLS_MAX_HANDSHAKES_PER_IP")]
+    pub dtls_max_handshakes_per_ip: Option<usize>,
+    /// Concurrent DTLS handshakes in total (more fail at once).
+    #[arg(long, env = "SFU_DTLS_MAX_HANDSHAKES")]
+    pub dtls_max_handshakes: Option<usize>,
+    /// Concurrent HLS pipelines (FFmpeg processes).
+    #[arg(long, env = "SFU_HLS_MAX_ROOMS")]
+    pub hls_max_rooms: Option<usize>,
+    /// Seconds without a packet after which a producer no longer counts as sending media for
+    /// HLS (a pipeline starts only for producers that send).
+    #[arg(long, env = "SFU_HLS_MEDIA_WINDOW_SECS")]
+    pub hls_media_window_secs: Option<u64>,
+    /// Seconds without a viewer request after which a pipeline gives its slot up.
+    #[arg(long, env = "SFU_HLS_IDLE_TIMEOUT_SECS")]
+    pub hls_idle_timeout_secs: Option<u64>,
+    /// Seconds without any producer sending media after which a pipeline gives its slot up.
+    #[arg(long, env = "SFU_HLS_SOURCE_GRACE_SECS")]
+    pub hls_source_grace_secs: Option<u64>,
+    /// The user FFmpeg runs as when the server runs as root (its primary group too).
+    #[arg(long, env = "SFU_HLS_FFMPEG_USER")]
+    pub hls_ffmpeg_user: Option<String>,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -152,6 +180,15 @@ struct FileConfig {
     max_consumers_per_peer: Option<usize>,
     peer_egress_kbps: Option<u64>,
     retransmit_cache_mib: Option<u64>,
+    // --- limits: DTLS, HLS, fuzzing ---
+    dtls_handshake_timeout_secs: Option<u64>,
+    dtls_max_handshakes_per_ip: Option<usize>,
+    dtls_max_handshakes: Option<usize>,
+    hls_max_rooms: Option<usize>,
+    hls_media_window_secs: Option<u64>,
+    hls_idle_timeout_secs: Option<u64>,
+    hls_source_grace_secs: Option<u64>,
+    hls_ffmpeg_user: Option<String>,
 }
 
 /// The effective configuration.
@@ -163,7 +200,8 @@ pub struct Config {
     pub announced_ip: IpAddr,
     pub rtc_port: u16,
     pub web_root: PathBuf,
-    pub hls_root: PathBuf,
+    /// `None`: a fresh private folder (see `hls::root`).
+    pub hls_root: Option<PathBuf>,
     pub max_peers_per_room: usize,
     pub room_spill_peers: usize,
     pub max_ws_message: usize,
@@ -189,6 +227,15 @@ pub struct Config {
     pub max_consumers_per_peer: usize,
     pub peer_egress_kbps: u64,
     pub retransmit_cache_mib: u64,
+    // --- limits: DTLS, HLS, fuzzing ---
+    pub dtls_handshake_timeout_secs: u64,
+    pub dtls_max_handshakes_per_ip: usize,
+    pub dtls_max_handshakes: usize,
+    pub hls_max_rooms: usize,
+    pub hls_media_window_secs: u64,
+    pub hls_idle_timeout_secs: u64,
+    pub hls_source_grace_secs: u64,
+    pub hls_ffmpeg_user: String,
 }
 
 impl Default for Config {
@@ -200,7 +247,7 @@ impl Default for Config {
             announced_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             rtc_port: 45000,
             web_root: PathBuf::from("web/out"),
-            hls_root: std::env::temp_dir().join("sfu-hls"),
+            hls_root: None,
             max_peers_per_room: 1000,
             room_spill_peers: 50,
             max_ws_message: 64 * 1024,
@@ -228,6 +275,15 @@ impl Default for Config {
             max_consumers_per_peer: 500,
             peer_egress_kbps: 50_000,
             retransmit_cache_mib: 256,
+            // --- limits: DTLS, HLS, fuzzing ---
+            dtls_handshake_timeout_secs: 15,
+            dtls_max_handshakes_per_ip: 16,
+            dtls_max_handshakes: 256,
+            hls_max_rooms: 4,
+            hls_media_window_secs: 3,
+            hls_idle_timeout_secs: 30,
+            hls_source_grace_secs: 10,
+            hls_ffmpeg_user: "nobody".into(),
         }
     }
 }
@@ -287,7 +343,7 @@ impl Config {
                 .unwrap_or(d.announced_ip),
             rtc_port: cli.rtc_port.or(file.rtc_port).unwrap_or(d.rtc_port),
             web_root: cli.web_root.clone().or(file.web_root).unwrap_or(d.web_root),
-            hls_root: cli.hls_root.clone().or(file.hls_root).unwrap_or(d.hls_root),
+            hls_root: cli.hls_root.clone().or(file.hls_root).or(d.hls_root),
             max_peers_per_room: cli
                 .max_peers_per_room
                 .or(file.max_peers_per_room)
@@ -377,6 +433,40 @@ impl Config {
                 .retransmit_cache_mib
                 .or(file.retransmit_cache_mib)
                 .unwrap_or(d.retransmit_cache_mib),
+            // --- limits: DTLS, HLS, fuzzing ---
+            dtls_handshake_timeout_secs: cli
+                .dtls_handshake_timeout_secs
+                .or(file.dtls_handshake_timeout_secs)
+                .unwrap_or(d.dtls_handshake_timeout_secs),
+            dtls_max_handshakes_per_ip: cli
+                .dtls_max_handshakes_per_ip
+                .or(file.dtls_max_handshakes_per_ip)
+                .unwrap_or(d.dtls_max_handshakes_per_ip),
+            dtls_max_handshakes: cli
+                .dtls_max_handshakes
+                .or(file.dtls_max_handshakes)
+                .unwrap_or(d.dtls_max_handshakes),
+            hls_max_rooms: cli
+                .hls_max_rooms
+                .or(file.hls_max_rooms)
+                .unwrap_or(d.hls_max_rooms),
+            hls_media_window_secs: cli
+                .hls_media_window_secs
+                .or(file.hls_media_window_secs)
+                .unwrap_or(d.hls_media_window_secs),
+            hls_idle_timeout_secs: cli
+                .hls_idle_timeout_secs
+                .or(file.hls_idle_timeout_secs)
+                .unwrap_or(d.hls_idle_timeout_secs),
+            hls_source_grace_secs: cli
+                .hls_source_grace_secs
+                .or(file.hls_source_grace_secs)
+                .unwrap_or(d.hls_source_grace_secs),
+            hls_ffmpeg_user: cli
+                .hls_ffmpeg_user
+                .clone()
+                .or(file.hls_ffmpeg_user)
+                .unwrap_or(d.hls_ffmpeg_user),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -440,6 +530,22 @@ impl Config {
         if self.retransmit_cache_mib > 1 << 20 {
             return Err(ConfigError::Invalid(
                 "retransmit_cache_mib must be at most 1048576 (1 TiB)".into(),
+            ));
+        }
+        // --- limits: DTLS, HLS, fuzzing ---
+        if self.dtls_handshake_timeout_secs == 0
+            || self.dtls_max_handshakes_per_ip == 0
+            || self.dtls_max_handshakes == 0
+        {
+            return Err(ConfigError::Invalid(
+                "dtls_handshake_timeout_secs, dtls_max_handshakes_per_ip and \
+                 dtls_max_handshakes must be >= 1"
+                    .into(),
+            ));
+        }
+        if self.hls_media_window_secs == 0 || self.hls_idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "hls_media_window_secs and hls_idle_timeout_secs must be >= 1".into(),
             ));
         }
         Ok(())
@@ -557,6 +663,34 @@ mod tests {
         };
         let err = Config::load(&cli).unwrap_err().to_string();
         assert!(err.contains("max_consumers_per_peer"), "{err}");
+    }
+
+    #[test]
+    fn dtls_and_hls_limits_come_from_the_file_and_flags_win() {
+        let dir = std::env::temp_dir().join(format!("sfu-cfg4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfu.toml");
+        std::fs::write(
+            &path,
+            "dtls_max_handshakes_per_ip = 3\nhls_media_window_secs = 5\nhls_ffmpeg_user = \"hls\"\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path),
+            dtls_max_handshakes_per_ip: Some(4),
+            ..Default::default()
+        };
+        let cfg = Config::load(&cli).unwrap();
+        assert_eq!(cfg.dtls_max_handshakes_per_ip, 4);
+        assert_eq!(cfg.hls_media_window_secs, 5);
+        assert_eq!(cfg.hls_ffmpeg_user, "hls");
+        assert_eq!(cfg.dtls_max_handshakes, 256);
+        assert_eq!(cfg.hls_root, None, "unset: a fresh private folder");
+        let zero = Cli {
+            dtls_handshake_timeout_secs: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::load(&zero).is_err());
     }
 
     #[test]

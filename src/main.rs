@@ -4,14 +4,16 @@
 use clap::Parser;
 use sfu::channel::mio_mailbox;
 use sfu::config::{Cli, Config};
+use sfu::hls::root::{ffmpeg_identity, HlsRoot};
 use sfu::hls::{HlsConfig, HlsManager};
-use sfu::rtc::dtls::{DtlsCertificate, DtlsRuntime};
+use sfu::rtc::dtls::{DtlsCertificate, DtlsLimits, DtlsRuntime};
 use sfu::signaling::edge::{Edge, EdgeConfig};
 use sfu::signaling::session::{Signaling, SignalingLimits, WorkerLink};
 use sfu::worker::{self, WorkerOptions};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn main() -> ExitCode {
     init_logging();
@@ -124,14 +126,13 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let signals = block_termination_signals();
     raise_memlock_limit();
     raise_open_files_limit();
-    if let Err(e) = std::fs::create_dir_all(&cfg.hls_root) {
-        return Err(format!("cannot create HLS folder {}: {e}", cfg.hls_root.display()).into());
-    }
+    let hls_root = HlsRoot::prepare(cfg.hls_root.as_deref())?;
+    let ffmpeg_run_as = ffmpeg_identity(&cfg.hls_ffmpeg_user)?;
     let edge = Edge::bind(
         cfg.listen,
         EdgeConfig {
             web_root: Some(cfg.web_root.clone()),
-            hls_root: cfg.hls_root.clone(),
+            hls_root: hls_root.path.clone(),
             max_ws_message: cfg.max_ws_message,
             max_connections: cfg.max_connections,
             max_http_body: 16 * 1024,
@@ -152,7 +153,14 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let (out_tx, out_rx) = mio_mailbox(edge.waker());
     let cert = Arc::new(DtlsCertificate::generate()?);
     let fingerprint = cert.fingerprint_sha256();
-    let dtls = Arc::new(DtlsRuntime::start(cert)?);
+    let dtls = Arc::new(DtlsRuntime::start_with(
+        cert,
+        DtlsLimits {
+            handshake_timeout: Duration::from_secs(cfg.dtls_handshake_timeout_secs),
+            max_handshakes_per_ip: cfg.dtls_max_handshakes_per_ip,
+            max_handshakes: cfg.dtls_max_handshakes,
+        },
+    )?);
 
     let cores = core_affinity::get_core_ids().unwrap_or_default();
     let mut links = Vec::new();
@@ -209,7 +217,12 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             worker_stall: std::time::Duration::from_millis(cfg.worker_stall_ms),
         },
         Some(HlsManager::new(HlsConfig {
-            root: cfg.hls_root.clone(),
+            root: hls_root.path.clone(),
+            max_rooms: cfg.hls_max_rooms,
+            media_window: Duration::from_secs(cfg.hls_media_window_secs),
+            idle_timeout: Duration::from_secs(cfg.hls_idle_timeout_secs),
+            source_grace: Duration::from_secs(cfg.hls_source_grace_secs),
+            run_as: ffmpeg_run_as,
             ..HlsConfig::default()
         })),
     );

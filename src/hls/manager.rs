@@ -1,15 +1,17 @@
 //! [`HlsManager`]: starts, supervises, rebuilds and stops one FFmpeg pipeline per watched room.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::command::{ffmpeg_args, LOG_FILE, PLAYLIST_FILE, SDP_FILE};
-use super::sdp::{rtpmap, sdp_text, PipelineStream};
+use super::command::{LOG_FILE, PLAYLIST_FILE};
+use super::process::{create_room_dir, open_in_room, spawn_ffmpeg};
+use super::sdp::{rtpmap, PipelineStream};
 use super::{HlsAction, HlsConfig, MediaSource, SourceKind, TapTarget};
 
 /// More tiles would be unreadable; more mixed voices are noise.
@@ -34,7 +36,9 @@ pub struct HlsManager {
 
 struct Room {
     dir: PathBuf,
-    /// Usable sources in pipeline order (see [`usable_sources`]).
+    /// Every producer as the worker last reported it (with when it last sent).
+    reported: Vec<MediaSource>,
+    /// Usable sources in pipeline order (see [`usable_sources`]), without their send times.
     sources: Vec<MediaSource>,
     sources_changed_at: Instant,
     last_viewer: Option<Instant>,
@@ -85,15 +89,17 @@ impl HlsManager {
         }
     }
 
-    /// The room's producers changed; `sources` is the full list. Empty = room gone or silent.
+    /// The room's producers changed, or started or stopped sending; `sources` is the full list.
+    /// Empty = room gone or silent. A room whose producers send nothing is remembered (so a
+    /// viewer can wait for it) but starts no pipeline.
     pub fn room_sources(&mut self, room_id: &str, sources: Vec<MediaSource>, now: Instant) {
-        let usable = usable_sources(sources);
         if !self.rooms.contains_key(room_id) {
-            if usable.is_empty() || !safe_dir_name(room_id) {
+            if !has_candidates(&sources) || !safe_dir_name(room_id) {
                 return;
             }
             let room = Room {
                 dir: self.cfg.root.join(room_id),
+                reported: Vec::new(),
                 sources: Vec::new(),
                 sources_changed_at: now,
                 last_viewer: None,
@@ -104,6 +110,34 @@ impl HlsManager {
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
+        room.reported = sources;
+        self.refresh(room_id, now);
+        let room = &self.rooms[room_id];
+        if room.pipeline.is_none() && !has_candidates(&room.reported) {
+            self.rooms.remove(room_id);
+        }
+    }
+
+    /// Recomputes a room's usable sources: those sending media within the media window.
+    fn refresh(&mut self, room_id: &str, now: Instant) {
+        let window = self.cfg.media_window;
+        let Some(room) = self.rooms.get_mut(room_id) else {
+            return;
+        };
+        let flowing = room
+            .reported
+            .iter()
+            .filter(|s| {
+                s.last_packet_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < window)
+            })
+            .map(|s| MediaSource {
+                // Send times change all the time; the pipeline only cares which sources send.
+                last_packet_at: None,
+                ..s.clone()
+            })
+            .collect();
+        let usable = usable_sources(flowing);
         if room.sources != usable {
             room.sources = usable;
             room.sources_changed_at = now;
@@ -114,8 +148,6 @@ impl HlsManager {
             } else {
                 pipeline.no_sources_since = None;
             }
-        } else if room.sources.is_empty() {
-            self.rooms.remove(room_id);
         }
     }
 
@@ -125,13 +157,14 @@ impl HlsManager {
         self.reap_dying();
         let ids: Vec<String> = self.rooms.keys().cloned().collect();
         for id in ids {
+            self.refresh(&id, now);
             if self.rooms[&id].pipeline.is_some() {
                 self.supervise(&id, now, &mut actions);
             } else {
                 self.maybe_start(&id, now, &mut actions);
             }
             let room = &self.rooms[&id];
-            if room.pipeline.is_none() && room.sources.is_empty() {
+            if room.pipeline.is_none() && !has_candidates(&room.reported) {
                 self.rooms.remove(&id);
             }
         }
@@ -226,7 +259,9 @@ impl HlsManager {
         };
         let dir = room.dir.clone();
         remove_dir(&dir); // a stale playlist from an earlier server run must not be appended to
-        if let Err(e) = fs::create_dir_all(&dir) {
+        let created = fs::create_dir_all(&self.cfg.root)
+            .and_then(|()| create_room_dir(&dir, self.cfg.run_as));
+        if let Err(e) = created {
             tracing::warn!(room = id, dir = %dir.display(), error = %e, "HLS directory not created");
             return;
         }
@@ -336,22 +371,7 @@ impl HlsManager {
         let room = self.rooms.get_mut(id).expect("room exists");
         let pipeline = room.pipeline.as_mut().expect("pipeline exists");
         let continuing = room.dir.join(PLAYLIST_FILE).is_file();
-        let started =
-            fs::write(room.dir.join(SDP_FILE), sdp_text(id, &pipeline.streams)).and_then(|()| {
-                let log = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(room.dir.join(LOG_FILE))?;
-                let mut command = Command::new(&cfg.ffmpeg);
-                command
-                    .args(ffmpeg_args(cfg, &pipeline.streams, continuing))
-                    .current_dir(&room.dir)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::from(log));
-                kill_with_parent(&mut command);
-                command.spawn()
-            });
+        let started = spawn_ffmpeg(cfg, id, &room.dir, &pipeline.streams, continuing);
         match started {
             Ok(child) => {
                 tracing::debug!(
@@ -481,11 +501,14 @@ fn watch_run(
     let log = dir.join(LOG_FILE);
     if fs::metadata(&log).is_ok_and(|m| m.len() > LOG_LIMIT) {
         // FFmpeg's stderr is in append mode: it continues at the new end.
-        let _ = OpenOptions::new()
-            .write(true)
-            .open(&log)
-            .and_then(|f| f.set_len(0));
+        let _ =
+            open_in_room(dir, LOG_FILE, OpenOptions::new().write(true)).and_then(|f| f.set_len(0));
     }
+}
+
+/// Whether any source could be used once it sends (not paused, a supported codec).
+fn has_candidates(sources: &[MediaSource]) -> bool {
+    sources.iter().any(|s| !s.paused && rtpmap(s).is_some())
 }
 
 /// Non-paused sources with a supported codec, videos first, each kind by peer then producer.
@@ -565,7 +588,13 @@ fn ports_bound(streams: &[PipelineStream]) -> bool {
 /// The end of FFmpeg's log, for the crash report.
 fn log_tail(dir: &Path) -> String {
     let mut tail = String::new();
-    if let Ok(mut file) = File::open(dir.join(LOG_FILE)) {
+    // Read-only, but never through a symlink FFmpeg could have planted (it would leak the
+    // target's tail into the server log).
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(dir.join(LOG_FILE));
+    if let Ok(mut file) = opened {
         let len = file.metadata().map(|m| m.len()).unwrap_or(0);
         let _ = file.seek(SeekFrom::Start(len.saturating_sub(1024)));
         let mut bytes = Vec::new();
@@ -573,24 +602,6 @@ fn log_tail(dir: &Path) -> String {
         tail = String::from_utf8_lossy(&bytes).into_owned();
     }
     tail
-}
-
-/// FFmpeg must not outlive the server: SIGKILL it when the spawning thread dies.
-fn kill_with_parent(command: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure only calls prctl, sigemptyset and pthread_sigmask, which are
-    // async-signal-safe, on a zeroed sigset_t it owns.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            // The server blocks SIGINT/SIGTERM in its threads (a signal thread waits for
-            // them); FFmpeg must not inherit that mask.
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-            Ok(())
-        });
-    }
 }
 
 #[cfg(test)]

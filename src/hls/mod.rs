@@ -10,13 +10,15 @@ mod command;
 mod manager;
 mod playlist;
 mod ports;
+mod process;
+pub mod root;
 mod sdp;
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use command::{ffmpeg_args, Grid};
 pub use manager::HlsManager;
@@ -49,6 +51,11 @@ pub struct HlsConfig {
     pub rebuild_debounce: Duration,
     /// A running FFmpeg whose playlist has not changed for this long is restarted.
     pub stall_timeout: Duration,
+    /// A producer counts as a source only while its last packet is at most this old: a room
+    /// whose producers send nothing starts no FFmpeg (and holds no pipeline slot).
+    pub media_window: Duration,
+    /// `(uid, gid)` FFmpeg runs as (see `root::ffmpeg_identity`); `None`: the server's own.
+    pub run_as: Option<(u32, u32)>,
 }
 
 impl Default for HlsConfig {
@@ -65,6 +72,8 @@ impl Default for HlsConfig {
             source_grace: Duration::from_secs(10),
             rebuild_debounce: Duration::from_millis(500),
             stall_timeout: Duration::from_secs(15),
+            media_window: Duration::from_secs(3),
+            run_as: None,
         }
     }
 }
@@ -91,6 +100,9 @@ pub struct MediaSource {
     /// A paused producer sends nothing, so it is left out of the pipeline (a silent input would
     /// stall FFmpeg's filter graph).
     pub paused: bool,
+    /// When the producer's last media packet arrived (`None`: never). Sources that stopped
+    /// sending are left out like paused ones.
+    pub last_packet_at: Option<Instant>,
 }
 
 /// Where the worker must send one producer's RTP, rewritten to this payload type and SSRC.

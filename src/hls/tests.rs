@@ -39,6 +39,7 @@ fn source(kind: SourceKind, producer: &str, peer: &str, mime: &str) -> MediaSour
         channels: (kind == SourceKind::Audio).then_some(2),
         fmtp: Vec::new(),
         paused: false,
+        last_packet_at: Some(Instant::now()),
     }
 }
 
@@ -59,6 +60,9 @@ fn test_config(name: &str, port_base: u16) -> HlsConfig {
         tile: (320, 180),
         fps: 15,
         idle_timeout: Duration::from_secs(30),
+        // The sources here are reported once: they count as sending for the whole test (the
+        // media window has its own tests).
+        media_window: Duration::from_secs(3600),
         ..HlsConfig::default()
     }
 }
@@ -689,4 +693,99 @@ fn a_crashing_ffmpeg_is_restarted_with_a_doubling_backoff() {
     assert_eq!(manager.ffmpeg_pid("r1"), None);
     manager.tick(at(1700));
     assert!(manager.ffmpeg_pid("r1").is_some());
+}
+
+#[test]
+fn producers_that_send_nothing_start_no_pipeline_and_one_whose_media_stops_frees_its_slot() {
+    // Serial with the other HLS tests: a fork elsewhere while the script is being written
+    // makes its exec fail with ETXTBSY.
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cfg = fake_ffmpeg_config("flow", 46800, "exec sleep 30");
+    let _root = RootGuard(cfg.root.clone());
+    cfg.media_window = Duration::from_secs(3);
+    cfg.source_grace = Duration::from_secs(1);
+    cfg.max_rooms = 1;
+    let mut manager = HlsManager::new(cfg);
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut silent = vp8("cam", "mallory");
+    silent.last_packet_at = None;
+    manager.room_sources("fake", vec![silent], t0);
+    manager.viewer_request("fake", t0);
+    assert!(manager.tick(t0).is_empty(), "no media, no pipeline");
+    assert_eq!(manager.pipeline_count(), 0);
+
+    let mut sending = vp8("cam", "bob");
+    sending.last_packet_at = Some(t0);
+    manager.room_sources("real", vec![sending], t0);
+    for ms in [0, 100] {
+        manager.viewer_request("real", at(ms));
+        manager.viewer_request("fake", at(ms));
+        manager.tick(at(ms));
+    }
+    assert!(
+        manager.ffmpeg_pid("real").is_some(),
+        "the room with media takes the slot"
+    );
+    assert!(manager.ffmpeg_pid("fake").is_none());
+
+    // The real room's media stops: past the media window it has no source, and after the
+    // grace period its pipeline gives the slot up.
+    manager.viewer_request("real", at(3500));
+    let actions = manager.tick(at(3500));
+    assert!(
+        taps_of(&actions, "real").is_none(),
+        "still within the grace period"
+    );
+    manager.viewer_request("real", at(4600));
+    let actions = manager.tick(at(4600));
+    assert_eq!(taps_of(&actions, "real"), Some(Vec::new()));
+    assert_eq!(manager.pipeline_count(), 0);
+    assert!(
+        manager.ffmpeg_pid("fake").is_none(),
+        "the fake room still gets nothing"
+    );
+}
+
+#[test]
+fn as_root_ffmpeg_runs_as_nobody_inside_a_private_root_and_still_writes_the_playlist() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: geteuid has no preconditions.
+    if !ffmpeg_available() || unsafe { libc::geteuid() } != 0 {
+        eprintln!("note: not root; the privilege drop is not exercised");
+        return;
+    }
+    let mut cfg = test_config("nobody", 46900);
+    let _root = RootGuard(cfg.root.clone());
+    cfg.run_as = root::ffmpeg_identity("nobody").expect("user nobody");
+    let (uid, _) = cfg.run_as.expect("root drops to nobody");
+    // The root is private to the server: FFmpeg reaches its folder only as its cwd.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::create_dir_all(&cfg.root).unwrap();
+    std::fs::set_permissions(&cfg.root, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let dir = cfg.root.join("r1");
+    let mut manager = HlsManager::new(cfg);
+    let sources = vec![vp8("cam", "alice")];
+    let mut senders = Senders::new(&sources);
+    manager.room_sources("r1", sources, Instant::now());
+    let live = drive(
+        &mut manager,
+        &mut senders,
+        "r1",
+        true,
+        Duration::from_secs(20),
+        live_with_segments(dir.clone(), 1),
+    );
+    assert!(live, "no live playlist as nobody; {}", report(&dir));
+    let pid = manager.ffmpeg_pid("r1").unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let real_uid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u32>().ok());
+    assert_eq!(real_uid, Some(uid), "FFmpeg runs as nobody");
+    let meta = std::fs::metadata(&dir).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o700));
+    manager.shutdown();
+    assert!(!dir.exists());
 }

@@ -119,6 +119,8 @@ pub struct WorkerCore {
     /// exactly one response).
     pub unanswered: Cell<Option<(ConnId, u32)>>,
     next_key: u64,
+    /// Which producers send media, for the HLS pipeline (see tap.rs).
+    pub(crate) flow: super::tap::FlowWatch,
 }
 
 fn ortc_error(e: OrtcError) -> ApiError {
@@ -170,6 +172,7 @@ impl WorkerCore {
             cache_budget,
             unanswered: Cell::new(None),
             next_key: 1,
+            flow: Default::default(),
         }
     }
 
@@ -534,18 +537,20 @@ impl WorkerCore {
         Ok(())
     }
 
-    /// Starts the DTLS handshake once connect-transport gave a role and, for the client role,
-    /// ICE selected a tuple to send the ClientHello to.
+    /// Starts the DTLS handshake once connect-transport gave a role and ICE selected a tuple
+    /// (to send the ClientHello to, and to count against the per-IP handshake cap).
     pub(crate) fn maybe_start_dtls(&mut self, key: TKey) {
         let Some(t) = self.transports.get_mut(&key) else {
             return;
         };
-        let DtlsState::Pending { role, .. } = &t.dtls else {
-            return;
-        };
-        if *role == DtlsRole::Client && t.remote.is_none() {
+        if !matches!(t.dtls, DtlsState::Pending { .. }) {
             return;
         }
+        // Both roles wait for a checked tuple: no record can arrive before one anyway, and
+        // the peer's address counts against the per-IP handshake cap.
+        let Some(peer) = t.remote else {
+            return;
+        };
         let DtlsState::Pending { role, remote } = std::mem::replace(&mut t.dtls, DtlsState::Failed)
         else {
             return;
@@ -557,7 +562,9 @@ impl WorkerCore {
                 event,
             });
         });
-        let session = self.dtls.new_session(role, remote, sink);
+        let session = self
+            .dtls
+            .new_session_from(role, remote, Some(peer.ip()), sink);
         for rec in t.early_dtls.drain(..) {
             session.feed(&rec);
         }

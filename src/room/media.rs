@@ -283,12 +283,34 @@ impl WorkerCore {
                 }
             }
             DtlsEvent::Failed(reason) => {
-                tracing::info!(transport = %t.id, %reason, "DTLS failed; the transport stops carrying media");
-                t.close();
+                tracing::info!(transport = %t.id, %reason, "DTLS failed; closing the transport");
+                self.close_transport_and_tell(tkey);
             }
             DtlsEvent::Closed => {
-                t.srtp = None;
+                // Only an authenticated close_notify or fatal alert gets here (plaintext alerts
+                // are dropped before webrtc-dtls): the peer really ended DTLS. A transport we
+                // closed ourselves is gone from the map already.
+                tracing::debug!(transport = %t.id, "DTLS closed by the peer; closing the transport");
+                self.close_transport_and_tell(tkey);
             }
+        }
+    }
+
+    /// Closes a transport whose DTLS ended (cascading to its producers and consumers) and tells
+    /// its peer with `transport-closed`, so the client can create a new one.
+    fn close_transport_and_tell(&mut self, tkey: TKey) {
+        let Some(t) = self.transports.get(&tkey) else {
+            return;
+        };
+        let id = t.id.clone();
+        let conn = self
+            .rooms
+            .get(&t.room)
+            .and_then(|r| r.peer(&t.peer))
+            .map(|p| p.conn);
+        self.close_transport(tkey);
+        if let Some(conn) = conn {
+            self.notify(conn, "transport-closed", json!({ "transportId": id }));
         }
     }
 
@@ -781,6 +803,7 @@ impl WorkerCore {
     /// Periodic work (about every 250 ms): deferred key-frame requests and sender reports.
     pub fn tick(&mut self, now: Instant, send_reports: bool) {
         self.close_dead_transports(now);
+        self.announce_flow_changes(now);
         let due: Vec<(PKey, bool)> = self
             .producers
             .iter_mut()

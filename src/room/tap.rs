@@ -12,8 +12,16 @@ use crate::hls::{MediaSource, SourceKind, TapTarget};
 use crate::rtc::keyframe::is_keyframe;
 use crate::rtc::rtp::{self, ExtIdMap, Rewrite};
 use crate::worker::jobs::Outbound;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// Which producers were sending at the last look, so the HLS pipeline hears when a room's
+/// media starts or stops (it starts FFmpeg only for producers that send).
+#[derive(Default)]
+pub struct FlowWatch {
+    sending: HashSet<PKey>,
+}
 
 pub struct Tap {
     pub dest: SocketAddr,
@@ -56,6 +64,12 @@ impl WorkerCore {
                 let Some(codec) = p.mapping.codecs.first() else {
                     continue;
                 };
+                let last_packet_at = p
+                    .quality
+                    .layers
+                    .iter()
+                    .filter_map(|l| l.last_packet_at)
+                    .max();
                 out.push(MediaSource {
                     producer_id: id.clone(),
                     peer_id: peer.id.to_string(),
@@ -68,6 +82,7 @@ impl WorkerCore {
                     channels: codec.router_codec.channels,
                     fmtp: codec_fmtp(&codec.router_codec),
                     paused: p.paused,
+                    last_packet_at,
                 });
             }
         }
@@ -84,6 +99,31 @@ impl WorkerCore {
             room_id: room_id.into(),
             sources: self.room_sources(room_id),
         });
+    }
+
+    /// Announces the rooms (homed here) in which a producer started or stopped sending since
+    /// the last call. Called from the periodic tick: O(producers), no per-packet work.
+    pub(crate) fn announce_flow_changes(&mut self, now: Instant) {
+        let mut changed: Vec<std::sync::Arc<str>> = Vec::new();
+        let flow = &mut self.flow;
+        flow.sending.retain(|k| self.producers.contains_key(k));
+        for (pkey, p) in &self.producers {
+            let sending = p.quality.active_layers(now) != 0;
+            let was = flow.sending.contains(pkey);
+            if sending != was {
+                if sending {
+                    flow.sending.insert(*pkey);
+                } else {
+                    flow.sending.remove(pkey);
+                }
+                if !changed.contains(&p.room) {
+                    changed.push(p.room.clone());
+                }
+            }
+        }
+        for room in changed {
+            self.announce_sources(&room);
+        }
     }
 
     /// Replaces the taps of a room.

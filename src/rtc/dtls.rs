@@ -10,7 +10,7 @@
 //! [`DtlsEvent::Closed`].
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -26,8 +26,9 @@ use webrtc_dtls::conn::DTLSConn;
 use webrtc_dtls::crypto::Certificate;
 use webrtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 
-/// webrtc-dtls has no handshake timeout of its own.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub use super::dtls_gate::DtlsLimits;
+use super::dtls_gate::{has_plaintext_alert, HandshakeGate, HandshakePermit};
+
 /// Per-session bound of queued incoming datagrams; beyond it datagrams are dropped.
 const INBOUND_QUEUE_LIMIT: usize = 128;
 /// DTLS handshake records are fragmented to the MTU; anything larger is not ours.
@@ -219,10 +220,17 @@ pub struct DtlsRuntime {
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     live: Arc<AtomicUsize>,
+    limits: DtlsLimits,
+    gate: Arc<HandshakeGate>,
 }
 
 impl DtlsRuntime {
+    /// With the default [`DtlsLimits`].
     pub fn start(cert: Arc<DtlsCertificate>) -> std::io::Result<Self> {
+        Self::start_with(cert, DtlsLimits::default())
+    }
+
+    pub fn start_with(cert: Arc<DtlsCertificate>, limits: DtlsLimits) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()?;
@@ -243,6 +251,8 @@ impl DtlsRuntime {
             shutdown: Some(shutdown),
             thread: Some(thread),
             live: Arc::new(AtomicUsize::new(0)),
+            limits,
+            gate: Arc::new(HandshakeGate::default()),
         })
     }
 
@@ -253,7 +263,28 @@ impl DtlsRuntime {
         remote: Vec<RemoteFingerprint>,
         sink: DtlsSink,
     ) -> DtlsSession {
+        self.new_session_from(role, remote, None, sink)
+    }
+
+    /// [`Self::new_session`] for a peer at `peer_ip`, counted against the per-IP handshake cap.
+    /// Beyond a cap the session reports [`DtlsEvent::Failed`] at once (from this thread).
+    pub fn new_session_from(
+        &self,
+        role: DtlsRole,
+        remote: Vec<RemoteFingerprint>,
+        peer_ip: Option<IpAddr>,
+        sink: DtlsSink,
+    ) -> DtlsSession {
         let shared = Arc::new(Shared::default());
+        let permit = match self.gate.admit(peer_ip, &self.limits) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                tracing::debug!(%refusal, "DTLS handshake refused");
+                shared.close_requested.store(true, Ordering::SeqCst);
+                sink(DtlsEvent::Failed(refusal.to_string()));
+                return DtlsSession { shared };
+            }
+        };
         let conn = Arc::new(ChannelConn {
             shared: Arc::clone(&shared),
             sink: Arc::clone(&sink),
@@ -262,14 +293,27 @@ impl DtlsRuntime {
             _live: LiveGuard::new(&self.live),
         });
         let config = session_config(&self.cert, role, remote);
+        let session = SessionTask {
+            conn,
+            config,
+            role,
+            sink,
+            permit,
+            timeout: self.limits.handshake_timeout,
+        };
         // If the runtime is already shut down the task is dropped at once, which is fine.
-        drop(self.handle.spawn(run_session(conn, config, role, sink)));
+        drop(self.handle.spawn(run_session(session)));
         DtlsSession { shared }
     }
 
     /// Sessions whose tasks (ours and webrtc-dtls's) have not ended yet.
     pub fn live_sessions(&self) -> usize {
         self.live.load(Ordering::SeqCst)
+    }
+
+    /// Handshakes in progress (holding a place under the caps).
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.gate.in_progress()
     }
 }
 
@@ -292,9 +336,13 @@ pub struct DtlsSession {
 }
 
 impl DtlsSession {
-    /// An incoming DTLS record from the peer.
+    /// An incoming DTLS record from the peer. Plaintext alerts never get through (see
+    /// [`super::dtls_gate`]).
     pub fn feed(&self, datagram: &[u8]) {
-        if datagram.len() > MAX_DATAGRAM_LEN || self.shared.close_requested.load(Ordering::SeqCst) {
+        if datagram.len() > MAX_DATAGRAM_LEN
+            || self.shared.close_requested.load(Ordering::SeqCst)
+            || has_plaintext_alert(datagram)
+        {
             return;
         }
         {
@@ -535,7 +583,25 @@ fn session_config(
     }
 }
 
-async fn run_session(conn: Arc<ChannelConn>, config: Config, role: DtlsRole, sink: DtlsSink) {
+/// What one session task needs; the permit is held until the handshake ends.
+struct SessionTask {
+    conn: Arc<ChannelConn>,
+    config: Config,
+    role: DtlsRole,
+    sink: DtlsSink,
+    permit: HandshakePermit,
+    timeout: Duration,
+}
+
+async fn run_session(task: SessionTask) {
+    let SessionTask {
+        conn,
+        config,
+        role,
+        sink,
+        permit,
+        timeout,
+    } = task;
     let shared = Arc::clone(&conn.shared);
     let dtls_conn: Arc<dyn Conn + Send + Sync> = conn.clone();
     drop(conn);
@@ -547,7 +613,7 @@ async fn run_session(conn: Arc<ChannelConn>, config: Config, role: DtlsRole, sin
     tokio::pin!(close_requested);
 
     let handshake = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
+        timeout,
         DTLSConn::new(
             Arc::clone(&dtls_conn),
             config,
@@ -578,6 +644,7 @@ async fn run_session(conn: Arc<ChannelConn>, config: Config, role: DtlsRole, sin
         }
         Some(Ok(Ok(connection))) => connection,
     };
+    drop(permit);
     shared.handshake_done.store(true, Ordering::SeqCst);
 
     match export_keying_material(&connection, role).await {
@@ -627,289 +694,5 @@ async fn export_keying_material(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::mpsc;
-
-    use rand::Rng;
-
-    use super::*;
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    enum Side {
-        Client,
-        Server,
-    }
-
-    /// A client and a server session, each on its own runtime with its own certificate, whose
-    /// sinks report into one channel; `pump` carries their datagrams across.
-    struct Pair {
-        client_runtime: DtlsRuntime,
-        server_runtime: DtlsRuntime,
-        client: DtlsSession,
-        server: DtlsSession,
-        events: mpsc::Receiver<(Side, DtlsEvent)>,
-    }
-
-    #[derive(Default, Debug)]
-    struct Outcome {
-        client: Option<DtlsEvent>,
-        server: Option<DtlsEvent>,
-    }
-
-    fn sink(side: Side, tx: &mpsc::Sender<(Side, DtlsEvent)>) -> DtlsSink {
-        let tx = tx.clone();
-        Arc::new(move |event| {
-            let _ = tx.send((side, event));
-        })
-    }
-
-    fn fingerprint_of(cert: &DtlsCertificate) -> Vec<RemoteFingerprint> {
-        vec![RemoteFingerprint {
-            algorithm: "sha-256".into(),
-            value: cert.fingerprint_sha256().to_lowercase(),
-        }]
-    }
-
-    fn pair_with(client_remote: Option<Vec<RemoteFingerprint>>) -> Pair {
-        pair_with_fingerprints(client_remote, None)
-    }
-
-    fn pair_with_fingerprints(
-        client_remote: Option<Vec<RemoteFingerprint>>,
-        server_remote: Option<Vec<RemoteFingerprint>>,
-    ) -> Pair {
-        let client_cert = Arc::new(DtlsCertificate::generate().expect("client certificate"));
-        let server_cert = Arc::new(DtlsCertificate::generate().expect("server certificate"));
-        let client_remote = client_remote.unwrap_or_else(|| fingerprint_of(&server_cert));
-        let server_remote = server_remote.unwrap_or_else(|| fingerprint_of(&client_cert));
-        let client_runtime = DtlsRuntime::start(client_cert).expect("client runtime");
-        let server_runtime = DtlsRuntime::start(server_cert).expect("server runtime");
-        let (tx, events) = mpsc::channel();
-        let server =
-            server_runtime.new_session(DtlsRole::Server, server_remote, sink(Side::Server, &tx));
-        let client =
-            client_runtime.new_session(DtlsRole::Client, client_remote, sink(Side::Client, &tx));
-        Pair {
-            client_runtime,
-            server_runtime,
-            client,
-            server,
-            events,
-        }
-    }
-
-    impl Pair {
-        /// Carries datagrams (dropping `loss` of them) until `done` says so or `limit` passes.
-        fn pump(&self, loss: f64, limit: Duration, done: impl Fn(&Outcome) -> bool) -> Outcome {
-            let mut rng = rand::thread_rng();
-            self.pump_dropping(limit, done, |_, _| rng.gen_bool(loss))
-        }
-
-        /// Carries the datagrams `lose` lets through until `done` says so or `limit` passes.
-        fn pump_dropping(
-            &self,
-            limit: Duration,
-            done: impl Fn(&Outcome) -> bool,
-            mut lose: impl FnMut(Side, &[u8]) -> bool,
-        ) -> Outcome {
-            let deadline = Instant::now() + limit;
-            let mut outcome = Outcome::default();
-            while !done(&outcome) {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                    break;
-                };
-                let Ok((side, event)) = self.events.recv_timeout(left) else {
-                    break;
-                };
-                match event {
-                    DtlsEvent::Transmit(datagram) => {
-                        if lose(side, &datagram) {
-                            continue;
-                        }
-                        match side {
-                            Side::Client => self.server.feed(&datagram),
-                            Side::Server => self.client.feed(&datagram),
-                        }
-                    }
-                    terminal => match side {
-                        Side::Client => outcome.client = Some(terminal),
-                        Side::Server => outcome.server = Some(terminal),
-                    },
-                }
-            }
-            outcome
-        }
-
-        fn live_sessions(&self) -> usize {
-            self.client_runtime.live_sessions() + self.server_runtime.live_sessions()
-        }
-    }
-
-    fn both_reported(outcome: &Outcome) -> bool {
-        outcome.client.is_some() && outcome.server.is_some()
-    }
-
-    fn assert_same_keys(outcome: &Outcome) {
-        let (Some(DtlsEvent::Connected(client)), Some(DtlsEvent::Connected(server))) =
-            (&outcome.client, &outcome.server)
-        else {
-            panic!("both sides should connect: {outcome:?}");
-        };
-        assert_eq!(client.profile, SrtpProfileId::AeadAes256Gcm);
-        assert_eq!(client.profile, server.profile);
-        assert_eq!(client.material.len(), client.profile.material_len());
-        assert_eq!(client.material, server.material);
-        assert_eq!(client.role, DtlsRole::Client);
-        assert_eq!(server.role, DtlsRole::Server);
-    }
-
-    fn wait_until(limit: Duration, condition: impl Fn() -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if condition() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        condition()
-    }
-
-    #[test]
-    fn a_client_and_a_server_session_connect_with_the_same_profile_and_keys() {
-        let pair = pair_with(None);
-        let outcome = pair.pump(0.0, Duration::from_secs(10), both_reported);
-        assert_same_keys(&outcome);
-    }
-
-    #[test]
-    fn a_wrong_remote_fingerprint_makes_the_handshake_fail() {
-        let wrong = vec![RemoteFingerprint {
-            algorithm: "sha-256".into(),
-            value: DtlsCertificate::generate()
-                .expect("certificate")
-                .fingerprint_sha256(),
-        }];
-        let pair = pair_with(Some(wrong));
-        let outcome = pair.pump(0.0, Duration::from_secs(10), |o| o.client.is_some());
-        assert!(
-            matches!(outcome.client, Some(DtlsEvent::Failed(_))),
-            "the client should fail: {outcome:?}"
-        );
-        assert!(!matches!(outcome.server, Some(DtlsEvent::Connected(_))));
-    }
-
-    #[test]
-    fn a_client_certificate_not_matching_its_fingerprint_makes_the_server_fail() {
-        let wrong = vec![RemoteFingerprint {
-            algorithm: "sha-1".into(),
-            value: "00:11:22:33:44:55:66:77:88:99:AA:BB:CC:DD:EE:FF:00:11:22:33".into(),
-        }];
-        let pair = pair_with_fingerprints(None, Some(wrong));
-        let outcome = pair.pump(0.0, Duration::from_secs(10), |o| o.server.is_some());
-        assert!(
-            matches!(outcome.server, Some(DtlsEvent::Failed(_))),
-            "the server should fail: {outcome:?}"
-        );
-    }
-
-    #[test]
-    fn dropping_the_runtime_with_a_session_in_progress_returns() {
-        let cert = Arc::new(DtlsCertificate::generate().expect("certificate"));
-        let runtime = DtlsRuntime::start(Arc::clone(&cert)).expect("runtime");
-        let (tx, _events) = mpsc::channel();
-        let session = runtime.new_session(
-            DtlsRole::Server,
-            fingerprint_of(&cert),
-            sink(Side::Server, &tx),
-        );
-        let started = Instant::now();
-        drop(runtime);
-        assert!(started.elapsed() < Duration::from_secs(2));
-        session.feed(&[22; 20]);
-        session.close();
-    }
-
-    #[test]
-    fn the_handshake_completes_with_a_fifth_of_the_datagrams_dropped() {
-        let pair = pair_with(None);
-        let outcome = pair.pump(0.2, Duration::from_secs(25), both_reported);
-        assert_same_keys(&outcome);
-    }
-
-    #[test]
-    fn the_server_resends_its_lost_last_flight_when_the_client_retransmits() {
-        let pair = pair_with(None);
-        let mut dropped_last_flight = false;
-        let outcome = pair.pump_dropping(Duration::from_secs(10), both_reported, |side, d| {
-            let lose = side == Side::Server
-                && !dropped_last_flight
-                && has_record_type(d, CONTENT_TYPE_CHANGE_CIPHER_SPEC);
-            dropped_last_flight |= lose;
-            lose
-        });
-        assert!(dropped_last_flight);
-        assert_same_keys(&outcome);
-    }
-
-    #[test]
-    fn close_ends_a_connected_session_and_its_tasks() {
-        let pair = pair_with(None);
-        let outcome = pair.pump(0.0, Duration::from_secs(10), both_reported);
-        assert_same_keys(&outcome);
-        assert_eq!(pair.live_sessions(), 2);
-
-        pair.client.close();
-        pair.client.close();
-        let closed = pair.pump(0.0, Duration::from_secs(5), |o| {
-            o.client == Some(DtlsEvent::Closed) && o.server == Some(DtlsEvent::Closed)
-        });
-        assert_eq!(closed.client, Some(DtlsEvent::Closed), "{closed:?}");
-        // The client's close_notify ends the server side too.
-        assert_eq!(closed.server, Some(DtlsEvent::Closed), "{closed:?}");
-        assert!(wait_until(Duration::from_secs(5), || pair.live_sessions() == 0));
-    }
-
-    #[test]
-    fn close_during_the_handshake_ends_the_session() {
-        let cert = Arc::new(DtlsCertificate::generate().expect("certificate"));
-        let runtime = DtlsRuntime::start(Arc::clone(&cert)).expect("runtime");
-        let (tx, events) = mpsc::channel();
-        let session = runtime.new_session(
-            DtlsRole::Client,
-            fingerprint_of(&cert),
-            sink(Side::Client, &tx),
-        );
-        assert!(matches!(
-            events.recv_timeout(Duration::from_secs(5)),
-            Ok((_, DtlsEvent::Transmit(_)))
-        ));
-        drop(session);
-        assert!(wait_until(Duration::from_secs(5), || runtime
-            .live_sessions()
-            == 0));
-        let terminal: Vec<_> = events
-            .try_iter()
-            .filter(|(_, e)| !matches!(e, DtlsEvent::Transmit(_)))
-            .collect();
-        assert_eq!(terminal, vec![(Side::Client, DtlsEvent::Closed)]);
-    }
-
-    #[test]
-    fn fingerprints_are_uppercase_hex_pairs_and_checked_by_algorithm() {
-        let cert = DtlsCertificate::generate().expect("certificate");
-        let fingerprint = cert.fingerprint_sha256();
-        assert_eq!(fingerprint.len(), 32 * 3 - 1);
-        assert!(fingerprint
-            .chars()
-            .all(|c| c == ':' || c.is_ascii_digit() || c.is_ascii_uppercase()));
-        let der = cert.certificate.certificate[0].as_ref();
-        assert!(fingerprint_of(&cert)[0].matches(der));
-        let unknown = RemoteFingerprint {
-            algorithm: "md5".into(),
-            value: fingerprint,
-        };
-        assert!(!unknown.matches(der));
-        assert!(check_remote_fingerprints(&[unknown]).is_err());
-        assert!(check_remote_fingerprints(&[]).is_err());
-    }
-}
+#[path = "dtls_tests.rs"]
+mod tests;

@@ -1,6 +1,8 @@
 //! Sans-IO protocol pieces: fed bytes and time, they return bytes and events.
 
 pub mod dtls;
+pub mod dtls_gate;
+pub mod framing;
 pub mod ice;
 pub mod keyframe;
 pub mod nack;
