@@ -131,15 +131,16 @@ impl Sender {
     }
 }
 
-/// The 36-byte packet of issue #10: a one-byte extension element (id 1, 16 bytes) in a block
-/// of one word.
+/// The 36-byte packet of issue #10, all header: a one-byte extension block of 5 words whose
+/// last element (id 1) claims 16 bytes past the end of the packet.
 fn crasher(ssrc: u32, seq: u16) -> Vec<u8> {
     let mut p = vec![0x90, 0xe0];
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(&[0, 0, 0, 1]);
     p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(&[0xbe, 0xde, 0x00, 0x01, 0x1f, 0xaa, 0xbb, 0xcc]);
-    p.extend(1..=16u8);
+    p.extend_from_slice(&[0xbe, 0xde, 0x00, 0x05, 0x10, b'a']);
+    p.resize(35, 0);
+    p.push(0x1f);
     assert_eq!(p.len(), 36);
     p
 }

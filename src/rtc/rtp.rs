@@ -421,33 +421,52 @@ mod tests {
         assert_eq!(parse_rtp(&pkt), None);
     }
 
-    /// The packet that destroyed a room (issue #10): 36 bytes, one-byte extension block of one
-    /// word whose element (id 1) claims 16 bytes; the payload behind it makes the packet long
-    /// enough that the element seemed to fit the packet, not the block.
+    /// The packet that destroyed a room (issue #10): 36 bytes, all header: a one-byte extension
+    /// block of 5 words whose last element (id 1, at the block's last byte) claims 16 bytes
+    /// that neither the block nor the packet holds. The block itself fits the packet, which is
+    /// all the old check looked at; the `rtp` crate then read past the end and panicked.
     const CRASHER: [u8; 36] = [
         0x90, 0x60, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, // X=1
-        0xbe, 0xde, 0x00, 0x01, // one-byte form, 1 word
-        0x1f, 0xaa, 0xbb, 0xcc, // id 1, len 16: 13 bytes past the block
-        0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
-        0x10, // payload
+        0xbe, 0xde, 0x00, 0x05, // one-byte form, 5 words
+        0x10, b'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,    // mid "a", padding
+        0x1f, // id 1, 16 bytes: past the end of the packet
     ];
 
     #[test]
-    fn the_36_byte_packet_whose_extension_element_overruns_its_block_is_rejected() {
+    fn the_36_byte_packet_whose_extension_element_overruns_the_packet_is_rejected() {
         assert_eq!(parse_rtp(&CRASHER), None);
-        // Same for the two-byte form and for a length byte cut off by the block's end.
+        // Same in the two-byte form, and for an id whose length byte is cut off.
         let mut two_byte = CRASHER;
-        two_byte[12..16].copy_from_slice(&[0x10, 0x00, 0x00, 0x01]);
-        two_byte[16..20].copy_from_slice(&[0x01, 0x05, 0xaa, 0xbb]);
+        two_byte[12..14].copy_from_slice(&[0x10, 0x00]);
+        two_byte[16..18].copy_from_slice(&[0x01, 0x01]);
+        two_byte[34..36].copy_from_slice(&[0x01, 0x05]);
         assert_eq!(parse_rtp(&two_byte), None);
-        two_byte[16..20].copy_from_slice(&[0x00, 0x00, 0x00, 0x07]);
+        two_byte[34..36].copy_from_slice(&[0x00, 0x07]);
         assert_eq!(parse_rtp(&two_byte), None, "id without its length byte");
-        // Fixed: the element fits once it claims 3 bytes.
+        two_byte[35] = 0;
+        assert!(parse_rtp(&two_byte).is_some());
+        // Without the overrunning element the packet is fine.
         let mut fits = CRASHER;
-        fits[16] = 0x12;
+        fits[35] = 0;
         let h = parse_rtp(&fits).unwrap();
-        assert_eq!(find_extension(&fits, &h, 1), Some(&[0xaa, 0xbb, 0xcc][..]));
-        assert_eq!(h.payload(&fits).len(), 16);
+        assert_eq!(find_extension(&fits, &h, 1), Some(&b"a"[..]));
+        assert_eq!(h.payload(&fits).len(), 0);
+    }
+
+    #[test]
+    fn webrtc_srtp_panics_on_the_36_byte_packet_which_is_why_it_never_sees_one() {
+        use webrtc_srtp::protection_profile::ProtectionProfile;
+        let profile = ProtectionProfile::Aes128CmHmacSha1_80;
+        let decrypt = std::panic::catch_unwind(|| {
+            let (key, salt) = ([7u8; 16], [9u8; 14]);
+            let mut ctx =
+                webrtc_srtp::context::Context::new(&key, &salt, profile, None, None).unwrap();
+            let _ = ctx.decrypt_rtp(&CRASHER);
+        });
+        assert!(
+            decrypt.is_err(),
+            "the crate's header parser no longer panics on it"
+        );
     }
 
     #[test]
