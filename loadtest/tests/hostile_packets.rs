@@ -147,7 +147,7 @@ fn crasher(ssrc: u32, seq: u16) -> Vec<u8> {
 
 /// Rewrites the extension block of a plain packet (keeping its SSRC and sequence number, so
 /// the publisher's real stream stays in order) into a hostile one.
-fn hostile_extensions(p: &mut Vec<u8>, rng: &mut Rng) {
+fn hostile_extensions(p: &mut [u8], rng: &mut Rng) {
     let r = rng.next();
     match r % 4 {
         // One-byte element overrunning the block.
@@ -233,10 +233,9 @@ fn receive(
             && p[0] >> 6 == 2
             && !(192..=223).contains(&p[1])
             && p[8..12] == ssrc.to_be_bytes()
+            && srtp.decrypt_rtp(p).is_ok()
         {
-            if srtp.decrypt_rtp(p).is_ok() {
-                got.fetch_add(1, Ordering::Relaxed);
-            }
+            got.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
