@@ -919,3 +919,7 @@ impl WorkerCore {
         self.transports.get(&tkey).map(|t| t.room.to_string())
     }
 }
+
+#[cfg(test)]
+#[path = "rid_learning_tests.rs"]
+mod rid_learning_tests;
