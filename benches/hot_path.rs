@@ -1,8 +1,9 @@
 //! Micro benches of the forwarding hot path: SRTP protect/unprotect of a 1200-byte packet (our
 //! in-place protect, `SrtpSession::encrypt_rtp`, and `webrtc-srtp`'s own encrypt as the old
-//! baseline), the per-consumer RTP header rewrite, and the fan-out of one packet to N consumers
-//! (rewrite + encrypt ×N). Also prints allocations per forwarded packet, counted by a global
-//! allocator, and fails if the in-place protect allocates.
+//! baseline; our in-place unprotect next to `webrtc-srtp`'s decrypt), the per-consumer RTP
+//! header rewrite, and the fan-out of one packet to N consumers (rewrite + encrypt ×N). Also
+//! prints allocations per forwarded and per received packet, counted by a global allocator,
+//! and fails if the in-place protect or unprotect (+ parse) allocates.
 //!
 //! `make bench` or `cargo bench --bench hot_path`.
 
@@ -15,6 +16,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use sfu::rtc::rtp::{parse_rtp, rewrite_into, set_sequence, ExtIdMap, Rewrite};
 use sfu::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession, MAX_RTP_TAG_LEN};
 use webrtc_srtp::context::Context;
+use webrtc_srtp::option::srtp_replay_protection;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
 /// Counts every allocation (and reallocation) made by the process.
@@ -84,6 +86,49 @@ fn webrtc_srtp_tx(profile: SrtpProfile) -> Context {
     .expect("context")
 }
 
+/// The old receive path: `webrtc-srtp`'s `Context` with the server's receiving keys and
+/// replay protection on.
+fn webrtc_srtp_rx(profile: SrtpProfile) -> Context {
+    let len = 2 * (profile.key_len() + profile.salt_len());
+    let material: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+    let server = split_keying_material(profile, &material, false).expect("keys");
+    Context::new(
+        &server.remote_key,
+        &server.remote_salt,
+        ProtectionProfile::from(profile),
+        Some(srtp_replay_protection(512)),
+        None,
+    )
+    .expect("context")
+}
+
+/// Times `unprotect` over `iters` fresh packets from `browser`, encrypted untimed in chunks.
+fn timed_in_chunks(
+    iters: u64,
+    browser: &mut SrtpSession,
+    seq: &mut u16,
+    mut unprotect: impl FnMut(&[u8]),
+) -> Duration {
+    let mut spent = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let chunk = left.min(1024);
+        let protected: Vec<_> = (0..chunk)
+            .map(|_| {
+                *seq = seq.wrapping_add(1);
+                browser.encrypt_rtp(&packet(*seq)).expect("encrypt")
+            })
+            .collect();
+        let started = Instant::now();
+        for p in &protected {
+            unprotect(p);
+        }
+        spent += started.elapsed();
+        left -= chunk;
+    }
+    spent
+}
+
 /// The consumer-side rewrite the SFU does: mid and transport-cc kept (ids remapped),
 /// abs-send-time dropped, the consumer's own mid written.
 fn ext_map() -> ExtIdMap {
@@ -130,29 +175,30 @@ fn srtp(c: &mut Criterion) {
             })
         });
 
-        // Replay protection rejects a repeated packet: decrypt fresh ones, encrypted untimed.
+        // Replay protection rejects a repeated packet: unprotect fresh ones, encrypted untimed.
+        // Ours decrypts in place in a reused buffer (the copy in stands in for the receive
+        // path's copy out of the socket buffer); webrtc-srtp's decrypt (replay protection on,
+        // as the server used it) allocates its output per packet.
         let (mut browser, mut ours) = session_pair(profile);
         let mut seq = 0u16;
-        group.bench_function(BenchmarkId::new("unprotect", name), |b| {
+        let mut buf = Vec::with_capacity(2048);
+        group.bench_function(BenchmarkId::new("unprotect_in_place", name), |b| {
             b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let chunk = left.min(1024);
-                    let protected: Vec<_> = (0..chunk)
-                        .map(|_| {
-                            seq = seq.wrapping_add(1);
-                            browser.encrypt_rtp(&packet(seq)).expect("encrypt")
-                        })
-                        .collect();
-                    let started = Instant::now();
-                    for p in &protected {
-                        black_box(ours.decrypt_rtp(p).expect("decrypt"));
-                    }
-                    spent += started.elapsed();
-                    left -= chunk;
-                }
-                spent
+                timed_in_chunks(iters, &mut browser, &mut seq, |p| {
+                    buf.clear();
+                    buf.extend_from_slice(p);
+                    ours.unprotect_rtp(&mut buf).expect("unprotect");
+                    black_box(buf.len());
+                })
+            })
+        });
+        let (mut browser, _) = session_pair(profile);
+        let mut old = webrtc_srtp_rx(profile);
+        group.bench_function(BenchmarkId::new("decrypt_webrtc_srtp", name), |b| {
+            b.iter_custom(|iters| {
+                timed_in_chunks(iters, &mut browser, &mut seq, |p| {
+                    black_box(old.decrypt_rtp(p).expect("decrypt"));
+                })
             })
         });
     }
@@ -315,6 +361,48 @@ fn allocations(_: &mut Criterion) {
          {in_place:.2}"
     );
     assert_eq!(in_place, 0.0, "protect_rtp_in_place allocated");
+    receive_allocations();
+}
+
+/// Allocations per received packet: our unprotect in place + parse_rtp, against webrtc-srtp's
+/// decrypt + parse; 60 000 packets from sequence number 30 000, so it wraps (ROC 0 → 1).
+fn receive_allocations() {
+    const PACKETS: u16 = 60_000;
+    for (profile, name) in PROFILES {
+        let (mut browser, mut ours) = session_pair(profile);
+        let mut old = webrtc_srtp_rx(profile);
+        let protected: Vec<_> = (0..PACKETS)
+            .map(|i| {
+                browser
+                    .encrypt_rtp(&packet(i.wrapping_add(30_000)))
+                    .expect("encrypt")
+            })
+            .collect();
+        let mut buf = Vec::with_capacity(2048);
+        let count = |f: &mut dyn FnMut(&[u8])| {
+            f(&protected[0]); // the SSRC's state is created once
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            for p in &protected[1..] {
+                f(p);
+            }
+            (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / f64::from(PACKETS - 1)
+        };
+        let in_place = count(&mut |p| {
+            buf.clear();
+            buf.extend_from_slice(p);
+            ours.unprotect_rtp(&mut buf).expect("unprotect");
+            black_box(parse_rtp(&buf).expect("rtp"));
+        });
+        let webrtc = count(&mut |p| {
+            let plain = old.decrypt_rtp(p).expect("decrypt");
+            black_box(parse_rtp(&plain).expect("rtp"));
+        });
+        println!(
+            "allocations per received packet ({name}): unprotect_rtp in place + parse_rtp \
+             {in_place:.2}, webrtc-srtp decrypt + parse_rtp {webrtc:.2}"
+        );
+        assert_eq!(in_place, 0.0, "unprotect_rtp allocated ({name})");
+    }
 }
 
 criterion_group!(benches, allocations, srtp, rewrite, fan_out);

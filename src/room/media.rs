@@ -12,11 +12,12 @@ use crate::rtc::keyframe::is_keyframe;
 use crate::rtc::nack;
 use crate::rtc::rtcp::{self, RtcpEvent};
 use crate::rtc::rtp::{self, Rewrite};
-use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession, MAX_RTP_TAG_LEN};
+use crate::rtc::srtp::{
+    split_keying_material, RouteMiss, SrtpProfile, SrtpSession, MAX_RTP_TAG_LEN,
+};
 use crate::rtc::twcc::TwccRecorder;
 use crate::rtc::{classify, ice, PacketClass};
 use crate::worker::jobs::Outbound;
-use bytes::Bytes;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -69,6 +70,10 @@ fn srtp_profile(id: SrtpProfileId) -> SrtpProfile {
 
 /// A consumer that has sent fewer packets than this is still starting up.
 const FRESH_CONSUMER_PACKETS: u32 = 300;
+
+/// An SSRC that matched no simulcast rid is looked up again after this long at the latest (its
+/// first packets may lack the rid; a new producer triggers a lookup at once).
+const RID_RESCAN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// SSRC we use as the sender of RTCP feedback (PLI/FIR) towards producers.
 const FEEDBACK_SSRC: u32 = 1;
@@ -201,9 +206,11 @@ impl WorkerCore {
         if !consent::may_probe(t, from, now) {
             return;
         }
-        if self.unprotect(tkey, buf, rtcp, now).is_none() {
+        // The probe packet itself is used up (it only proves consent); its buffer goes back.
+        let Some(plain) = self.unprotect(tkey, buf, rtcp, now) else {
             return;
-        }
+        };
+        self.restore_rx_buffer(tkey, plain);
         let Some(t) = self.transports.get_mut(&tkey) else {
             return;
         };
@@ -314,36 +321,59 @@ impl WorkerCore {
         }
     }
 
-    /// Decrypts an SRTP (or, `rtcp`, SRTCP) datagram of a connected transport; one that
-    /// authenticates counts as a sign of life (ICE consent).
-    fn unprotect(&mut self, tkey: TKey, buf: &[u8], rtcp: bool, now: Instant) -> Option<Bytes> {
+    /// Authenticates and decrypts an SRTP (or, `rtcp`, SRTCP) datagram of a connected
+    /// transport, in place in the session's reused receive buffer (give it back with
+    /// [`Self::restore_rx_buffer`]). Nothing looks at a byte of it before it authenticated;
+    /// one that does counts as a sign of life (ICE consent).
+    fn unprotect(&mut self, tkey: TKey, buf: &[u8], rtcp: bool, now: Instant) -> Option<Vec<u8>> {
         let t = self.transports.get_mut(&tkey)?;
         let srtp = t.srtp.as_mut()?;
-        let plain = if rtcp {
-            srtp.decrypt_rtcp(buf)
+        let mut plain = srtp.take_rx_buffer();
+        plain.extend_from_slice(buf);
+        let unprotected = if rtcp {
+            srtp.unprotect_rtcp(&mut plain)
         } else {
-            srtp.decrypt_rtp(buf)
+            srtp.unprotect_rtp(&mut plain)
+        };
+        if unprotected.is_err() {
+            srtp.restore_rx_buffer(plain);
+            return None;
         }
-        .ok()?;
         t.last_seen = now;
         Some(plain)
+    }
+
+    /// Returns the receive buffer [`Self::unprotect`] lent out, so no packet allocates.
+    fn restore_rx_buffer(&mut self, tkey: TKey, buf: Vec<u8>) {
+        if let Some(srtp) = self.transports.get_mut(&tkey).and_then(|t| t.srtp.as_mut()) {
+            srtp.restore_rx_buffer(buf);
+        }
     }
 
     fn handle_rtp(&mut self, tkey: TKey, buf: &[u8], now: Instant) {
         let Some(plain) = self.unprotect(tkey, buf, false, now) else {
             return;
         };
-        let Some(hdr) = rtp::parse_rtp(&plain) else {
+        self.route_rtp(tkey, &plain, now);
+        self.restore_rx_buffer(tkey, plain);
+    }
+
+    /// An authenticated RTP packet: find its producer (O(1) per packet, see
+    /// [`Self::learn_rid_ssrc`]) and forward it.
+    fn route_rtp(&mut self, tkey: TKey, plain: &[u8], now: Instant) {
+        // Validates every header-extension element and the padding: whatever parses is safe
+        // for everything below.
+        let Some(hdr) = rtp::parse_rtp(plain) else {
             return;
         };
         let Some(t) = self.transports.get(&tkey) else {
             return;
         };
         let known = t.producers_by_ssrc.get(&hdr.ssrc).copied();
-        self.record_transport_cc(tkey, known, &plain, &hdr, now);
+        self.record_transport_cc(tkey, known, plain, &hdr, now);
         let pkey = match known {
             Some(p) => p,
-            None => match self.learn_rid_ssrc(tkey, &plain, &hdr) {
+            None => match self.learn_rid_ssrc(tkey, plain, &hdr, now) {
                 Some(p) => p,
                 None => return,
             },
@@ -355,7 +385,7 @@ impl WorkerCore {
             return;
         };
         if !is_rtx {
-            self.on_producer_packet(pkey, layer, &plain, &hdr, now);
+            self.on_producer_packet(pkey, layer, plain, &hdr, now);
             return;
         }
         // RTX (RFC 4588): the original sequence number, then the original payload. Padding-only
@@ -370,7 +400,7 @@ impl WorkerCore {
         else {
             return;
         };
-        let Some((osn, payload)) = nack::rtx_unwrap(hdr.payload(&plain)) else {
+        let Some((osn, payload)) = nack::rtx_unwrap(hdr.payload(plain)) else {
             return;
         };
         // Chromium also probes bandwidth by resending old packets over RTX: only what is
@@ -441,20 +471,48 @@ impl WorkerCore {
     }
 
     /// Simulcast producers announce rids, not SSRCs: bind an unknown SSRC by its rid (or, for
-    /// an RTX stream, by its repaired rid).
-    fn learn_rid_ssrc(&mut self, tkey: TKey, plain: &[u8], hdr: &rtp::RtpHeader) -> Option<PKey> {
-        let candidates: Vec<PKey> = self
-            .producers
-            .iter()
-            .filter(|(_, p)| p.transport == tkey && p.mapping.rid_ext_id().is_some())
-            .map(|(k, _)| *k)
-            .collect();
-        let t = self.transports.get_mut(&tkey)?;
+    /// an RTX stream, by its repaired rid). Bounded per packet: only packets with extensions,
+    /// only the sending peer's producers (at most `MAX_PRODUCERS_PER_PEER`), no allocation;
+    /// and an SSRC that matched nothing is not looked at again until a producer was added or
+    /// removed on this worker, or [`RID_RESCAN_INTERVAL`] passed (memo in the SRTP session,
+    /// which holds state only for SSRCs that authenticated, within its budget).
+    fn learn_rid_ssrc(
+        &mut self,
+        tkey: TKey,
+        plain: &[u8],
+        hdr: &rtp::RtpHeader,
+        now: Instant,
+    ) -> Option<PKey> {
+        if hdr.ext_len == 0 {
+            return None; // no rid to learn from
+        }
+        let WorkerCore {
+            rooms,
+            transports,
+            producers,
+            ..
+        } = self;
+        let t = transports.get_mut(&tkey)?;
         if t.producers_by_ssrc.len() >= 32 {
             return None;
         }
-        for pkey in candidates {
-            let p = self.producers.get_mut(&pkey)?;
+        let generation = producers.len();
+        let srtp = t.srtp.as_mut()?;
+        if let Some(miss) = srtp.route_miss(hdr.ssrc) {
+            if miss.generation == generation
+                && now.saturating_duration_since(miss.at) < RID_RESCAN_INTERVAL
+            {
+                return None;
+            }
+        }
+        let peer = rooms.get(&t.room).and_then(|r| r.peer(&t.peer));
+        for &pkey in peer.into_iter().flat_map(|p| p.producers.values()) {
+            let Some(p) = producers.get_mut(&pkey) else {
+                continue;
+            };
+            if p.transport != tkey || p.mapping.rid_ext_id().is_none() {
+                continue;
+            }
             let rid_ids = [
                 (p.mapping.rid_ext_id(), false),
                 (p.mapping.repaired_rid_ext_id(), true),
@@ -479,10 +537,18 @@ impl WorkerCore {
                 if let Some(slot @ None) = slot {
                     *slot = Some(hdr.ssrc);
                     t.producers_by_ssrc.insert(hdr.ssrc, pkey);
+                    srtp.set_route_miss(hdr.ssrc, None);
                     return Some(pkey);
                 }
             }
         }
+        srtp.set_route_miss(
+            hdr.ssrc,
+            Some(RouteMiss {
+                generation,
+                at: now,
+            }),
+        );
         None
     }
 
@@ -698,7 +764,9 @@ impl WorkerCore {
             return;
         };
         let mut events = Vec::new();
-        if rtcp::parse_compound(&plain, &mut events).is_err() {
+        let parsed = rtcp::parse_compound(&plain, &mut events);
+        self.restore_rx_buffer(tkey, plain);
+        if parsed.is_err() {
             return;
         }
         for ev in events {
@@ -958,3 +1026,7 @@ impl WorkerCore {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "rid_learning_tests.rs"]
+mod rid_learning_tests;

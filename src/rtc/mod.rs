@@ -8,8 +8,12 @@ pub mod keyframe;
 pub mod nack;
 pub mod rtcp;
 pub mod rtp;
+pub mod srtcp_unprotect;
 pub mod srtp;
 pub mod srtp_inplace;
+pub mod srtp_kdf;
+pub mod srtp_replay;
+pub mod srtp_unprotect;
 pub mod twcc;
 
 /// What a datagram arriving on the shared media socket is (RFC 7983 demultiplexing).

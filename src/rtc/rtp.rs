@@ -10,6 +10,8 @@ const PROFILE_TWO_BYTE: u16 = 0x1000;
 const ONE_BYTE_MAX_LEN: usize = 16;
 /// Largest id a one-byte-form extension can carry (15 is reserved).
 const ONE_BYTE_MAX_ID: u8 = 14;
+/// The reserved one-byte id that ends processing of the block (RFC 8285 §4.2).
+const ONE_BYTE_STOP_ID: u8 = 15;
 
 /// Offsets and fields of one RTP packet; the bytes stay in the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +48,9 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// Parses the RTP header of `buf`; `None` unless it is a well-formed version-2 packet.
+/// Parses the RTP header of `buf`; `None` unless it is a well-formed version-2 packet: CSRCs,
+/// the extension block and every RFC 8285 element in it, and the padding all lie inside `buf`.
+/// What it accepts is safe for every reader below (extensions, payload, rewrite).
 pub fn parse_rtp(buf: &[u8]) -> Option<RtpHeader> {
     if buf.len() < FIXED_HEADER_LEN || buf[0] >> 6 != 2 {
         return None;
@@ -67,7 +71,8 @@ pub fn parse_rtp(buf: &[u8]) -> Option<RtpHeader> {
         ext_len = 4 * be16(buf, offset + 2) as usize;
         ext_start = offset + 4;
         offset = ext_start + ext_len;
-        if buf.len() < offset {
+        let block = buf.get(ext_start..offset)?;
+        if !extension_elements_fit(ext_profile, block) {
             return None;
         }
     }
@@ -94,7 +99,42 @@ pub fn parse_rtp(buf: &[u8]) -> Option<RtpHeader> {
     })
 }
 
-/// Iterator over the header extensions of one packet (see [`extensions`]).
+/// Whether every RFC 8285 element of an extension block lies inside it. A packet whose
+/// elements overrun the block is malformed: it is dropped whole rather than read partly (the
+/// `rtp` crate panicked on such packets; nothing downstream must see one). Blocks of other
+/// profiles are opaque to us and accepted.
+fn extension_elements_fit(profile: u16, block: &[u8]) -> bool {
+    let two_byte = profile & 0xfff0 == PROFILE_TWO_BYTE;
+    if profile != PROFILE_ONE_BYTE && !two_byte {
+        return true;
+    }
+    let mut pos = 0;
+    while let Some(&first) = block.get(pos) {
+        if first == 0 {
+            pos += 1; // padding between elements
+            continue;
+        }
+        let (header, len) = if two_byte {
+            let Some(&len) = block.get(pos + 1) else {
+                return false;
+            };
+            (2, len as usize)
+        } else if first >> 4 == ONE_BYTE_STOP_ID {
+            // The rest of the block is not to be processed (RFC 8285 §4.2).
+            return true;
+        } else {
+            (1, (first & 0x0f) as usize + 1)
+        };
+        pos += header + len;
+        if pos > block.len() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Iterator over the header extensions of one packet (see [`extensions`]). It never reads past
+/// the block, even for a header that did not come from [`parse_rtp`].
 #[derive(Clone, Debug)]
 pub struct Extensions<'a> {
     data: &'a [u8],
@@ -117,7 +157,7 @@ impl<'a> Iterator for Extensions<'a> {
                 (first, *self.data.get(self.pos + 1)? as usize, 2)
             } else {
                 let id = first >> 4;
-                if id == 15 {
+                if id == ONE_BYTE_STOP_ID {
                     // Reserved id: stop processing the block (RFC 8285 §4.2).
                     self.pos = self.data.len();
                     return None;
@@ -140,7 +180,10 @@ pub fn extensions<'a>(buf: &'a [u8], h: &RtpHeader) -> Extensions<'a> {
     let two_byte = h.ext_profile & 0xfff0 == PROFILE_TWO_BYTE;
     let known = h.ext_profile == PROFILE_ONE_BYTE || two_byte;
     let data = if known {
-        buf.get(h.ext_start..h.ext_start + h.ext_len).unwrap_or(&[])
+        h.ext_start
+            .checked_add(h.ext_len)
+            .and_then(|end| buf.get(h.ext_start..end))
+            .unwrap_or(&[])
     } else {
         &[]
     };
@@ -369,15 +412,159 @@ mod tests {
     }
 
     #[test]
-    fn extension_element_running_past_the_block_ends_iteration() {
+    fn an_extension_element_running_past_the_block_is_rejected() {
         let pkt = [
             0x90, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, // header, X=1
             0xbe, 0xde, 0x00, 0x01, // 1 word
             0x10, 0x05, 0x3f, 0x01, // id 1 len 1, then id 3 claiming 16 bytes
         ];
+        assert_eq!(parse_rtp(&pkt), None);
+    }
+
+    /// The packet that destroyed a room (issue #10): 36 bytes, all header: a one-byte extension
+    /// block of 5 words whose last element (id 1, at the block's last byte) claims 16 bytes
+    /// that neither the block nor the packet holds. The block itself fits the packet, which is
+    /// all the old check looked at; the `rtp` crate then read past the end and panicked.
+    const CRASHER: [u8; 36] = [
+        0x90, 0x60, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x12, 0x34, 0x56, 0x78, // X=1
+        0xbe, 0xde, 0x00, 0x05, // one-byte form, 5 words
+        0x10, b'a', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,    // mid "a", padding
+        0x1f, // id 1, 16 bytes: past the end of the packet
+    ];
+
+    #[test]
+    fn the_36_byte_packet_whose_extension_element_overruns_the_packet_is_rejected() {
+        assert_eq!(parse_rtp(&CRASHER), None);
+        // Same in the two-byte form, and for an id whose length byte is cut off.
+        let mut two_byte = CRASHER;
+        two_byte[12..14].copy_from_slice(&[0x10, 0x00]);
+        two_byte[16..18].copy_from_slice(&[0x01, 0x01]);
+        two_byte[34..36].copy_from_slice(&[0x01, 0x05]);
+        assert_eq!(parse_rtp(&two_byte), None);
+        two_byte[34..36].copy_from_slice(&[0x00, 0x07]);
+        assert_eq!(parse_rtp(&two_byte), None, "id without its length byte");
+        two_byte[35] = 0;
+        assert!(parse_rtp(&two_byte).is_some());
+        // Without the overrunning element the packet is fine.
+        let mut fits = CRASHER;
+        fits[35] = 0;
+        let h = parse_rtp(&fits).unwrap();
+        assert_eq!(find_extension(&fits, &h, 1), Some(&b"a"[..]));
+        assert_eq!(h.payload(&fits).len(), 0);
+    }
+
+    #[test]
+    fn webrtc_srtp_panics_on_the_36_byte_packet_which_is_why_it_never_sees_one() {
+        use webrtc_srtp::protection_profile::ProtectionProfile;
+        let profile = ProtectionProfile::Aes128CmHmacSha1_80;
+        let decrypt = std::panic::catch_unwind(|| {
+            let (key, salt) = ([7u8; 16], [9u8; 14]);
+            let mut ctx =
+                webrtc_srtp::context::Context::new(&key, &salt, profile, None, None).unwrap();
+            let _ = ctx.decrypt_rtp(&CRASHER);
+        });
+        assert!(
+            decrypt.is_err(),
+            "the crate's header parser no longer panics on it"
+        );
+    }
+
+    #[test]
+    fn padding_and_the_id_15_terminator_are_accepted_inside_the_block() {
+        let pkt = [
+            0x90, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, // header, X=1
+            0xbe, 0xde, 0x00, 0x02, // 2 words
+            0x00, 0x10, 0x07, 0x00, // padding, id 1 len 1, padding
+            0xf0, 0xff, 0xff, 0xff, // id 15: stop; what follows is not elements
+            0x42, // payload
+        ];
         let h = parse_rtp(&pkt).unwrap();
         let exts: Vec<_> = extensions(&pkt, &h).collect();
-        assert_eq!(exts, vec![(1, &[5][..])]);
+        assert_eq!(exts, vec![(1, &[7][..])]);
+        assert_eq!(h.payload(&pkt), &[0x42]);
+        // Unknown profiles are opaque: accepted, no elements.
+        let mut other = pkt;
+        other[12..14].copy_from_slice(&[0x12, 0x34]);
+        let h = parse_rtp(&other).unwrap();
+        assert_eq!(extensions(&other, &h).count(), 0);
+    }
+
+    #[test]
+    fn padding_longer_than_the_payload_is_rejected() {
+        // 12-byte header, 2 payload bytes, padding length claims 4 (only 3 bytes after the header).
+        let mut pkt = vec![0xa0, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xaa, 0xbb, 0x04];
+        assert_eq!(parse_rtp(&pkt), None);
+        pkt[14] = 3;
+        let h = parse_rtp(&pkt).unwrap();
+        assert_eq!(h.payload(&pkt), &[] as &[u8]);
+        assert_eq!(h.padding_len, 3);
+    }
+
+    #[test]
+    fn the_extension_iterator_stays_inside_the_block_for_any_header() {
+        let pkt = [
+            0x90, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0xbe, 0xde, 0, 1, 0x3f, 1, 2, 3,
+        ];
+        let mut h = parse_rtp(&[0x80, 0x60, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2]).unwrap();
+        h.ext_profile = PROFILE_ONE_BYTE;
+        for (start, len) in [(16, 4), (16, 400), (usize::MAX, 2), (10, usize::MAX)] {
+            h.ext_start = start;
+            h.ext_len = len;
+            for (_, v) in extensions(&pkt, &h) {
+                assert!(v.len() <= pkt.len());
+            }
+        }
+    }
+
+    /// Every accepted packet is safe for every reader; random packets with extension blocks.
+    #[test]
+    fn random_packets_that_parse_are_safe_for_every_reader() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let map = consumer_map();
+        let mut out = Vec::new();
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            let len = 12 + (next() % 60) as usize;
+            let mut pkt: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            pkt[0] = 0x80 | (pkt[0] & 0x3f & !0x0c);
+            if next() % 2 == 0 && len >= 16 {
+                pkt[0] |= 0x10;
+                pkt[12..14].copy_from_slice(if next() % 2 == 0 {
+                    &[0xbe, 0xde]
+                } else {
+                    &[0x10, 0x00]
+                });
+                pkt[14] = 0;
+                pkt[15] = (next() % 4) as u8;
+            }
+            let Some(h) = parse_rtp(&pkt) else { continue };
+            accepted += 1;
+            for (_, v) in extensions(&pkt, &h) {
+                assert!(v.len() <= 255);
+            }
+            let _ = crate::rtc::keyframe::is_keyframe(
+                crate::rtc::keyframe::VideoCodec::H264,
+                h.payload(&pkt),
+            );
+            let rw = Rewrite {
+                ssrc: 1,
+                payload_type: 96,
+                sequence: 2,
+                timestamp: 3,
+                ext_map: &map,
+                mid: Some((1, b"7")),
+            };
+            rewrite_into(&pkt, &h, &rw, &mut out);
+            let back = parse_rtp(&out).expect("a rewritten packet parses");
+            assert_eq!(back.payload(&out), h.payload(&pkt));
+        }
+        assert!(accepted > 1000, "{accepted}");
     }
 
     fn consumer_map() -> ExtIdMap {

@@ -4,21 +4,26 @@
 //! [`split_keying_material`].
 //!
 //! RTP protect runs on our own in-place transform ([`super::srtp_inplace`]) so the forwarding
-//! path allocates nothing per packet; unprotect and SRTCP stay on `webrtc-srtp`.
+//! path allocates nothing per packet. Everything received (SRTP and SRTCP) is unprotected in
+//! place by ours too ([`super::srtp_unprotect`], [`super::srtcp_unprotect`]): authenticated
+//! before any byte of it is interpreted and before any per-SSRC state is created. Only SRTCP
+//! protect (a few packets a second) stays on `webrtc-srtp`.
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use webrtc_srtp::context::Context;
-use webrtc_srtp::option::{srtcp_replay_protection, srtp_replay_protection};
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
+use super::srtcp_unprotect::RtcpUnprotector;
 use super::srtp_inplace::RtpProtector;
 pub use super::srtp_inplace::MAX_RTP_TAG_LEN;
+use super::srtp_unprotect::RtpUnprotector;
+pub use super::srtp_unprotect::MAX_RECEIVE_SSRCS;
 
-/// Packets a receiver still accepts when they arrive this far behind the newest one.
-const REPLAY_WINDOW: usize = 512;
-/// Size of the SRTCP index word (E flag + 31-bit index) trailing every SRTCP packet.
-const SRTCP_INDEX_LEN: usize = 4;
 const RTCP_HEADER_AND_SSRC_LEN: usize = 8;
+/// Room for one full datagram in the receive buffer (see [`SrtpSession::take_rx_buffer`]).
+const RX_BUFFER_LEN: usize = 2048;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SrtpError {
@@ -28,6 +33,15 @@ pub enum SrtpError {
     Malformed,
     #[error("SRTCP packet without the encryption flag")]
     Unencrypted,
+    // The receive errors below allocate nothing: junk is dropped at the cost of the check.
+    #[error("authentication failed")]
+    AuthFailed,
+    #[error("replayed or too old")]
+    Replayed,
+    #[error("authenticated, but beyond the session's SSRC budget")]
+    TooManySsrcs,
+    #[error("SRTP packet index exhausted (2^48 packets under one key)")]
+    IndexExhausted,
     #[error("srtp: {0}")]
     Crypto(String),
 }
@@ -141,13 +155,28 @@ pub fn split_keying_material(
     })
 }
 
+/// What the packet path last concluded about a received SSRC that routes to no producer, so
+/// it is not looked up again for every packet (see `room::media`). Kept here because the
+/// session holds state only for SSRCs that authenticated, within [`MAX_RECEIVE_SSRCS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteMiss {
+    /// A value that changes when a lookup could find something new (the producer count).
+    pub generation: usize,
+    pub at: std::time::Instant,
+}
+
 /// Both directions of one transport's SRTP: `rtp_tx` protects the RTP we send (in place),
-/// `tx` the RTCP we send, `rx` decrypts (with replay protection) what we receive.
+/// `tx` the RTCP we send; `rtp_rx` / `rtcp_rx` unprotect (in place, replay-protected) what we
+/// receive.
 pub struct SrtpSession {
     profile: ProtectionProfile,
     rtp_tx: RtpProtector,
     tx: Context,
-    rx: Context,
+    rtp_rx: RtpUnprotector,
+    rtcp_rx: RtcpUnprotector,
+    /// The buffer received packets are decrypted in, reused for every packet.
+    rx_buf: Vec<u8>,
+    route_misses: HashMap<u32, RouteMiss>,
 }
 
 impl std::fmt::Debug for SrtpSession {
@@ -163,43 +192,95 @@ impl SrtpSession {
         let profile = ProtectionProfile::from(keys.profile);
         let rtp_tx = RtpProtector::new(keys.profile, &keys.local_key, &keys.local_salt)?;
         let tx = Context::new(&keys.local_key, &keys.local_salt, profile, None, None)?;
-        let rx = Context::new(
-            &keys.remote_key,
-            &keys.remote_salt,
-            profile,
-            Some(srtp_replay_protection(REPLAY_WINDOW)),
-            Some(srtcp_replay_protection(REPLAY_WINDOW)),
-        )?;
+        let rtp_rx = RtpUnprotector::new(keys.profile, &keys.remote_key, &keys.remote_salt)?;
+        let rtcp_rx = RtcpUnprotector::new(keys.profile, &keys.remote_key, &keys.remote_salt)?;
         Ok(Self {
             profile,
             rtp_tx,
             tx,
-            rx,
+            rtp_rx,
+            rtcp_rx,
+            rx_buf: Vec::with_capacity(RX_BUFFER_LEN),
+            route_misses: HashMap::new(),
         })
     }
 
-    /// Decrypts and authenticates an SRTP packet; replays are rejected.
-    pub fn decrypt_rtp(&mut self, packet: &[u8]) -> Result<Bytes, SrtpError> {
-        // Validate the header here so the crate only sees well-formed packets.
-        super::rtp::parse_rtp(packet).ok_or(SrtpError::Malformed)?;
-        Ok(self.rx.decrypt_rtp(packet)?)
+    /// Authenticates and decrypts the SRTP packet in `packet` in place (the tag is truncated
+    /// away); replays and SSRCs beyond [`MAX_RECEIVE_SSRCS`] are rejected. Allocates nothing.
+    /// On error no receive state changed; `packet`'s content is unspecified.
+    pub fn unprotect_rtp(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+        let len = self.rtp_rx.unprotect_in_place(packet)?;
+        packet.truncate(len);
+        Ok(())
     }
 
-    /// Decrypts and authenticates an SRTCP packet; replays and unencrypted SRTCP are rejected.
+    /// [`Self::unprotect_rtp`] for SRTCP; unencrypted SRTCP (E = 0) is rejected too.
+    pub fn unprotect_rtcp(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+        let len = self.rtcp_rx.unprotect_in_place(packet)?;
+        packet.truncate(len);
+        Ok(())
+    }
+
+    /// The session's receive buffer, to copy a datagram into and unprotect in place. Give it
+    /// back with [`Self::restore_rx_buffer`] so the next packet reuses its capacity (taking
+    /// it leaves an empty `Vec`, which allocates nothing).
+    pub fn take_rx_buffer(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.rx_buf);
+        buf.clear();
+        buf
+    }
+
+    pub fn restore_rx_buffer(&mut self, buf: Vec<u8>) {
+        if buf.capacity() >= self.rx_buf.capacity() {
+            self.rx_buf = buf;
+        }
+    }
+
+    pub fn route_miss(&self, ssrc: u32) -> Option<RouteMiss> {
+        self.route_misses.get(&ssrc).copied()
+    }
+
+    /// Records (or, `None`, forgets) a routing miss of an SSRC that authenticated; bounded by
+    /// the same budget as the receive state.
+    pub fn set_route_miss(&mut self, ssrc: u32, miss: Option<RouteMiss>) {
+        match miss {
+            None => {
+                self.route_misses.remove(&ssrc);
+            }
+            Some(m) if self.route_misses.len() < MAX_RECEIVE_SSRCS => {
+                self.route_misses.insert(ssrc, m);
+            }
+            Some(m) => {
+                if let Some(old) = self.route_misses.get_mut(&ssrc) {
+                    *old = m;
+                }
+            }
+        }
+    }
+
+    /// SSRCs with receive state (SRTP, SRTCP); each authenticated at least once.
+    pub fn receive_ssrcs(&self) -> (usize, usize) {
+        (self.rtp_rx.ssrcs(), self.rtcp_rx.ssrcs())
+    }
+
+    /// Authenticated packets dropped because their SSRC was beyond the budget.
+    pub fn refused_ssrc_packets(&self) -> u64 {
+        self.rtp_rx.refused_ssrcs() + self.rtcp_rx.refused_ssrcs()
+    }
+
+    /// Decrypts and authenticates an SRTP packet into a new buffer (for tools and tests; the
+    /// packet path uses [`Self::unprotect_rtp`]).
+    pub fn decrypt_rtp(&mut self, packet: &[u8]) -> Result<Bytes, SrtpError> {
+        let mut buf = packet.to_vec();
+        self.unprotect_rtp(&mut buf)?;
+        Ok(Bytes::from(buf))
+    }
+
+    /// Decrypts and authenticates an SRTCP packet into a new buffer (see [`Self::decrypt_rtp`]).
     pub fn decrypt_rtcp(&mut self, packet: &[u8]) -> Result<Bytes, SrtpError> {
-        // The crate indexes the trailer before checking lengths: check them first.
-        let tag_len = self.profile.rtcp_auth_tag_len();
-        let min_len =
-            RTCP_HEADER_AND_SSRC_LEN + SRTCP_INDEX_LEN + tag_len + self.profile.aead_auth_tag_len();
-        if packet.len() < min_len || packet[0] >> 6 != 2 {
-            return Err(SrtpError::Malformed);
-        }
-        // With E = 0 the crate's AES-CM path returns the packet without checking its tag.
-        let index_at = packet.len() - tag_len - SRTCP_INDEX_LEN;
-        if packet[index_at] & 0x80 == 0 {
-            return Err(SrtpError::Unencrypted);
-        }
-        Ok(self.rx.decrypt_rtcp(packet)?)
+        let mut buf = packet.to_vec();
+        self.unprotect_rtcp(&mut buf)?;
+        Ok(Bytes::from(buf))
     }
 
     /// Encrypts an RTP packet into a new buffer; see [`Self::protect_rtp_in_place`], whose

@@ -2,54 +2,28 @@
 //! appended to the same `Vec`, so a caller that keeps spare capacity allocates nothing per packet.
 //!
 //! Profiles: AEAD_AES_128_GCM / AEAD_AES_256_GCM (RFC 7714) and AES_CM_128_HMAC_SHA1_80 / _32
-//! (RFC 3711). Session keys come from the master key and salt through the RFC 3711 AES-CM PRF
-//! (AES-256 for AEAD_AES_256_GCM, RFC 7714 §11), key derivation rate 0 as DTLS-SRTP requires.
+//! (RFC 3711), with session keys from [`super::srtp_kdf`] (shared with the receive side).
 //! Output is byte-for-byte what `webrtc-srtp`'s `Context::encrypt_rtp` produces for in-order
-//! packets; decryption and SRTCP stay on `webrtc-srtp` (see [`super::srtp::SrtpSession`]).
+//! packets; the receive side is [`super::srtp_unprotect`], SRTCP protect stays on `webrtc-srtp`
+//! (see [`super::srtp::SrtpSession`]).
 
 use std::collections::HashMap;
 
-use aes::cipher::generic_array::GenericArray;
-use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit, StreamCipher};
-use aes::{Aes128, Aes128Enc, Aes256};
 use aes_gcm::aead::{AeadInPlace, Nonce};
-use aes_gcm::{Aes128Gcm, Aes256Gcm};
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
+use hmac::Mac;
 
 use super::srtp::{SrtpError, SrtpProfile};
+use super::srtp_kdf::{
+    aes_cm_apply, gcm_rtp_nonce, rtp_header_len, SessionKeys, Stream, Transform,
+};
+use super::srtp_replay::estimate_index;
 
 /// The longest auth tag any supported profile appends: reserve this much spare capacity.
 pub const MAX_RTP_TAG_LEN: usize = 16;
 
-const FIXED_HEADER_LEN: usize = 12;
-const LABEL_SRTP_ENCRYPTION: u8 = 0x00;
-const LABEL_SRTP_AUTHENTICATION: u8 = 0x01;
-const LABEL_SRTP_SALT: u8 = 0x02;
-/// HMAC-SHA1 session authentication key length (RFC 3711 §8.2, n_a = 160 bits).
-const AUTH_KEY_LEN: usize = 20;
-/// Sequence numbers this far apart are taken as a wrap rather than reordering (RFC 3711 §3.3.1).
-const SEQ_HALF: u16 = 0x8000;
-
-/// CTR over a borrowed, already-expanded AES key: no key schedule or copy per packet.
-type Aes128CtrRef<'a> = ctr::Ctr128BE<&'a Aes128Enc>;
-type HmacSha1 = Hmac<Sha1>;
-
-enum Transform {
-    Gcm128(Box<Aes128Gcm>),
-    Gcm256(Box<Aes256Gcm>),
-    AesCmHmacSha1 {
-        aes: Box<Aes128Enc>,
-        hmac: Box<HmacSha1>,
-        tag_len: usize,
-    },
-}
-
 /// The sending half of SRTP for RTP, with the rollover counter tracked per SSRC.
 pub struct RtpProtector {
-    transform: Transform,
-    /// The session salt, left-aligned: 14 bytes for AES-CM, the first 12 for GCM.
-    salt: [u8; 14],
+    keys: SessionKeys,
     /// Highest packet index (ROC << 16 | SEQ) protected so far, per SSRC.
     highest_index: HashMap<u32, u64>,
 }
@@ -62,113 +36,21 @@ impl std::fmt::Debug for RtpProtector {
     }
 }
 
-/// The RFC 3711 §4.3.3 AES-CM PRF keyed with the master key.
-#[allow(clippy::large_enum_variant)] // lives on the stack while a session is set up
-enum Prf {
-    Aes128(Aes128),
-    Aes256(Aes256),
-}
-
-impl Prf {
-    fn new(master_key: &[u8]) -> Result<Self, SrtpError> {
-        let bad_key = || SrtpError::Crypto(format!("master key of {} bytes", master_key.len()));
-        match master_key.len() {
-            16 => Aes128::new_from_slice(master_key).map(Prf::Aes128),
-            32 => Aes256::new_from_slice(master_key).map(Prf::Aes256),
-            _ => return Err(bad_key()),
-        }
-        .map_err(|_| bad_key())
-    }
-
-    /// Fills `out` with the session key for `label`: AES(master key, (label XOR salt) || i)
-    /// for i = 0, 1, ..., with "index DIV kdr" = 0.
-    fn derive(&self, master_salt: &[u8], label: u8, out: &mut [u8]) {
-        for (i, chunk) in out.chunks_mut(16).enumerate() {
-            let mut block = [0u8; 16];
-            block[..master_salt.len()].copy_from_slice(master_salt);
-            block[7] ^= label;
-            block[14..].copy_from_slice(&(i as u16).to_be_bytes());
-            let block_ref = GenericArray::from_mut_slice(&mut block);
-            match self {
-                Prf::Aes128(c) => c.encrypt_block(block_ref),
-                Prf::Aes256(c) => c.encrypt_block(block_ref),
-            }
-            chunk.copy_from_slice(&block[..chunk.len()]);
-        }
-    }
-}
-
-/// Length of the RTP header (fixed part, CSRCs, extension block): what SRTP leaves in clear.
-fn header_len(packet: &[u8]) -> Option<usize> {
-    if packet.len() < FIXED_HEADER_LEN || packet[0] >> 6 != 2 {
-        return None;
-    }
-    let mut len = FIXED_HEADER_LEN + 4 * (packet[0] & 0x0f) as usize;
-    if packet[0] & 0x10 != 0 {
-        let words = u16::from_be_bytes([*packet.get(len + 2)?, *packet.get(len + 3)?]);
-        len += 4 + 4 * words as usize;
-    }
-    (len <= packet.len()).then_some(len)
-}
-
 impl RtpProtector {
     pub fn new(
         profile: SrtpProfile,
         master_key: &[u8],
         master_salt: &[u8],
     ) -> Result<Self, SrtpError> {
-        if master_key.len() != profile.key_len() || master_salt.len() != profile.salt_len() {
-            return Err(SrtpError::Crypto(format!(
-                "{profile:?} master key/salt of {}/{} bytes",
-                master_key.len(),
-                master_salt.len()
-            )));
-        }
-        let prf = Prf::new(master_key)?;
-        let mut session_key = [0u8; 32];
-        let session_key = &mut session_key[..master_key.len()];
-        prf.derive(master_salt, LABEL_SRTP_ENCRYPTION, session_key);
-        let mut salt = [0u8; 14];
-        prf.derive(master_salt, LABEL_SRTP_SALT, &mut salt[..master_salt.len()]);
-        let bad_key = |e: aes::cipher::InvalidLength| SrtpError::Crypto(e.to_string());
-        let transform = match profile {
-            SrtpProfile::AeadAes128Gcm => Transform::Gcm128(Box::new(
-                Aes128Gcm::new_from_slice(session_key).map_err(bad_key)?,
-            )),
-            SrtpProfile::AeadAes256Gcm => Transform::Gcm256(Box::new(
-                Aes256Gcm::new_from_slice(session_key).map_err(bad_key)?,
-            )),
-            SrtpProfile::Aes128CmHmacSha1_80 | SrtpProfile::Aes128CmHmacSha1_32 => {
-                let mut auth_key = [0u8; AUTH_KEY_LEN];
-                prf.derive(master_salt, LABEL_SRTP_AUTHENTICATION, &mut auth_key);
-                Transform::AesCmHmacSha1 {
-                    aes: Box::new(Aes128Enc::new_from_slice(session_key).map_err(bad_key)?),
-                    hmac: Box::new(
-                        <HmacSha1 as Mac>::new_from_slice(&auth_key)
-                            .map_err(|e| SrtpError::Crypto(e.to_string()))?,
-                    ),
-                    tag_len: if profile == SrtpProfile::Aes128CmHmacSha1_80 {
-                        10
-                    } else {
-                        4
-                    },
-                }
-            }
-        };
-        session_key.fill(0);
         Ok(Self {
-            transform,
-            salt,
+            keys: SessionKeys::derive(profile, master_key, master_salt, Stream::Srtp)?,
             highest_index: HashMap::new(),
         })
     }
 
     /// Bytes [`Self::protect_in_place`] appends.
     pub fn tag_len(&self) -> usize {
-        match &self.transform {
-            Transform::Gcm128(_) | Transform::Gcm256(_) => 16,
-            Transform::AesCmHmacSha1 { tag_len, .. } => *tag_len,
-        }
+        self.keys.transform.tag_len()
     }
 
     /// The rollover counter of the newest packet protected for `ssrc`.
@@ -184,24 +66,8 @@ impl RtpProtector {
             self.highest_index.insert(ssrc, seq as u64);
             return Ok(seq as u64);
         };
-        let roc = *highest >> 16;
-        let highest_seq = *highest as u16;
-        let guess = if highest_seq < SEQ_HALF {
-            if seq > highest_seq + SEQ_HALF && roc > 0 {
-                roc - 1 // late packet from before the last wrap
-            } else {
-                roc
-            }
-        } else if seq < highest_seq - SEQ_HALF {
-            roc + 1 // wrapped
-        } else {
-            roc
-        };
-        if guess > u32::MAX as u64 {
-            // RFC 3711 §9.2: 2^48 packets under one key; the session must be rekeyed.
-            return Err(SrtpError::Crypto("SRTP packet index exhausted".into()));
-        }
-        let index = guess << 16 | seq as u64;
+        // RFC 3711 §9.2: 2^48 packets under one key; the session must be rekeyed.
+        let index = estimate_index(*highest, seq).ok_or(SrtpError::IndexExhausted)?;
         if index > *highest {
             *highest = index;
         }
@@ -213,30 +79,21 @@ impl RtpProtector {
     /// seen, if `packet` has at least [`MAX_RTP_TAG_LEN`] bytes of spare capacity (otherwise
     /// the `Vec` grows). On error `packet` is unchanged.
     pub fn protect_in_place(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
-        let header_len = header_len(packet).ok_or(SrtpError::Malformed)?;
+        let header_len = rtp_header_len(packet).ok_or(SrtpError::Malformed)?;
         let seq = u16::from_be_bytes([packet[2], packet[3]]);
         let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
         let index = self.packet_index(ssrc, seq)?;
         let roc = (index >> 16) as u32;
-        match &self.transform {
+        let salt = &self.keys.salt;
+        match &self.keys.transform {
             Transform::Gcm128(cipher) => {
-                seal_gcm(&**cipher, &self.salt, ssrc, roc, seq, packet, header_len)
+                seal_gcm(&**cipher, salt, ssrc, roc, seq, packet, header_len)
             }
             Transform::Gcm256(cipher) => {
-                seal_gcm(&**cipher, &self.salt, ssrc, roc, seq, packet, header_len)
+                seal_gcm(&**cipher, salt, ssrc, roc, seq, packet, header_len)
             }
             Transform::AesCmHmacSha1 { aes, hmac, tag_len } => {
-                // IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16), RFC 3711 §4.1.1.
-                let mut iv = [0u8; 16];
-                iv[..14].copy_from_slice(&self.salt);
-                xor(&mut iv[4..8], &ssrc.to_be_bytes());
-                xor(&mut iv[8..12], &roc.to_be_bytes());
-                xor(&mut iv[12..14], &seq.to_be_bytes());
-                let mut keystream = Aes128CtrRef::from_core(ctr::CtrCore::inner_iv_init(
-                    &**aes,
-                    GenericArray::from_slice(&iv),
-                ));
-                keystream.apply_keystream(&mut packet[header_len..]);
+                aes_cm_apply(aes, salt, ssrc, index, &mut packet[header_len..]);
                 // Tag = HMAC(k_a, header || encrypted payload || ROC), truncated.
                 let mut mac = (**hmac).clone();
                 mac.update(packet);
@@ -249,10 +106,6 @@ impl RtpProtector {
     }
 }
 
-fn xor(dst: &mut [u8], src: &[u8]) {
-    dst.iter_mut().zip(src).for_each(|(d, s)| *d ^= s);
-}
-
 /// RFC 7714 §8: IV = salt XOR (0^16 || SSRC || ROC || SEQ), AAD = the RTP header, 16-byte tag.
 fn seal_gcm<C: AeadInPlace>(
     cipher: &C,
@@ -263,11 +116,7 @@ fn seal_gcm<C: AeadInPlace>(
     packet: &mut Vec<u8>,
     header_len: usize,
 ) -> Result<(), SrtpError> {
-    let mut iv = [0u8; 12];
-    iv.copy_from_slice(&salt[..12]);
-    xor(&mut iv[2..6], &ssrc.to_be_bytes());
-    xor(&mut iv[6..10], &roc.to_be_bytes());
-    xor(&mut iv[10..12], &seq.to_be_bytes());
+    let iv = gcm_rtp_nonce(salt, ssrc, roc, seq);
     let (header, payload) = packet.split_at_mut(header_len);
     let tag = cipher
         .encrypt_in_place_detached(Nonce::<C>::from_slice(&iv), header, payload)
@@ -277,7 +126,7 @@ fn seal_gcm<C: AeadInPlace>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
@@ -309,7 +158,7 @@ mod tests {
     #[global_allocator]
     static GLOBAL: CountingAllocator = CountingAllocator;
 
-    fn allocations() -> u64 {
+    pub(in crate::rtc) fn allocations() -> u64 {
         ALLOCATIONS.with(|c| c.get())
     }
 
@@ -367,25 +216,6 @@ mod tests {
             out.push((0x2222_2222, 0xFFF8u16.wrapping_add(i)));
         }
         out
-    }
-
-    #[test]
-    fn kdf_matches_the_rfc_3711_appendix_b3_test_vectors() {
-        let master_key = hex::decode("E1F97A0D3E018BE0D64FA32C06DE4139").unwrap();
-        let master_salt = hex::decode("0EC675AD498AFEEBB6960B3AABE6").unwrap();
-        let prf = Prf::new(&master_key).unwrap();
-        let mut key = [0u8; 16];
-        prf.derive(&master_salt, LABEL_SRTP_ENCRYPTION, &mut key);
-        assert_eq!(hex::encode_upper(key), "C61E7A93744F39EE10734AFE3FF7A087");
-        let mut salt = [0u8; 14];
-        prf.derive(&master_salt, LABEL_SRTP_SALT, &mut salt);
-        assert_eq!(hex::encode_upper(salt), "30CBBC08863D8C85D49DB34A9AE1");
-        let mut auth = [0u8; 20];
-        prf.derive(&master_salt, LABEL_SRTP_AUTHENTICATION, &mut auth);
-        assert_eq!(
-            hex::encode_upper(auth),
-            "CEBE321F6FF7716B6FD4AB49AF256A156D38BAA4"
-        );
     }
 
     #[test]
