@@ -299,10 +299,10 @@ fn regression_a_36_byte_packet_with_an_overlong_extension_element_parses_safely(
     }
 }
 
-/// The same packet through SRTP decryption: webrtc-srtp parses the RTP header (rtp crate,
-/// `Header::unmarshal`) before it checks the auth tag, and that parser panics on it.
+/// The same packet through SRTP decryption: webrtc-srtp parsed the RTP header (rtp crate,
+/// `Header::unmarshal`) before it checked the auth tag, and that parser panicked on it; ours
+/// authenticates first.
 #[test]
-#[ignore = "fixed by part A (authenticate before any header parsing)"]
 fn regression_a_36_byte_packet_with_an_overlong_extension_element_survives_srtp_decrypt() {
     use sfu::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
     let input = unhex(SHORT_ELEMENT_PACKET);
