@@ -277,7 +277,8 @@ impl Default for Config {
             retransmit_cache_mib: 256,
             // --- limits: DTLS, HLS, fuzzing ---
             dtls_handshake_timeout_secs: 15,
-            dtls_max_handshakes_per_ip: 16,
+            // Room for a large office behind one NAT joining at once (a handshake takes ~2 RTTs).
+            dtls_max_handshakes_per_ip: 32,
             dtls_max_handshakes: 256,
             hls_max_rooms: 4,
             hls_media_window_secs: 3,

@@ -34,8 +34,10 @@ fn init_logging() {
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("sfu=info,webrtc_dtls=error,warn"));
     let json = std::env::var("SFU_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // Colour codes only for a person at a terminal, never into files or journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(false);
     if json {
         builder.json().init();

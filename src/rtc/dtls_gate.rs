@@ -34,7 +34,7 @@ impl Default for DtlsLimits {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(15),
-            max_handshakes_per_ip: 16,
+            max_handshakes_per_ip: 32,
             max_handshakes: 256,
         }
     }
