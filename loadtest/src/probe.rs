@@ -94,15 +94,30 @@ impl SfuProcess {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
 
+    /// All of `/api/stats`.
+    pub fn stats(&self) -> Value {
+        let text = http_get(&self.host(), "/api/stats").expect("GET /api/stats");
+        serde_json::from_str(&text).expect("stats JSON")
+    }
+
     /// The first worker's entry of `/api/stats`.
     pub fn worker_stats(&self) -> Value {
-        let text = http_get(&self.host(), "/api/stats").expect("GET /api/stats");
-        let v: Value = serde_json::from_str(&text).expect("stats JSON");
-        v["workers"][0].clone()
+        self.stats()["workers"][0].clone()
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's resident memory (VmRSS) in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read the server's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
     }
 }
 

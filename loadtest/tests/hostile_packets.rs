@@ -3,94 +3,16 @@
 //! receiving media, nothing panics, and junk SRTP with random SSRCs does not grow memory.
 
 use std::net::UdpSocket;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use loadtest::media::{self, Track};
-use loadtest::signaling::{http_get, Signaling};
+use loadtest::probe::SfuProcess;
+use loadtest::signaling::Signaling;
 use loadtest::transport::{self, DtlsClient, Transport};
 use serde_json::{json, Value};
 use sfu::rtc::srtp::{SrtpSession, MAX_RTP_TAG_LEN};
-use sfu::testing::{free_tcp_port, free_udp_port};
-
-struct Server(Child, u16);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Server {
-    fn start() -> Server {
-        let port = free_tcp_port();
-        let hls = std::env::temp_dir().join(format!("loadtest-hostile-hls-{port}"));
-        let child = Command::new(sfu_binary())
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--rtc-port", &free_udp_port().to_string()])
-            .args(["--workers", "1", "--no-pin", "--web-root", "/nonexistent"])
-            .args(["--hls-root", hls.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sfu");
-        let server = Server(child, port);
-        wait_until(Duration::from_secs(20), "server healthy", || {
-            http_get(&server.host(), "/healthz").is_ok()
-        });
-        server
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.1)
-    }
-
-    fn stats(&self) -> Value {
-        serde_json::from_str(&http_get(&self.host(), "/api/stats").expect("stats")).unwrap()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-}
-
-/// The sfu binary of this build profile, built first if it is missing (or `SFU_BIN`).
-fn sfu_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("SFU_BIN") {
-        return PathBuf::from(path);
-    }
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    let binary = target.join(profile).join("sfu");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(&root)
-            .args(["build", "-p", "sfu", "--bin", "sfu"]);
-        if profile == "release" {
-            build.arg("--release");
-        }
-        assert!(build.status().expect("cargo build").success());
-    }
-    binary
-}
 
 fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -249,7 +171,7 @@ fn worker_sum(stats: &Value, field: &str) -> u64 {
         .sum()
 }
 
-fn assert_room_alive(server: &Server, got: &AtomicU64, what: &str) {
+fn assert_room_alive(server: &SfuProcess, got: &AtomicU64, what: &str) {
     let before = got.load(Ordering::Relaxed);
     wait_until(
         Duration::from_secs(5),
@@ -264,7 +186,7 @@ fn assert_room_alive(server: &Server, got: &AtomicU64, what: &str) {
 
 #[test]
 fn hostile_rtp_from_a_publishers_address_neither_kills_the_room_nor_grows_memory() {
-    let server = Server::start();
+    let server = SfuProcess::start(&[]);
     let url = format!("ws://{}/ws", server.host());
     let dtls = DtlsClient::start().expect("dtls");
     let room = format!("hostile-{:08x}", rand::random::<u32>());

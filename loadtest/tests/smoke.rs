@@ -1,10 +1,10 @@
 //! Starts the real `sfu` binary and runs a 3-second 1 → 5 load through it.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use loadtest::probe::sfu_binary;
 use loadtest::{run, Args};
 
 struct Server(Child);
@@ -14,36 +14,6 @@ impl Drop for Server {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// The sfu binary of this build profile, built first if it is missing (or `SFU_BIN`).
-fn sfu_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("SFU_BIN") {
-        return PathBuf::from(path);
-    }
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| root.join("target"));
-    let binary = target.join(profile).join("sfu");
-    if !binary.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build
-            .current_dir(&root)
-            .args(["build", "-p", "sfu", "--bin", "sfu"]);
-        if profile == "release" {
-            build.arg("--release");
-        }
-        let status = build.status().expect("run cargo build");
-        assert!(status.success(), "building the sfu binary failed");
-    }
-    binary
 }
 
 use sfu::testing::{free_tcp_port, free_udp_port};

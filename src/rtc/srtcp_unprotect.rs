@@ -11,15 +11,13 @@
 //! E = 0 `webrtc-srtp` (the browser side of our tests) skips the tag check, so a peer sending it
 //! is broken or hostile.
 
-use std::collections::HashMap;
-
 use aes_gcm::aead::{AeadInPlace, Nonce, Tag};
 use hmac::Mac;
 
 use super::srtp::{SrtpError, SrtpProfile};
 use super::srtp_kdf::{aes_cm_apply, gcm_rtcp_nonce, SessionKeys, Stream, Transform, GCM_TAG_LEN};
-use super::srtp_replay::ReplayWindow;
-pub use super::srtp_unprotect::MAX_RECEIVE_SSRCS;
+use super::srtp_replay::ReceiveStreams;
+pub use super::srtp_replay::MAX_RECEIVE_SSRCS;
 
 const RTCP_HEADER_AND_SSRC_LEN: usize = 8;
 const SRTCP_INDEX_LEN: usize = 4;
@@ -28,15 +26,13 @@ const E_FLAG: u8 = 0x80;
 /// The receiving half of SRTCP: per-SSRC replay windows over the explicit SRTCP index.
 pub struct RtcpUnprotector {
     keys: SessionKeys,
-    streams: HashMap<u32, ReplayWindow>,
-    refused_ssrcs: u64,
+    streams: ReceiveStreams,
 }
 
 impl std::fmt::Debug for RtcpUnprotector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RtcpUnprotector")
-            .field("ssrcs", &self.streams.len())
-            .field("refused_ssrcs", &self.refused_ssrcs)
+            .field("streams", &self.streams)
             .finish_non_exhaustive()
     }
 }
@@ -49,8 +45,7 @@ impl RtcpUnprotector {
     ) -> Result<Self, SrtpError> {
         Ok(Self {
             keys: SessionKeys::derive(profile, master_key, master_salt, Stream::Srtcp)?,
-            streams: HashMap::new(),
-            refused_ssrcs: 0,
+            streams: ReceiveStreams::default(),
         })
     }
 
@@ -66,7 +61,7 @@ impl RtcpUnprotector {
 
     /// Authenticated packets dropped because their SSRC was beyond [`MAX_RECEIVE_SSRCS`].
     pub fn refused_ssrcs(&self) -> u64 {
-        self.refused_ssrcs
+        self.streams.refused()
     }
 
     /// Authenticates and decrypts the SRTCP packet in `packet` where it lies; returns the
@@ -93,11 +88,7 @@ impl RtcpUnprotector {
         }
         let index = u32::from_be_bytes(word) & 0x7fff_ffff;
         let ssrc = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
-        if self
-            .streams
-            .get(&ssrc)
-            .is_some_and(|w| !w.check(u64::from(index)))
-        {
+        if self.streams.is_replay(ssrc, u64::from(index)) {
             return Err(SrtpError::Replayed);
         }
         match &self.keys.transform {
@@ -134,18 +125,7 @@ impl RtcpUnprotector {
                 plain_len,
             )?,
         }
-        let full = self.streams.len() >= MAX_RECEIVE_SSRCS;
-        match self.streams.get_mut(&ssrc) {
-            Some(w) => w.accept(u64::from(index)),
-            None if full => {
-                self.refused_ssrcs += 1;
-                return Err(SrtpError::TooManySsrcs);
-            }
-            None => {
-                self.streams
-                    .insert(ssrc, ReplayWindow::starting_at(u64::from(index)));
-            }
-        }
+        self.streams.accept(ssrc, u64::from(index))?;
         Ok(plain_len)
     }
 }

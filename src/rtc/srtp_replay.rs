@@ -95,6 +95,70 @@ impl ReplayWindow {
     }
 }
 
+/// SSRCs one session receives at most (each direction: SRTP and SRTCP separately). A browser
+/// sends a few per track (simulcast layers, RTX); 16 producers per peer with RTX and room for
+/// probing streams fit.
+pub const MAX_RECEIVE_SSRCS: usize = 64;
+
+/// The receive state of one session's streams: a replay window per SSRC, created only for a
+/// packet that authenticated and for at most [`MAX_RECEIVE_SSRCS`] SSRCs.
+#[derive(Default)]
+pub struct ReceiveStreams {
+    windows: std::collections::HashMap<u32, ReplayWindow>,
+    refused: u64,
+}
+
+impl ReceiveStreams {
+    pub fn get(&self, ssrc: u32) -> Option<&ReplayWindow> {
+        self.windows.get(&ssrc)
+    }
+
+    /// Read-only and cheap, so callers run it before the MAC: a replay costs no crypto.
+    pub fn is_replay(&self, ssrc: u32, index: u64) -> bool {
+        self.windows.get(&ssrc).is_some_and(|w| !w.check(index))
+    }
+
+    /// Records `index` of `ssrc` after its packet authenticated; a new SSRC beyond the budget
+    /// is refused (and counted) instead.
+    pub fn accept(&mut self, ssrc: u32, index: u64) -> Result<(), super::srtp::SrtpError> {
+        let full = self.windows.len() >= MAX_RECEIVE_SSRCS;
+        match self.windows.get_mut(&ssrc) {
+            Some(w) => w.accept(index),
+            None if full => {
+                self.refused += 1;
+                return Err(super::srtp::SrtpError::TooManySsrcs);
+            }
+            None => {
+                self.windows.insert(ssrc, ReplayWindow::starting_at(index));
+            }
+        }
+        Ok(())
+    }
+
+    /// SSRCs with receive state (each authenticated at least once).
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// Authenticated packets dropped because their SSRC was beyond [`MAX_RECEIVE_SSRCS`].
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+impl std::fmt::Debug for ReceiveStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveStreams")
+            .field("ssrcs", &self.windows.len())
+            .field("refused", &self.refused)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

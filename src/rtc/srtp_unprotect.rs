@@ -17,8 +17,6 @@
 //! No allocation per packet: the caller owns the buffer; the only allocation is the per-SSRC
 //! map growing when a new SSRC authenticates.
 
-use std::collections::HashMap;
-
 use aes_gcm::aead::{AeadInPlace, Nonce, Tag};
 use hmac::Mac;
 
@@ -26,25 +24,19 @@ use super::srtp::{SrtpError, SrtpProfile};
 use super::srtp_kdf::{
     aes_cm_apply, gcm_rtp_nonce, rtp_header_len, SessionKeys, Stream, Transform,
 };
-use super::srtp_replay::{estimate_index, ReplayWindow};
-
-/// SSRCs one session receives at most (each direction: SRTP and SRTCP separately). A browser
-/// sends a few per track (simulcast layers, RTX); 16 producers per peer with RTX and room for
-/// probing streams fit.
-pub const MAX_RECEIVE_SSRCS: usize = 64;
+pub use super::srtp_replay::MAX_RECEIVE_SSRCS;
+use super::srtp_replay::{estimate_index, ReceiveStreams};
 
 /// The receiving half of SRTP for RTP: per-SSRC rollover counters and replay windows.
 pub struct RtpUnprotector {
     keys: SessionKeys,
-    streams: HashMap<u32, ReplayWindow>,
-    refused_ssrcs: u64,
+    streams: ReceiveStreams,
 }
 
 impl std::fmt::Debug for RtpUnprotector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RtpUnprotector")
-            .field("ssrcs", &self.streams.len())
-            .field("refused_ssrcs", &self.refused_ssrcs)
+            .field("streams", &self.streams)
             .finish_non_exhaustive()
     }
 }
@@ -57,8 +49,7 @@ impl RtpUnprotector {
     ) -> Result<Self, SrtpError> {
         Ok(Self {
             keys: SessionKeys::derive(profile, master_key, master_salt, Stream::Srtp)?,
-            streams: HashMap::new(),
-            refused_ssrcs: 0,
+            streams: ReceiveStreams::default(),
         })
     }
 
@@ -74,12 +65,12 @@ impl RtpUnprotector {
 
     /// Authenticated packets dropped because their SSRC was beyond [`MAX_RECEIVE_SSRCS`].
     pub fn refused_ssrcs(&self) -> u64 {
-        self.refused_ssrcs
+        self.streams.refused()
     }
 
     /// The rollover counter of the newest packet received for `ssrc`.
     pub fn rollover_counter(&self, ssrc: u32) -> Option<u32> {
-        self.streams.get(&ssrc).map(|w| (w.highest() >> 16) as u32)
+        self.streams.get(ssrc).map(|w| (w.highest() >> 16) as u32)
     }
 
     /// Authenticates and decrypts the SRTP packet in `packet` where it lies; returns the
@@ -95,14 +86,13 @@ impl RtpUnprotector {
             .ok_or(SrtpError::Malformed)?;
         let seq = u16::from_be_bytes([packet[2], packet[3]]);
         let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
-        let known = self.streams.get(&ssrc);
-        let index = match known {
+        let index = match self.streams.get(ssrc) {
             Some(w) => estimate_index(w.highest(), seq).ok_or(SrtpError::IndexExhausted)?,
             // A stream starts at ROC 0 (RFC 3711 §3.3.1; every WebRTC sender does).
             None => u64::from(seq),
         };
         // Cheap and read-only, so before the MAC: a replay costs no crypto.
-        if known.is_some_and(|w| !w.check(index)) {
+        if self.streams.is_replay(ssrc, index) {
             return Err(SrtpError::Replayed);
         }
         let roc = (index >> 16) as u32;
@@ -141,17 +131,7 @@ impl RtpUnprotector {
                 header_len,
             )?,
         }
-        let full = self.streams.len() >= MAX_RECEIVE_SSRCS;
-        match self.streams.get_mut(&ssrc) {
-            Some(w) => w.accept(index),
-            None if full => {
-                self.refused_ssrcs += 1;
-                return Err(SrtpError::TooManySsrcs);
-            }
-            None => {
-                self.streams.insert(ssrc, ReplayWindow::starting_at(index));
-            }
-        }
+        self.streams.accept(ssrc, index)?;
         Ok(plain_len)
     }
 }
