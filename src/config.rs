@@ -264,8 +264,8 @@ impl Default for Config {
             // A browser joining a 50-peer room sends ~150 requests at once.
             ws_request_rate: 50.0,
             ws_request_burst: 400,
-            ws_error_rate: 2.0,
-            ws_error_burst: 10,
+            ws_error_rate: 10.0,
+            ws_error_burst: 100,
             allowed_origins: Vec::new(),
             worker_stall_ms: 5_000,
             ws_socket_send_buffer: 256 * 1024,

@@ -57,8 +57,8 @@ impl Default for SignalingLimits {
             join_deadline: Duration::from_secs(30),
             request_rate: 50.0,
             request_burst: 400,
-            error_rate: 2.0,
-            error_burst: 10,
+            error_rate: 10.0,
+            error_burst: 100,
             worker_stall: Duration::from_secs(5),
         }
     }
