@@ -36,8 +36,10 @@ pub struct HlsManager {
 
 struct Room {
     dir: PathBuf,
-    /// Every producer as the worker last reported it (with when it last sent).
+    /// Every producer as the worker last reported it (with when it last sent, if it was
+    /// sending then), and when that report came.
     reported: Vec<MediaSource>,
+    reported_at: Instant,
     /// Usable sources in pipeline order (see [`usable_sources`]), without their send times.
     sources: Vec<MediaSource>,
     sources_changed_at: Instant,
@@ -100,6 +102,7 @@ impl HlsManager {
             let room = Room {
                 dir: self.cfg.root.join(room_id),
                 reported: Vec::new(),
+                reported_at: now,
                 sources: Vec::new(),
                 sources_changed_at: now,
                 last_viewer: None,
@@ -111,6 +114,7 @@ impl HlsManager {
             return;
         };
         room.reported = sources;
+        room.reported_at = now;
         self.refresh(room_id, now);
         let room = &self.rooms[room_id];
         if room.pipeline.is_none() && !has_candidates(&room.reported) {
@@ -118,18 +122,22 @@ impl HlsManager {
         }
     }
 
-    /// Recomputes a room's usable sources: those sending media within the media window.
+    /// Recomputes a room's usable sources: those that were sending, within the media window,
+    /// when the worker last reported the room. The report is not aged against `now`: the
+    /// worker reports again as soon as a producer stops sending, and a source that keeps
+    /// sending must not drop out because nothing changed.
     fn refresh(&mut self, room_id: &str, now: Instant) {
         let window = self.cfg.media_window;
         let Some(room) = self.rooms.get_mut(room_id) else {
             return;
         };
+        let reported_at = room.reported_at;
         let flowing = room
             .reported
             .iter()
             .filter(|s| {
                 s.last_packet_at
-                    .is_some_and(|t| now.saturating_duration_since(t) < window)
+                    .is_some_and(|t| reported_at.saturating_duration_since(t) < window)
             })
             .map(|s| MediaSource {
                 // Send times change all the time; the pipeline only cares which sources send.

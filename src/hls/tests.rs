@@ -729,8 +729,16 @@ fn producers_that_send_nothing_start_no_pipeline_and_one_whose_media_stops_frees
     );
     assert!(manager.ffmpeg_pid("fake").is_none());
 
-    // The real room's media stops: past the media window it has no source, and after the
-    // grace period its pipeline gives the slot up.
+    // Media that keeps flowing keeps its source, however long ago the last report came.
+    manager.viewer_request("real", at(2900));
+    assert!(taps_of(&manager.tick(at(2900)), "real").is_none());
+    assert!(manager.ffmpeg_pid("real").is_some(), "no report, no change");
+
+    // The real room's media stops: the worker reports it (no send time any more), the room
+    // has no source, and after the grace period its pipeline gives the slot up.
+    let mut stopped = vp8("cam", "bob");
+    stopped.last_packet_at = None;
+    manager.room_sources("real", vec![stopped], at(3000));
     manager.viewer_request("real", at(3500));
     let actions = manager.tick(at(3500));
     assert!(

@@ -53,6 +53,7 @@ impl WorkerCore {
         let Some(room) = self.rooms.get(room_id) else {
             return Vec::new();
         };
+        let now = Instant::now();
         let mut out = Vec::new();
         for peer in &room.peers {
             let mut keys: Vec<(&String, &PKey)> = peer.producers.iter().collect();
@@ -64,12 +65,18 @@ impl WorkerCore {
                 let Some(codec) = p.mapping.codecs.first() else {
                     continue;
                 };
+                // Only a producer sending now reports a send time: the worker reports the room
+                // again whenever one of its producers starts or stops sending
+                // (`announce_flow_changes`), so the pipeline can trust the latest report
+                // instead of aging it.
+                let sending = p.quality.active_layers(now) != 0;
                 let last_packet_at = p
                     .quality
                     .layers
                     .iter()
                     .filter_map(|l| l.last_packet_at)
-                    .max();
+                    .max()
+                    .filter(|_| sending);
                 out.push(MediaSource {
                     producer_id: id.clone(),
                     peer_id: peer.id.to_string(),
