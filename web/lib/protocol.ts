@@ -101,7 +101,10 @@ export interface Notifications {
   "producer-resumed": { producerId: string };
   "consumer-closed": { consumerId: string };
   "consumer-layers-changed": { consumerId: string; spatialLayer: number; temporalLayer: number };
-  error: { code: ErrorCode; message: string };
+  /** Extra to shared/protocol.md: the server closed one of our transports (its DTLS ended). */
+  "transport-closed": { transportId: string };
+  /** `transportId` is set when the server closed that transport after an internal fault. */
+  error: { code: ErrorCode; message: string; transportId?: string };
 }
 
 export type NotificationMethod = keyof Notifications;

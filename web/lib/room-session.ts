@@ -185,6 +185,12 @@ export class RoomSession extends Emitter<SessionEvents> {
     await this.produce("video", generation);
   }
 
+  /** The server closed one of our transports: its media is gone, so join again afresh. */
+  private onTransportClosed(transportId: string): void {
+    const ours = [this.sendTransport, this.recvTransport].some((t) => t?.id === transportId);
+    if (ours) this.onConnectionLost();
+  }
+
   private onConnectionLost(): void {
     this.teardown();
     this.update({ status: "reconnecting", reconnectAttempt: 0 });
@@ -404,9 +410,15 @@ export class RoomSession extends Emitter<SessionEvents> {
           method === "producer-paused",
         );
         break;
-      case "error":
-        console.warn("signaling error", data);
+      case "transport-closed":
+        this.onTransportClosed((data as Notifications["transport-closed"]).transportId);
         return;
+      case "error": {
+        const error = data as Notifications["error"];
+        console.warn("signaling error", error);
+        if (error.transportId) this.onTransportClosed(error.transportId);
+        return;
+      }
       default:
         return;
     }
