@@ -1,4 +1,7 @@
 //! Sans-IO protocol pieces: fed bytes and time, they return bytes and events.
+//!
+//! One exception: `dtls` owns a thread (a tokio current-thread runtime running webrtc-dtls's
+//! handshakes), which workers talk to over mailboxes; everything else here is plain structs.
 
 pub mod dtls;
 pub mod dtls_gate;
