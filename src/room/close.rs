@@ -125,43 +125,44 @@ impl WorkerCore {
         self.stats.dec(Counted::Transport);
     }
 
-    /// Closes a transport that failed (a panic while handling one of its packets) with
-    /// everything on it, and tells its peer: `consumer-closed` for each consumer on it and an
-    /// `error` naming the transport (mediasoup-client cannot be told a transport closed; the
-    /// client recreates it). The rest of the room is untouched. If closing panics too, the
-    /// state is broken and the room is evicted instead.
-    pub fn fail_transport(&mut self, tkey: TKey) {
+    /// Closes a transport the server ends on its own (its DTLS ended, or a panic while
+    /// handling one of its packets) with everything on it, and tells its peer:
+    /// `consumer-closed` for each consumer on it, then `transport-closed` (extra to
+    /// protocol.md; mediasoup-client has no such event, the web app joins again). The rest of
+    /// the room is untouched.
+    pub(crate) fn close_transport_and_tell(&mut self, tkey: TKey) {
         let Some(t) = self.transports.get(&tkey) else {
             return;
         };
         let (id, room_id, peer_id) = (t.id.clone(), t.room.clone(), t.peer.clone());
         let consumers: Vec<CKey> = t.consumers_by_ssrc.values().copied().collect();
-        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            for c in consumers {
-                self.close_consumer(c, true);
-            }
-            self.close_transport(tkey);
-        }));
-        if closed.is_err() {
-            tracing::error!(worker = self.id, room = %room_id, "closing a failed transport panicked; room closed");
-            self.evict_room(&room_id);
-            return;
+        for c in consumers {
+            self.close_consumer(c, true);
         }
+        self.close_transport(tkey);
         let conn = self
             .rooms
             .get(&room_id)
             .and_then(|r| r.peer(&peer_id))
             .map(|p| p.conn);
         if let Some(conn) = conn {
-            self.notify(
-                conn,
-                "error",
-                json!({
-                    "code": "internal",
-                    "message": "a transport failed on the server and was closed; create a new one",
-                    "transportId": id,
-                }),
-            );
+            self.notify(conn, "transport-closed", json!({ "transportId": id }));
+        }
+    }
+
+    /// After a panic while handling one of a transport's packets: the transport goes
+    /// ([`Self::close_transport_and_tell`]). If closing panics too, the state is broken and the
+    /// room is evicted instead.
+    pub fn fail_transport(&mut self, tkey: TKey) {
+        let Some(room_id) = self.transports.get(&tkey).map(|t| t.room.clone()) else {
+            return;
+        };
+        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.close_transport_and_tell(tkey);
+        }));
+        if closed.is_err() {
+            tracing::error!(worker = self.id, room = %room_id, "closing a failed transport panicked; room closed");
+            self.evict_room(&room_id);
         }
     }
 

@@ -303,24 +303,6 @@ impl WorkerCore {
         }
     }
 
-    /// Closes a transport whose DTLS ended (cascading to its producers and consumers) and tells
-    /// its peer with `transport-closed`, so the client can create a new one.
-    fn close_transport_and_tell(&mut self, tkey: TKey) {
-        let Some(t) = self.transports.get(&tkey) else {
-            return;
-        };
-        let id = t.id.clone();
-        let conn = self
-            .rooms
-            .get(&t.room)
-            .and_then(|r| r.peer(&t.peer))
-            .map(|p| p.conn);
-        self.close_transport(tkey);
-        if let Some(conn) = conn {
-            self.notify(conn, "transport-closed", json!({ "transportId": id }));
-        }
-    }
-
     /// Authenticates and decrypts an SRTP (or, `rtcp`, SRTCP) datagram of a connected
     /// transport, in place in the session's reused receive buffer (give it back with
     /// [`Self::restore_rx_buffer`]). Nothing looks at a byte of it before it authenticated;
@@ -726,7 +708,7 @@ impl WorkerCore {
             self.notify_layers_changed(ckey, layer);
         }
         if need_keyframe {
-            self.request_keyframe_soon(pkey, now);
+            self.request_keyframe(pkey, now, true);
         }
         self.forward_to_taps(pkey, layer, plain, hdr, now);
     }
@@ -780,7 +762,7 @@ impl WorkerCore {
                         .map(|c| (c.producer, c.packets_sent < FRESH_CONSUMER_PACKETS));
                     if let Some((pkey, fresh)) = consumer {
                         if fresh {
-                            self.request_keyframe_soon(pkey, now);
+                            self.request_keyframe(pkey, now, true);
                         } else {
                             self.request_keyframe(pkey, now, false);
                         }
@@ -806,7 +788,8 @@ impl WorkerCore {
 
     /// Asks a video producer for a key frame (PLI), spaced by the producer's
     /// [`KeyframeSpacer`](crate::rtc::keyframe::KeyframeSpacer): at most once a second, or
-    /// twice when `force`d (a consumer just resumed and waits for its first frame). A request
+    /// twice when `force`d (a consumer just resumed, or still waits for its first frame: the
+    /// previous key frame may have gone out before its transport could carry it). A request
     /// within the spacing is deferred to its end by [`Self::tick`], never lost.
     pub(crate) fn request_keyframe(&mut self, pkey: PKey, now: Instant, force: bool) {
         let Some(p) = self.producers.get_mut(&pkey) else {
@@ -847,13 +830,6 @@ impl WorkerCore {
                 .fetch_add(1, Ordering::Relaxed);
             self.send_rtcp(tkey, &pkt);
         }
-    }
-
-    /// For consumers waiting for their first (or next) key frame: the previous one may have
-    /// been sent before their transport could carry it (the browser ignores PLIs right after a
-    /// key frame), so ask again with the forced (shorter) spacing instead of the full second.
-    pub(crate) fn request_keyframe_soon(&mut self, pkey: PKey, now: Instant) {
-        self.request_keyframe(pkey, now, true);
     }
 
     fn send_rtcp(&mut self, tkey: TKey, plain: &[u8]) {

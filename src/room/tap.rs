@@ -248,7 +248,7 @@ impl WorkerCore {
             self.outbox.push(tap.dest, &self.scratch);
         }
         if need_keyframe {
-            self.request_keyframe_soon(pkey, now);
+            self.request_keyframe(pkey, now, true);
         }
     }
 }

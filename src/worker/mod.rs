@@ -533,7 +533,7 @@ mod tests {
         }
         assert_eq!(
             told,
-            vec![(1, "error", serde_json::json!(transport_id))],
+            vec![(1, "transport-closed", serde_json::json!(transport_id))],
             "only the transport's own peer is told, with the transport's id"
         );
         // Nothing is left unanswered, and the peer can go on.

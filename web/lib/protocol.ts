@@ -101,10 +101,10 @@ export interface Notifications {
   "producer-resumed": { producerId: string };
   "consumer-closed": { consumerId: string };
   "consumer-layers-changed": { consumerId: string; spatialLayer: number; temporalLayer: number };
-  /** Extra to shared/protocol.md: the server closed one of our transports (its DTLS ended). */
+  /** Extra to shared/protocol.md: the server closed one of our transports (its DTLS ended, or
+   * handling its packets failed). */
   "transport-closed": { transportId: string };
-  /** `transportId` is set when the server closed that transport after an internal fault. */
-  error: { code: ErrorCode; message: string; transportId?: string };
+  error: { code: ErrorCode; message: string };
 }
 
 export type NotificationMethod = keyof Notifications;

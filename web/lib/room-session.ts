@@ -413,12 +413,9 @@ export class RoomSession extends Emitter<SessionEvents> {
       case "transport-closed":
         this.onTransportClosed((data as Notifications["transport-closed"]).transportId);
         return;
-      case "error": {
-        const error = data as Notifications["error"];
-        console.warn("signaling error", error);
-        if (error.transportId) this.onTransportClosed(error.transportId);
+      case "error":
+        console.warn("signaling error", data);
         return;
-      }
       default:
         return;
     }
