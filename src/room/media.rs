@@ -5,6 +5,7 @@
 use super::consumer::{seq_newer, ConsumerQuality};
 use super::core::{DtlsMsg, WorkerCore};
 use super::ortc::MediaKind;
+use super::transport::RouteMiss;
 use super::transport::{DtlsState, MAX_EARLY_DTLS};
 use super::{consent, CKey, PKey, TKey};
 use crate::rtc::dtls::{DtlsEvent, DtlsRole, SrtpProfileId};
@@ -12,9 +13,7 @@ use crate::rtc::keyframe::is_keyframe;
 use crate::rtc::nack;
 use crate::rtc::rtcp::{self, RtcpEvent};
 use crate::rtc::rtp::{self, Rewrite};
-use crate::rtc::srtp::{
-    split_keying_material, RouteMiss, SrtpProfile, SrtpSession, MAX_RTP_TAG_LEN,
-};
+use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession, MAX_RTP_TAG_LEN};
 use crate::rtc::twcc::TwccRecorder;
 use crate::rtc::{classify, ice, PacketClass};
 use crate::worker::jobs::Outbound;
@@ -456,8 +455,8 @@ impl WorkerCore {
     /// an RTX stream, by its repaired rid). Bounded per packet: only packets with extensions,
     /// only the sending peer's producers (at most `MAX_PRODUCERS_PER_PEER`), no allocation;
     /// and an SSRC that matched nothing is not looked at again until a producer was added or
-    /// removed on this worker, or [`RID_RESCAN_INTERVAL`] passed (memo in the SRTP session,
-    /// which holds state only for SSRCs that authenticated, within its budget).
+    /// removed on this worker, or [`RID_RESCAN_INTERVAL`] passed (memo on the transport,
+    /// which sees only SSRCs that authenticated, within the SRTP budget).
     fn learn_rid_ssrc(
         &mut self,
         tkey: TKey,
@@ -479,8 +478,9 @@ impl WorkerCore {
             return None;
         }
         let generation = producers.len();
-        let srtp = t.srtp.as_mut()?;
-        if let Some(miss) = srtp.route_miss(hdr.ssrc) {
+        // Only authenticated SSRCs get here, so the memo stays within the SRTP budget.
+        t.srtp.as_ref()?;
+        if let Some(miss) = t.route_misses.get(hdr.ssrc) {
             if miss.generation == generation
                 && now.saturating_duration_since(miss.at) < RID_RESCAN_INTERVAL
             {
@@ -519,12 +519,12 @@ impl WorkerCore {
                 if let Some(slot @ None) = slot {
                     *slot = Some(hdr.ssrc);
                     t.producers_by_ssrc.insert(hdr.ssrc, pkey);
-                    srtp.set_route_miss(hdr.ssrc, None);
+                    t.route_misses.set(hdr.ssrc, None);
                     return Some(pkey);
                 }
             }
         }
-        srtp.set_route_miss(
+        t.route_misses.set(
             hdr.ssrc,
             Some(RouteMiss {
                 generation,

@@ -152,12 +152,12 @@ fn an_ssrc_that_matches_no_rid_is_not_looked_up_again_until_the_memo_expires() {
     // No extensions at all: nothing to learn, nothing remembered.
     s.send(0x4444, None, start);
     assert!(!s.learned(0x4444));
-    let srtp = s.core.transports[&s.tkey].srtp.as_ref().unwrap();
-    assert_eq!(srtp.route_miss(0x4444), None);
+    let misses = &s.core.transports[&s.tkey].route_misses;
+    assert_eq!(misses.get(0x4444), None);
     // An unknown rid: a miss, remembered.
     s.send(0x4444, Some((RID_ID, b"zz")), start);
-    let srtp = s.core.transports[&s.tkey].srtp.as_ref().unwrap();
-    assert!(srtp.route_miss(0x4444).is_some());
+    let misses = &s.core.transports[&s.tkey].route_misses;
+    assert!(misses.get(0x4444).is_some());
     // Within the memo's lifetime even a matching rid is not looked at...
     s.send(
         0x4444,
@@ -173,8 +173,8 @@ fn an_ssrc_that_matches_no_rid_is_not_looked_up_again_until_the_memo_expires() {
     );
     assert!(s.learned(0x4444));
     assert_eq!(s.producer().ssrcs[2], Some(0x4444));
-    let srtp = s.core.transports[&s.tkey].srtp.as_ref().unwrap();
-    assert_eq!(srtp.route_miss(0x4444), None);
+    let misses = &s.core.transports[&s.tkey].route_misses;
+    assert_eq!(misses.get(0x4444), None);
 }
 
 #[test]

@@ -6,6 +6,7 @@ use super::{CKey, PKey, TKey};
 use crate::rtc::dtls::{DtlsRole, DtlsSession, RemoteFingerprint};
 use crate::rtc::ice::IceCredentials;
 use crate::rtc::srtp::SrtpSession;
+use crate::rtc::srtp_unprotect::MAX_RECEIVE_SSRCS;
 use crate::signaling::protocol::Direction;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,6 +50,42 @@ pub struct Transport {
     pub last_seen: Instant,
     /// The bit-rate cap of the peer owning the transport (shared by its transports).
     pub egress: Option<super::limits::SharedBucket>,
+    /// Received SSRCs that routed to no producer (see `media::learn_rid_ssrc`).
+    pub route_misses: RouteMisses,
+}
+
+/// What the packet path last concluded about a received SSRC that routes to no producer, so
+/// it is not looked up again for every packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteMiss {
+    /// A value that changes when a lookup could find something new (the worker's producer
+    /// count; a change it misses is caught by the memo's expiry).
+    pub generation: usize,
+    pub at: Instant,
+}
+
+/// The memo of routing misses of one transport. Only SSRCs that authenticated reach it, and
+/// it holds at most as many as the SRTP session keeps receive state for.
+#[derive(Debug, Default)]
+pub struct RouteMisses(HashMap<u32, RouteMiss>);
+
+impl RouteMisses {
+    pub fn get(&self, ssrc: u32) -> Option<RouteMiss> {
+        self.0.get(&ssrc).copied()
+    }
+
+    /// Records (or, `None`, forgets) a miss; a new SSRC beyond the bound is not recorded.
+    pub fn set(&mut self, ssrc: u32, miss: Option<RouteMiss>) {
+        match miss {
+            None => {
+                self.0.remove(&ssrc);
+            }
+            Some(m) if self.0.len() < MAX_RECEIVE_SSRCS || self.0.contains_key(&ssrc) => {
+                self.0.insert(ssrc, m);
+            }
+            Some(_) => {}
+        }
+    }
 }
 
 impl Transport {
@@ -76,6 +113,7 @@ impl Transport {
             next_mid: 0,
             last_seen: now,
             egress: None,
+            route_misses: RouteMisses::default(),
         }
     }
 

@@ -9,8 +9,6 @@
 //! before any byte of it is interpreted and before any per-SSRC state is created. Only SRTCP
 //! protect (a few packets a second) stays on `webrtc-srtp`.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use webrtc_srtp::context::Context;
 use webrtc_srtp::protection_profile::ProtectionProfile;
@@ -155,16 +153,6 @@ pub fn split_keying_material(
     })
 }
 
-/// What the packet path last concluded about a received SSRC that routes to no producer, so
-/// it is not looked up again for every packet (see `room::media`). Kept here because the
-/// session holds state only for SSRCs that authenticated, within [`MAX_RECEIVE_SSRCS`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RouteMiss {
-    /// A value that changes when a lookup could find something new (the producer count).
-    pub generation: usize,
-    pub at: std::time::Instant,
-}
-
 /// Both directions of one transport's SRTP: `rtp_tx` protects the RTP we send (in place),
 /// `tx` the RTCP we send; `rtp_rx` / `rtcp_rx` unprotect (in place, replay-protected) what we
 /// receive.
@@ -176,7 +164,6 @@ pub struct SrtpSession {
     rtcp_rx: RtcpUnprotector,
     /// The buffer received packets are decrypted in, reused for every packet.
     rx_buf: Vec<u8>,
-    route_misses: HashMap<u32, RouteMiss>,
 }
 
 impl std::fmt::Debug for SrtpSession {
@@ -201,7 +188,6 @@ impl SrtpSession {
             rtp_rx,
             rtcp_rx,
             rx_buf: Vec::with_capacity(RX_BUFFER_LEN),
-            route_misses: HashMap::new(),
         })
     }
 
@@ -233,28 +219,6 @@ impl SrtpSession {
     pub fn restore_rx_buffer(&mut self, buf: Vec<u8>) {
         if buf.capacity() >= self.rx_buf.capacity() {
             self.rx_buf = buf;
-        }
-    }
-
-    pub fn route_miss(&self, ssrc: u32) -> Option<RouteMiss> {
-        self.route_misses.get(&ssrc).copied()
-    }
-
-    /// Records (or, `None`, forgets) a routing miss of an SSRC that authenticated; bounded by
-    /// the same budget as the receive state.
-    pub fn set_route_miss(&mut self, ssrc: u32, miss: Option<RouteMiss>) {
-        match miss {
-            None => {
-                self.route_misses.remove(&ssrc);
-            }
-            Some(m) if self.route_misses.len() < MAX_RECEIVE_SSRCS => {
-                self.route_misses.insert(ssrc, m);
-            }
-            Some(m) => {
-                if let Some(old) = self.route_misses.get_mut(&ssrc) {
-                    *old = m;
-                }
-            }
         }
     }
 
