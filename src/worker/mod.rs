@@ -379,11 +379,11 @@ async fn run(
         };
         let now = Instant::now();
         if n < RECV_BUFFER {
-            let tkey = core.borrow().transport_of_addr(&from);
             let _ = guarded(
                 &core,
                 |c| c.handle_datagram(&buf[..n], from, now),
-                fail_transport(tkey),
+                // Looked up only after a panic: no extra lookup per datagram.
+                |c| fail_transport(c.transport_of_addr(&from))(c),
             );
             sending.flush(&core, now).await;
         }
