@@ -143,6 +143,18 @@ pub struct Cli {
     /// The user FFmpeg runs as when the server runs as root (its primary group too).
     #[arg(long, env = "SFU_HLS_FFMPEG_USER")]
     pub hls_ffmpeg_user: Option<String>,
+    // --- fault injection (tests only; docs/config.md) ---
+    /// Test only: percent (0-100) of forwarded RTP packets the workers drop (not
+    /// retransmissions), to exercise NACK/RTX. Never set in production.
+    #[arg(long, env = "SFU_FAULT_DROP_OUT_PERCENT")]
+    pub fault_drop_out_percent: Option<u8>,
+    /// Test only: requests of peers in the room with this id panic in the worker.
+    #[arg(long, env = "SFU_FAULT_PANIC_ROOM")]
+    pub fault_panic_room: Option<String>,
+    /// Test only: closing a consumer in the room with this id panics (a close cascade
+    /// breaking midway).
+    #[arg(long, env = "SFU_FAULT_PANIC_CLOSE_ROOM")]
+    pub fault_panic_close_room: Option<String>,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -189,6 +201,10 @@ struct FileConfig {
     hls_idle_timeout_secs: Option<u64>,
     hls_source_grace_secs: Option<u64>,
     hls_ffmpeg_user: Option<String>,
+    // --- fault injection (tests only) ---
+    fault_drop_out_percent: Option<u8>,
+    fault_panic_room: Option<String>,
+    fault_panic_close_room: Option<String>,
 }
 
 /// The effective configuration.
@@ -236,6 +252,10 @@ pub struct Config {
     pub hls_idle_timeout_secs: u64,
     pub hls_source_grace_secs: u64,
     pub hls_ffmpeg_user: String,
+    // --- fault injection (tests only; empty room ids: off) ---
+    pub fault_drop_out_percent: u8,
+    pub fault_panic_room: String,
+    pub fault_panic_close_room: String,
 }
 
 impl Default for Config {
@@ -285,6 +305,9 @@ impl Default for Config {
             hls_idle_timeout_secs: 30,
             hls_source_grace_secs: 10,
             hls_ffmpeg_user: "nobody".into(),
+            fault_drop_out_percent: 0,
+            fault_panic_room: String::new(),
+            fault_panic_close_room: String::new(),
         }
     }
 }
@@ -468,6 +491,20 @@ impl Config {
                 .clone()
                 .or(file.hls_ffmpeg_user)
                 .unwrap_or(d.hls_ffmpeg_user),
+            fault_drop_out_percent: cli
+                .fault_drop_out_percent
+                .or(file.fault_drop_out_percent)
+                .unwrap_or(d.fault_drop_out_percent),
+            fault_panic_room: cli
+                .fault_panic_room
+                .clone()
+                .or(file.fault_panic_room)
+                .unwrap_or(d.fault_panic_room),
+            fault_panic_close_room: cli
+                .fault_panic_close_room
+                .clone()
+                .or(file.fault_panic_close_room)
+                .unwrap_or(d.fault_panic_close_room),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -549,7 +586,22 @@ impl Config {
                 "hls_media_window_secs and hls_idle_timeout_secs must be >= 1".into(),
             ));
         }
+        if self.fault_drop_out_percent > 100 {
+            return Err(ConfigError::Invalid(
+                "fault_drop_out_percent must be 0..=100 (and is for tests only)".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The faults each worker injects (tests only; all off by default).
+    pub fn faults(&self) -> crate::room::env::Faults {
+        let room = |id: &str| (!id.is_empty()).then(|| std::sync::Arc::from(id));
+        crate::room::env::Faults {
+            drop_out_percent: self.fault_drop_out_percent,
+            panic_room: room(&self.fault_panic_room),
+            panic_close_room: room(&self.fault_panic_close_room),
+        }
     }
 
     /// The media limits each worker enforces (room/limits.rs).

@@ -3,7 +3,9 @@
 //! Layers (see docs/architecture.md):
 //! - [`signaling`]: the edge thread (HTTP + WebSocket, JSON, validation, room placement).
 //! - [`worker`]: one glommio executor per core owning routers, UDP sockets and timers.
-//! - [`room`]: routers, transports, producers, consumers and the `ortc` parameter rules.
+//! - [`room`]: one router per room (transports, producers, consumers, taps), the typed
+//!   contract with signaling (`room::api`), the forwarding decision and the `ortc` rules.
+//! - [`stats`]: the live counters of each worker (`/api/stats`).
 //! - [`rtc`]: sans-IO protocol pieces (ICE-lite, DTLS bridge, SRTP, RTP rewrite, RTCP).
 
 pub mod channel;
@@ -13,6 +15,7 @@ pub mod ids;
 pub mod room;
 pub mod rtc;
 pub mod signaling;
+pub mod stats;
 #[doc(hidden)]
 pub mod testing;
 pub mod worker;

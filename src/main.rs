@@ -107,7 +107,7 @@ fn wait_for_termination(set: libc::sigset_t, stop: sfu::signaling::edge::Shutdow
 }
 
 /// The forwarding latency of each worker since start, at shutdown.
-fn print_latency(stats: &[Arc<sfu::worker::stats::WorkerStats>]) {
+fn print_latency(stats: &[Arc<sfu::stats::WorkerStats>]) {
     use std::sync::atomic::Ordering::Relaxed;
     for s in stats {
         let us = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64 / 1000.0;
@@ -169,7 +169,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let mut threads = Vec::new();
     let mut worker_stats = Vec::new();
     // Worker-to-worker links, for rooms that span workers.
-    let meshes = sfu::room::span::Mesh::connect(cfg.workers);
+    let meshes = sfu::room::mesh::Mesh::connect(cfg.workers);
     for (id, mesh) in meshes.into_iter().enumerate() {
         let core = if cfg.pin_workers && !cores.is_empty() {
             Some(cores[id % cores.len()].id)
@@ -187,6 +187,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             signaling: out_tx.clone(),
             mesh: Some(mesh),
             limits: cfg.media_limits(),
+            faults: cfg.faults(),
         })?;
         worker_stats.push(handle.stats.clone());
         links.push(WorkerLink {

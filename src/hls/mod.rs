@@ -16,9 +16,8 @@ mod sdp;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use command::{ffmpeg_args, Grid};
 pub use manager::HlsManager;
@@ -78,42 +77,9 @@ impl Default for HlsConfig {
     }
 }
 
-/// Audio or video.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SourceKind {
-    Audio,
-    Video,
-}
-
-/// One producer of a room as the worker describes it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct MediaSource {
-    pub producer_id: String,
-    pub peer_id: String,
-    pub kind: SourceKind,
-    /// `"video/VP8"`, `"video/VP9"`, `"video/H264"`, `"audio/opus"`.
-    pub mime_type: String,
-    pub clock_rate: u32,
-    pub channels: Option<u8>,
-    /// Codec parameters, e.g. `packetization-mode=1`, `profile-level-id=42e01f`.
-    pub fmtp: Vec<(String, String)>,
-    /// A paused producer sends nothing, so it is left out of the pipeline (a silent input would
-    /// stall FFmpeg's filter graph).
-    pub paused: bool,
-    /// When the producer's last media packet arrived (`None`: never). Sources that stopped
-    /// sending are left out like paused ones.
-    pub last_packet_at: Option<Instant>,
-}
-
-/// Where the worker must send one producer's RTP, rewritten to this payload type and SSRC.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TapTarget {
-    pub producer_id: String,
-    /// `127.0.0.1:port`.
-    pub dest: SocketAddr,
-    pub payload_type: u8,
-    pub ssrc: u32,
-}
+// The worker's description of a room's sources, and where it sends their RTP: part of the
+// room's typed contract (src/room/api.rs).
+pub use crate::room::api::{MediaSource, SourceKind, TapTarget};
 
 /// What the signaling thread must apply for the manager.
 #[derive(Clone, Debug, PartialEq)]

@@ -99,12 +99,14 @@ pub fn switch_to(t: &mut Transport, from: SocketAddr, now: Instant) -> Option<So
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::api::TransportDirection;
+    use crate::room::limits::shared_bucket;
     use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
-    use crate::signaling::protocol::Direction;
     use std::sync::Arc;
 
     fn transport(now: Instant) -> Transport {
-        Transport::new(1, Arc::from("r"), Arc::from("p"), Direction::Recv, now)
+        let egress = shared_bucket(0);
+        Transport::new(1, Arc::from("p"), TransportDirection::Recv, egress, now)
     }
 
     fn with_keys(t: &mut Transport) {

@@ -6,7 +6,7 @@
 //! or pin caches for many encodings, and the worker would pay for it on every packet.
 
 use crate::rtc::nack::{RtpCache, CACHE_SLOTS, CACHE_SLOT_LEN};
-use crate::worker::stats::WorkerStats;
+use crate::stats::WorkerStats;
 use std::cell::Cell;
 use std::ops::{Deref, DerefMut};
 use std::rc::Rc;

@@ -1,9 +1,11 @@
 //! A producer: one media track a peer sends, with the mapping `ortc` derived from its
 //! parameters. Owns the list of its consumers (closing it closes them).
 
+use super::api::ApiError;
 use super::limits::LeasedCache;
+use super::mesh::{Origin, ProducerInfo};
 use super::ortc::{self, MediaKind, ProducerMapping};
-use super::{CKey, TKey};
+use super::{CKey, PKey, TKey};
 use crate::rtc::keyframe::{KeyframeSpacer, VideoCodec};
 use crate::rtc::nack::NackGenerator;
 use std::sync::Arc;
@@ -12,16 +14,14 @@ use std::time::{Duration, Instant};
 pub struct Producer {
     pub id: String,
     pub kind: MediaKind,
-    pub transport: TKey,
-    pub room: Arc<str>,
     pub peer: Arc<str>,
+    pub source: Source,
     pub mapping: ProducerMapping,
     pub paused: bool,
     pub consumers: Vec<CKey>,
-    /// The SSRC of each encoding, index = encoding index (learned from the rid for simulcast).
+    /// The SSRC of each encoding, index = encoding index (learned from the rid for simulcast;
+    /// unknown for a piped producer, whose packets arrive by key).
     pub ssrcs: Vec<Option<u32>>,
-    /// The highest encoding (each consumer picks its own layer: `Consumer::quality`).
-    pub active_encoding: usize,
     pub video_codec: VideoCodec,
     pub clock_rate: u32,
     /// When key-frame requests may go to the producer (spaced even when forced).
@@ -30,11 +30,134 @@ pub struct Producer {
     pub cname: String,
     /// Loss recovery and layer state.
     pub quality: ProducerQuality,
-    /// For a producer of another worker piped in (a room spanning workers): where it lives.
-    /// Such a producer has no transport; its packets arrive from the origin worker.
-    pub origin: Option<super::span::Origin>,
-    /// For a producer of this worker: the other workers it is piped to, with their key.
-    pub pipes: Vec<(usize, super::PKey)>,
+}
+
+/// Where a producer's packets come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Published on this worker over one of the room's transports; `pipes`: the other workers
+    /// it is piped to, with their key for it (room/piping.rs).
+    Local {
+        transport: TKey,
+        pipes: Vec<(usize, PKey)>,
+    },
+    /// Published on another worker and piped in: its packets arrive from `origin`, which
+    /// also asks the publisher for lost packets and key frames.
+    Piped { origin: Origin },
+}
+
+impl Producer {
+    /// A producer published on `transport`, from the mapping `ortc::validate_produce` derived.
+    pub fn local(
+        id: String,
+        peer: Arc<str>,
+        transport: TKey,
+        kind: MediaKind,
+        mapping: ProducerMapping,
+    ) -> Result<Self, ApiError> {
+        let first = mapping
+            .codecs
+            .first()
+            .ok_or_else(|| ApiError::bad_request("produce: no media codec"))?;
+        let video_codec = VideoCodec::from_mime(&first.router_codec.mime_type);
+        let clock_rate = first.router_codec.clock_rate;
+        // Simulcast offers carry no a=ssrc lines, so mediasoup-client sends an empty cname.
+        let cname = mapping
+            .cname
+            .clone()
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "sfu".into());
+        Ok(Self {
+            id,
+            kind,
+            peer,
+            source: Source::Local {
+                transport,
+                pipes: Vec::new(),
+            },
+            ssrcs: mapping.encodings.iter().map(|e| e.ssrc).collect(),
+            video_codec,
+            clock_rate,
+            keyframes: Default::default(),
+            cname,
+            paused: false,
+            consumers: Vec::new(),
+            quality: ProducerQuality::new(&mapping),
+            mapping,
+        })
+    }
+
+    /// A producer of another worker, as that worker described it.
+    pub fn piped(info: ProducerInfo) -> Self {
+        let encodings = info.mapping.encodings.len();
+        Self {
+            id: info.id,
+            kind: info.kind,
+            peer: info.peer,
+            source: Source::Piped {
+                origin: info.origin,
+            },
+            ssrcs: vec![None; encodings],
+            video_codec: info.video_codec,
+            clock_rate: info.clock_rate,
+            keyframes: Default::default(),
+            cname: info.cname,
+            paused: info.paused,
+            consumers: Vec::new(),
+            quality: ProducerQuality::new(&info.mapping),
+            mapping: info.mapping,
+        }
+    }
+
+    /// How another worker pipes this producer in (`origin`: this worker and its key).
+    pub fn info(&self, origin: Origin) -> ProducerInfo {
+        ProducerInfo {
+            id: self.id.clone(),
+            peer: self.peer.clone(),
+            kind: self.kind,
+            paused: self.paused,
+            mapping: self.mapping.clone(),
+            video_codec: self.video_codec,
+            clock_rate: self.clock_rate,
+            cname: self.cname.clone(),
+            origin: self.origin().unwrap_or(origin),
+        }
+    }
+
+    /// The transport a local producer is published on.
+    pub fn transport(&self) -> Option<TKey> {
+        match self.source {
+            Source::Local { transport, .. } => Some(transport),
+            Source::Piped { .. } => None,
+        }
+    }
+
+    /// Where a piped producer lives.
+    pub fn origin(&self) -> Option<Origin> {
+        match self.source {
+            Source::Piped { origin } => Some(origin),
+            Source::Local { .. } => None,
+        }
+    }
+
+    pub fn is_piped(&self) -> bool {
+        matches!(self.source, Source::Piped { .. })
+    }
+
+    /// The other workers a local producer is piped to (empty for a piped one).
+    pub fn pipes(&self) -> &[(usize, PKey)] {
+        match &self.source {
+            Source::Local { pipes, .. } => pipes,
+            Source::Piped { .. } => &[],
+        }
+    }
+
+    pub fn pipes_mut(&mut self) -> Option<&mut Vec<(usize, PKey)>> {
+        match &mut self.source {
+            Source::Local { pipes, .. } => Some(pipes),
+            Source::Piped { .. } => None,
+        }
+    }
 }
 
 // Memory bound: the packet caches of one video producer stay within 4 MiB.

@@ -3,16 +3,17 @@
 //! instead of being looked up for every packet.
 
 use crate::channel::task_mailbox;
+use crate::room::api::{Command, Job, JobKind, TransportDirection};
 use crate::room::core::WorkerCore;
+use crate::room::ortc::{MediaKind, RtpParameters};
+use crate::room::router::Router;
 use crate::rtc::dtls::{DtlsCertificate, DtlsRuntime};
 use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
-use crate::signaling::protocol::{Direction, Kind, Request};
-use crate::worker::jobs::{Job, JobKind};
-use crate::worker::stats::WorkerStats;
-use serde_json::Value;
+use crate::stats::WorkerStats;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+const ROOM: &str = "rid-room";
 const SIMULCAST: &str = include_str!("ortc/fixtures/produce_vp8_simulcast.json");
 /// The fixture's rtp-stream-id and repaired-rtp-stream-id extension ids.
 const RID_ID: u8 = 10;
@@ -44,7 +45,7 @@ fn setup() -> Setup {
     let now = Instant::now();
     let job = |kind| Job {
         conn: 1,
-        room_id: Arc::from("rid-room"),
+        room_id: Arc::from(ROOM),
         peer_id: Arc::from("peer-1"),
         kind,
     };
@@ -56,39 +57,47 @@ fn setup() -> Setup {
         }),
         now,
     );
-    let request = |req_id, request| JobKind::Request { req_id, request };
+    let request = |req_id, command| JobKind::Request { req_id, command };
     core.handle_job(
         job(request(
             2,
-            Request::CreateTransport {
-                direction: Direction::Send,
+            Command::CreateTransport {
+                direction: TransportDirection::Send,
             },
         )),
         now,
     );
-    let (&tkey, t) = core.transports.iter().next().expect("a transport");
+    let (&tkey, t) = core.routers[ROOM]
+        .transports
+        .iter()
+        .next()
+        .expect("a transport");
     let transport_id = t.id.clone();
-    let params: Value = serde_json::from_str(SIMULCAST).unwrap();
+    let params: RtpParameters = serde_json::from_str(SIMULCAST).unwrap();
     core.handle_job(
         job(request(
             3,
-            Request::Produce {
+            Command::Produce {
                 transport_id,
-                kind: Kind::Video,
+                kind: MediaKind::Video,
                 rtp_parameters: params,
-                app_data: Value::Null,
             },
         )),
         now,
     );
-    assert_eq!(core.producers.len(), 1, "the simulcast producer exists");
+    assert_eq!(
+        core.routers[ROOM].producers.len(),
+        1,
+        "the simulcast producer exists"
+    );
     let profile = SrtpProfile::AeadAes128Gcm;
     let material: Vec<u8> = (0..2 * (profile.key_len() + profile.salt_len()))
         .map(|i| i as u8)
         .collect();
     let ours = split_keying_material(profile, &material, false).unwrap();
     let theirs = split_keying_material(profile, &material, true).unwrap();
-    let t = core.transports.get_mut(&tkey).unwrap();
+    let room = core.routers.get_mut(ROOM).unwrap();
+    let t = room.transports.get_mut(&tkey).unwrap();
     t.srtp = Some(SrtpSession::new(&ours).unwrap());
     Setup {
         core,
@@ -118,17 +127,23 @@ impl Setup {
         }
         p.extend_from_slice(&[0x10, 0, 0, 0, 0, 0]);
         let protected = self.browser.encrypt_rtp(&p).unwrap();
-        self.core.handle_rtp(self.tkey, &protected, now);
+        let core = &mut self.core;
+        let room = core.routers.get_mut(ROOM).unwrap();
+        room.handle_rtp(&mut core.env, self.tkey, &protected, now);
+    }
+
+    fn room(&self) -> &Router {
+        &self.core.routers[ROOM]
     }
 
     fn learned(&self, ssrc: u32) -> bool {
-        self.core.transports[&self.tkey]
+        self.room().transports[&self.tkey]
             .producers_by_ssrc
             .contains_key(&ssrc)
     }
 
     fn producer(&self) -> &crate::room::producer::Producer {
-        self.core.producers.values().next().unwrap()
+        self.room().producers.values().next().unwrap()
     }
 }
 
@@ -152,11 +167,11 @@ fn an_ssrc_that_matches_no_rid_is_not_looked_up_again_until_the_memo_expires() {
     // No extensions at all: nothing to learn, nothing remembered.
     s.send(0x4444, None, start);
     assert!(!s.learned(0x4444));
-    let misses = &s.core.transports[&s.tkey].route_misses;
+    let misses = &s.room().transports[&s.tkey].route_misses;
     assert_eq!(misses.get(0x4444), None);
     // An unknown rid: a miss, remembered.
     s.send(0x4444, Some((RID_ID, b"zz")), start);
-    let misses = &s.core.transports[&s.tkey].route_misses;
+    let misses = &s.room().transports[&s.tkey].route_misses;
     assert!(misses.get(0x4444).is_some());
     // Within the memo's lifetime even a matching rid is not looked at...
     s.send(
@@ -173,7 +188,7 @@ fn an_ssrc_that_matches_no_rid_is_not_looked_up_again_until_the_memo_expires() {
     );
     assert!(s.learned(0x4444));
     assert_eq!(s.producer().ssrcs[2], Some(0x4444));
-    let misses = &s.core.transports[&s.tkey].route_misses;
+    let misses = &s.room().transports[&s.tkey].route_misses;
     assert_eq!(misses.get(0x4444), None);
 }
 
@@ -184,12 +199,12 @@ fn junk_ssrcs_stay_within_the_sessions_budget() {
     for ssrc in 0..500u32 {
         s.send(0x10_0000 + ssrc, Some((RID_ID, b"nope")), now);
     }
-    let srtp = s.core.transports[&s.tkey].srtp.as_ref().unwrap();
+    let srtp = s.room().transports[&s.tkey].srtp.as_ref().unwrap();
     let (rtp, _) = srtp.receive_ssrcs();
     assert_eq!(rtp, crate::rtc::srtp::MAX_RECEIVE_SSRCS);
     assert_eq!(
         srtp.refused_ssrc_packets(),
         500 - crate::rtc::srtp::MAX_RECEIVE_SSRCS as u64
     );
-    assert!(s.core.transports[&s.tkey].producers_by_ssrc.is_empty());
+    assert!(s.room().transports[&s.tkey].producers_by_ssrc.is_empty());
 }

@@ -9,14 +9,18 @@
 //! The tests at the end are ignored: each reproduces a bug (described above it) in an
 //! interleaving the workers' separate mailboxes allow.
 
-use super::{Mesh, MeshInbox, PipeMsg, MEDIA_QUEUE};
 use crate::channel::{mio_mailbox, task_mailbox, Receiver};
-use crate::room::core::{DtlsMsg, WorkerCore};
+use crate::room::api::{ApiError, Command, ConnId, ErrorCode, Job, JobKind, Outbound};
+use crate::room::core::WorkerCore;
+use crate::room::mesh::{Mesh, MeshInbox, Origin, PipeMsg, MEDIA_QUEUE};
+use crate::room::router::Router;
+use crate::room::test_peek::Peek;
+use crate::room::transport::DtlsMsg;
 use crate::room::PKey;
 use crate::rtc::dtls::{DtlsCertificate, DtlsRuntime};
-use crate::signaling::protocol::{ApiError, Direction, ErrorCode, Kind, Request};
-use crate::worker::jobs::{ConnId, Job, JobKind, Outbound};
-use crate::worker::stats::{Counted, WorkerStats};
+use crate::signaling::protocol::{Direction, Kind, Request};
+use crate::signaling::wire;
+use crate::stats::{Counted, WorkerStats};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -236,7 +240,7 @@ impl Cluster {
                         conn: c, req_id: r, ..
                     } if *c == conn && *r == req_id => {
                         if let Outbound::Response { result, .. } = out.remove(i) {
-                            found.push((from, result));
+                            found.push((from, result.map(|a| wire::answer(&a))));
                         }
                     }
                     _ => i += 1,
@@ -259,7 +263,8 @@ impl Cluster {
     /// A request to the worker hosting the client; pumps, then takes its answer.
     fn request(&mut self, client: &Client, request: Request) -> Result<Value, ApiError> {
         let req_id = self.req_id();
-        self.job(client.host, client, JobKind::Request { req_id, request });
+        let command = wire::command(request)?;
+        self.job(client.host, client, JobKind::Request { req_id, command });
         self.pump();
         self.response(client.host, client.conn, req_id)
     }
@@ -278,7 +283,8 @@ impl Cluster {
             while i < out.len() {
                 match &out[i] {
                     Outbound::Notify { conn, .. } if *conn == client.conn => {
-                        if let Outbound::Notify { method, data, .. } = out.remove(i) {
+                        if let Outbound::Notify { notice, .. } = out.remove(i) {
+                            let (method, data) = wire::notice(&notice);
                             notes.push((from, method, data));
                         }
                     }
@@ -368,10 +374,10 @@ impl Cluster {
             assert_eq!(self.counts(w), ZERO, "worker {w}");
             let c = &worker.core;
             assert_eq!(c.rooms_len(), 0, "rooms of worker {w}");
-            assert!(c.transports.is_empty(), "transports of worker {w}");
-            assert!(c.producers.is_empty(), "producers of worker {w}");
-            assert!(c.consumers.is_empty(), "consumers of worker {w}");
-            assert!(c.by_ufrag.is_empty(), "ufrags of worker {w}");
+            assert_eq!(c.transports_len(), 0, "transports of worker {w}");
+            assert_eq!(c.producers_len(), 0, "producers of worker {w}");
+            assert_eq!(c.consumers_len(), 0, "consumers of worker {w}");
+            assert!(c.env.index.is_empty(), "index of worker {w}");
             assert_eq!(worker.inbox.control.len(), 0, "mailbox of worker {w}");
         }
     }
@@ -385,43 +391,46 @@ impl Cluster {
             let core = &worker.core;
             let counts = self.counts(w);
             let hosted = core
-                .rooms
+                .routers
                 .values()
                 .flat_map(|r| r.peers.iter())
                 .filter(|p| p.worker == w)
                 .count();
             assert_eq!(counts.peers, hosted, "worker {w}: peers counted vs hosted");
-            let homed = core.rooms.values().filter(|r| r.home == w).count();
+            let homed = core.routers.values().filter(|r| r.is_home()).count();
             assert_eq!(counts.rooms, homed, "worker {w}: rooms");
             assert_eq!(
                 counts.replicas,
-                core.rooms.len() - homed,
+                core.routers.len() - homed,
                 "worker {w}: replicas"
             );
-            assert_eq!(counts.transports, core.transports.len(), "worker {w}");
-            assert_eq!(counts.consumers, core.consumers.len(), "worker {w}");
-            let own = core
-                .producers
-                .values()
-                .filter(|p| p.origin.is_none())
-                .count();
+            assert_eq!(counts.transports, core.transports_len(), "worker {w}");
+            assert_eq!(counts.consumers, core.consumers_len(), "worker {w}");
+            let producers = core.all_producers();
+            let own = producers.iter().filter(|(_, p)| !p.is_piped()).count();
             assert_eq!(counts.producers, own, "worker {w}: producers");
             assert_eq!(
                 counts.piped,
-                core.producers.len() - own,
+                producers.len() - own,
                 "worker {w}: piped producers"
             );
-            for (id, room) in &core.rooms {
+            assert_eq!(
+                core.env.index.producers.len(),
+                producers.len(),
+                "worker {w}: producer index"
+            );
+            for (id, room) in &core.routers {
+                let home_worker = room.home_worker(w);
                 let mut others: Vec<usize> = room
                     .peers
                     .iter()
                     .map(|p| p.worker)
-                    .filter(|&x| x != room.home)
+                    .filter(|&x| x != home_worker)
                     .collect();
                 others.sort();
                 others.dedup();
-                if room.home == w {
-                    let mut sats = room.satellites.clone();
+                if room.is_home() {
+                    let mut sats = room.satellites().to_vec();
                     sats.sort();
                     assert_eq!(
                         sats, others,
@@ -429,15 +438,15 @@ impl Cluster {
                     );
                     continue;
                 }
-                let home = self.core(room.home).rooms.get(id);
+                let home = self.core(home_worker).routers.get(id);
                 let home = home.unwrap_or_else(|| {
                     panic!("worker {w} keeps a replica of {id}, gone from its home")
                 });
                 assert!(
-                    home.satellites.contains(&w),
+                    home.satellites().contains(&w),
                     "worker {w} keeps a replica of {id} its home does not list"
                 );
-                let dir = |r: &crate::room::core::Room| {
+                let dir = |r: &Router| {
                     let mut v: Vec<(String, usize)> = r
                         .peers
                         .iter()
@@ -447,30 +456,30 @@ impl Cluster {
                     v
                 };
                 assert_eq!(dir(room), dir(home), "directory of {id} on {w} vs its home");
-                let ids = |r: &crate::room::core::Room| {
+                let ids = |r: &Router| {
                     let mut v: Vec<String> = r.producers_by_id.keys().cloned().collect();
                     v.sort();
                     v
                 };
                 assert_eq!(ids(room), ids(home), "producers of {id} on {w} vs its home");
             }
-            for (key, p) in &core.producers {
-                if let Some(o) = p.origin {
-                    let at = self.core(o.worker).producers.get(&o.key);
+            for (key, p) in &producers {
+                if let Some(o) = p.origin() {
+                    let at = self.core(o.worker).find_producer(o.key);
                     let at = at.unwrap_or_else(|| {
                         panic!("worker {w}: piped {} has no producer at its origin", p.id)
                     });
                     assert!(
-                        at.origin.is_none() && at.pipes.contains(&(w, *key)),
+                        !at.is_piped() && at.pipes().contains(&(w, *key)),
                         "worker {w}: piped {} not subscribed at its origin",
                         p.id
                     );
                 }
-                for &(x, k) in &p.pipes {
-                    let sub = self.core(x).producers.get(&k);
+                for &(x, k) in p.pipes() {
+                    let sub = self.core(x).find_producer(k);
                     assert!(
-                        sub.is_some_and(|s| s.origin
-                            == Some(super::Origin {
+                        sub.is_some_and(|s| s.origin()
+                            == Some(Origin {
                                 worker: w,
                                 key: *key
                             })),
@@ -485,7 +494,7 @@ impl Cluster {
     /// The peer ids in the directory of the room on worker `w`, with their hosting worker.
     fn directory(&self, w: usize) -> Vec<(String, usize)> {
         self.core(w)
-            .rooms
+            .routers
             .get(ROOM)
             .map(|r| {
                 r.peers
@@ -498,16 +507,16 @@ impl Cluster {
 
     fn satellites(&self, w: usize) -> Vec<usize> {
         self.core(w)
-            .rooms
+            .routers
             .get(ROOM)
-            .map(|r| r.satellites.clone())
+            .map(|r| r.satellites().to_vec())
             .unwrap_or_default()
     }
 
     /// The key of producer `id` on worker `w` (its own or a piped one).
     fn pkey(&self, w: usize, id: &str) -> Option<PKey> {
         self.core(w)
-            .rooms
+            .routers
             .get(ROOM)
             .and_then(|r| r.producers_by_id.get(id))
             .copied()
@@ -661,7 +670,7 @@ fn a_peer_placed_on_another_worker_is_answered_there_and_announced_on_the_home()
     assert_eq!(c.directory(0), both);
     assert_eq!(c.directory(1), both);
     assert_eq!(c.satellites(0), vec![1]);
-    assert_eq!(c.core(1).rooms[ROOM].home, 0);
+    assert_eq!(c.core(1).routers[ROOM].home_worker(1), 0);
     assert_eq!(c.room_closed(0) + c.room_closed(1), 0);
     c.assert_quiet();
 }
@@ -704,18 +713,18 @@ fn producers_are_piped_both_ways_and_listed_with_their_paused_state_to_later_joi
     );
     let on_0 = c.pkey(0, &pa).expect("A's producer on the home");
     let on_1 = c.pkey(1, &pa).expect("A's producer piped into worker 1");
-    assert_eq!(c.core(0).producers[&on_0].pipes, vec![(1, on_1)]);
-    let piped = &c.core(1).producers[&on_1];
+    assert_eq!(c.core(0).producer(on_0).pipes(), vec![(1, on_1)]);
+    let piped = &c.core(1).producer(on_1);
     assert_eq!(
-        piped.origin,
-        Some(super::Origin {
+        piped.origin(),
+        Some(Origin {
             worker: 0,
             key: on_0
         })
     );
-    assert_eq!(piped.transport, 0);
+    assert_eq!(piped.transport(), None);
     // A video producer asks for a key frame for its new subscriber's consumers.
-    assert!(c.core(0).producers[&on_0].keyframes.is_pending());
+    assert!(c.core(0).producer(on_0).keyframes.is_pending());
     // The home speaks for the room's HLS sources; a satellite never does.
     assert_eq!(c.sources(0), vec![vec![pa.clone()]]);
     assert!(c.sources(1).is_empty());
@@ -756,7 +765,7 @@ fn producers_are_piped_both_ways_and_listed_with_their_paused_state_to_later_joi
     );
     let b_on_1 = c.pkey(1, &pb).expect("B's producer");
     let b_on_0 = c.pkey(0, &pb).expect("B's producer piped into the home");
-    assert_eq!(c.core(1).producers[&b_on_1].pipes, vec![(0, b_on_0)]);
+    assert_eq!(c.core(1).producer(b_on_1).pipes(), vec![(0, b_on_0)]);
     assert!(c.sources(1).is_empty());
     assert_eq!(c.sources(0).len(), 1);
 
@@ -767,7 +776,7 @@ fn producers_are_piped_both_ways_and_listed_with_their_paused_state_to_later_joi
             producer_id: pb.clone(),
         },
     );
-    assert!(c.core(0).producers[&b_on_0].paused);
+    assert!(c.core(0).producer(b_on_0).paused);
     assert_eq!(
         c.notes(&a),
         vec![(0, "producer-paused", json!({"producerId": pb}))]
@@ -811,7 +820,7 @@ fn producers_are_piped_both_ways_and_listed_with_their_paused_state_to_later_joi
             ..ZERO
         }
     );
-    assert_eq!(c.core(0).producers[&on_0].pipes, vec![(1, on_1)]);
+    assert_eq!(c.core(0).producer(on_0).pipes(), vec![(1, on_1)]);
     c.assert_quiet();
 }
 
@@ -851,7 +860,7 @@ fn pause_and_resume_of_a_satellite_producer_reach_the_peers_of_every_worker() {
         vec![(1, "producer-paused", json!({"producerId": pb}))]
     );
     assert!(c.notes(&b).is_empty());
-    assert!(c.core(0).producers[&b_on_0].paused);
+    assert!(c.core(0).producer(b_on_0).paused);
 
     // Pausing again changes nothing and tells nobody.
     c.ok(
@@ -878,7 +887,7 @@ fn pause_and_resume_of_a_satellite_producer_reach_the_peers_of_every_worker() {
         vec![(1, "producer-resumed", json!({"producerId": pb}))]
     );
     assert!(c.notes(&b).is_empty());
-    assert!(!c.core(0).producers[&b_on_0].paused);
+    assert!(!c.core(0).producer(b_on_0).paused);
     c.assert_quiet();
 }
 
@@ -900,7 +909,7 @@ fn pause_of_a_home_producer_reaches_the_satellite_peers() {
             vec![(1, "producer-paused", json!({"producerId": pa}))]
         );
     }
-    assert!(c.core(1).producers[&a_on_1].paused);
+    assert!(c.core(1).producer(a_on_1).paused);
     c.ok(
         &a,
         Request::ResumeProducer {
@@ -910,7 +919,7 @@ fn pause_of_a_home_producer_reaches_the_satellite_peers() {
     for p in [&b, &cc] {
         assert_eq!(c.methods(p), vec![(1, "producer-resumed")]);
     }
-    assert!(!c.core(1).producers[&a_on_1].paused);
+    assert!(!c.core(1).producer(a_on_1).paused);
     c.assert_quiet();
 }
 
@@ -919,7 +928,7 @@ fn leaving_peers_are_removed_everywhere_and_the_room_closes_with_its_last_peer()
     let mut c = Cluster::new(2);
     let (a, b, cc, pa, pb) = three_peers(&mut c);
     // Consumers across and within workers: A (home) of B's piped audio, C of both.
-    let caps = json!(c.core(0).caps);
+    let caps = json!(c.core(0).env.caps);
     let ra = c.transport(&a, Direction::Recv);
     let a_of_b = c.consume(&a, &ra, &pb, &caps).expect("A consumes B");
     let rc = c.transport(&cc, Direction::Recv);
@@ -1013,11 +1022,11 @@ fn leaving_peers_are_removed_everywhere_and_the_room_closes_with_its_last_peer()
     assert!(c.notes(&cc).is_empty());
     assert_eq!(c.counts(1), ZERO);
     assert_eq!(c.core(1).rooms_len(), 0);
-    assert!(c.core(1).producers.is_empty());
+    assert!(c.core(1).producers_len() == 0);
     assert!(c.satellites(0).is_empty());
     let a_on_0 = c.pkey(0, &pa).expect("A's producer");
     assert!(
-        c.core(0).producers[&a_on_0].pipes.is_empty(),
+        c.core(0).producer(a_on_0).pipes().is_empty(),
         "unsubscribed"
     );
     assert_eq!(c.room_closed(0) + c.room_closed(1), 0);
@@ -1181,7 +1190,7 @@ fn a_second_join_to_the_same_satellite_races_a_disconnect_cleanly() {
 fn evicting_the_room_on_its_home_evicts_it_on_the_satellites() {
     let mut c = Cluster::new(2);
     let (a, b, cc, pa, _pb) = three_peers(&mut c);
-    let caps = json!(c.core(0).caps);
+    let caps = json!(c.core(0).env.caps);
     let rc = c.transport(&cc, Direction::Recv);
     c.consume(&cc, &rc, &pa, &caps).expect("C consumes A");
     c.forget_sources();
@@ -1247,7 +1256,7 @@ fn evicting_the_replica_on_a_satellite_removes_its_peers_from_the_room() {
     );
     assert_eq!(c.counts(1), ZERO);
     let a_key = c.pkey(0, &pa).expect("A's producer");
-    assert!(c.core(0).producers[&a_key].pipes.is_empty());
+    assert!(c.core(0).producer(a_key).pipes().is_empty());
     c.notes(&b);
     c.notes(&cc);
     c.assert_quiet();
@@ -1314,7 +1323,7 @@ fn a_consume_on_a_satellite_of_a_piped_producer_returns_a_consumer() {
         "video/VP8"
     );
     let piped = c.pkey(1, &pa).expect("piped");
-    assert_eq!(c.core(1).producers[&piped].consumers.len(), 1);
+    assert_eq!(c.core(1).producer(piped).consumers.len(), 1);
     assert_eq!(
         c.counts(1),
         Counts {
@@ -1401,12 +1410,12 @@ fn three_workers_a_satellite_producer_reaches_the_other_satellite_through_the_ho
     let on_0 = c.pkey(0, &pb).expect("piped into 0");
     let on_2 = c.pkey(2, &pb).expect("piped into 2");
     // Worker 2 subscribes at the origin directly, not through the home.
-    let mut pipes = c.core(1).producers[&origin].pipes.clone();
+    let mut pipes = c.core(1).producer(origin).pipes().to_vec();
     pipes.sort();
     assert_eq!(pipes, vec![(0, on_0), (2, on_2)]);
     assert_eq!(
-        c.core(2).producers[&on_2].origin,
-        Some(super::Origin {
+        c.core(2).producer(on_2).origin(),
+        Some(Origin {
             worker: 1,
             key: origin
         })
@@ -1463,12 +1472,13 @@ fn three_workers_a_producer_added_while_a_new_satellite_joins_reaches_it() {
         &b,
         JobKind::Request {
             req_id,
-            request: Request::Produce {
+            command: wire::command(Request::Produce {
                 transport_id: tb,
                 kind: Kind::Video,
                 rtp_parameters: serde_json::from_str(PRODUCE_VP8).expect("fixture"),
                 app_data: Value::Null,
-            },
+            })
+            .expect("valid"),
         },
     );
     let pb = c.response(1, b.conn, req_id).expect("produce")["producerId"]
@@ -1499,7 +1509,7 @@ fn a_stale_replica_is_replaced_when_the_room_is_homed_again_on_its_worker() {
         &b,
         JobKind::Request {
             req_id,
-            request: Request::LeaveRoom,
+            command: Command::LeaveRoom,
         },
     );
     assert!(c.response(1, b.conn, req_id).is_ok());
@@ -1537,7 +1547,7 @@ fn a_stale_replica_is_replaced_when_the_room_is_homed_again_on_its_worker() {
             ..ZERO
         }
     );
-    assert_eq!(c.core(1).rooms[ROOM].home, 1);
+    assert_eq!(c.core(1).routers[ROOM].home_worker(1), 1);
 
     // The new room spans back to worker 0.
     let (e, answer) = c.join(1, "e", 0);
@@ -1580,8 +1590,9 @@ fn a_released_satellite_gets_a_fresh_snapshot_for_its_next_peer() {
         }
     );
     assert_eq!(
-        c.core(0).producers[&c.pkey(0, &pa).expect("A's")]
-            .pipes
+        c.core(0)
+            .producer(c.pkey(0, &pa).expect("A's"))
+            .pipes()
             .len(),
         1
     );
@@ -1598,7 +1609,7 @@ fn a_join_placed_on_a_satellite_whose_last_peer_is_leaving_keeps_the_replica() {
         &b,
         JobKind::Request {
             req_id,
-            request: Request::LeaveRoom,
+            command: Command::LeaveRoom,
         },
     );
     assert!(c.response(1, b.conn, req_id).is_ok());
@@ -1631,9 +1642,9 @@ fn media_of_a_piped_producer_crosses_the_mesh_in_batches() {
     let now = Instant::now();
     let ssrc = 2876393227; // the fixture's
     for seq in 0..3 {
-        c.workers[0]
-            .core
-            .pipe_packet(origin, 0, &rtp_packet(ssrc, seq), now);
+        c.workers[0].core.in_router_of(origin, |r, env| {
+            r.pipe_packet(env, origin, 0, &rtp_packet(ssrc, seq), now)
+        });
     }
     c.workers[0].core.flush_pipes();
     let stats0 = c.workers[0].stats.clone();
@@ -1651,13 +1662,13 @@ fn media_of_a_piped_producer_crosses_the_mesh_in_batches() {
         c.workers[1].stats.pipe_packets_in.load(Ordering::Relaxed),
         3
     );
-    c.workers[1].core.mesh.recycle(batch);
+    c.workers[1].core.env.mesh.recycle(batch);
 
     // A full queue drops whole batches (counted), never blocks.
     for seq in 0..(MEDIA_QUEUE as u16 + 2) {
-        c.workers[0]
-            .core
-            .pipe_packet(origin, 0, &rtp_packet(ssrc, seq), now);
+        c.workers[0].core.in_router_of(origin, |r, env| {
+            r.pipe_packet(env, origin, 0, &rtp_packet(ssrc, seq), now)
+        });
         c.workers[0].core.flush_pipes();
     }
     assert_eq!(stats0.pipe_drops.load(Ordering::Relaxed), 2);
@@ -1672,10 +1683,10 @@ fn a_key_frame_request_for_a_piped_producer_goes_to_its_origin() {
     let pa = c.produce(&a, &ta, Kind::Video);
     let origin = c.pkey(0, &pa).expect("A's");
     let piped = c.pkey(1, &pa).expect("piped");
-    assert!(c.core(0).producers[&origin].keyframes.last_sent().is_none());
-    c.workers[1]
-        .core
-        .request_keyframe(piped, Instant::now(), true);
+    assert!(c.core(0).producer(origin).keyframes.last_sent().is_none());
+    c.workers[1].core.in_router_of(piped, |r, env| {
+        r.request_keyframe(env, piped, Instant::now(), true)
+    });
     match c.workers[0].inbox.control.try_recv() {
         Some(PipeMsg::KeyFrame { origin_key, force }) => {
             assert_eq!((origin_key, force), (origin, true));
@@ -1685,7 +1696,7 @@ fn a_key_frame_request_for_a_piped_producer_goes_to_its_origin() {
         }
         other => panic!("expected a KeyFrame message, got {other:?}"),
     }
-    assert!(c.core(0).producers[&origin].keyframes.last_sent().is_some());
+    assert!(c.core(0).producer(origin).keyframes.last_sent().is_some());
 }
 
 // --- races these tests found (fixed; kept as regression tests). Each comment describes the --
@@ -1807,7 +1818,7 @@ fn messages_of_a_previous_incarnation_of_the_room_are_ignored_by_the_next() {
         &p,
         JobKind::Request {
             req_id,
-            request: Request::LeaveRoom,
+            command: Command::LeaveRoom,
         },
     );
     assert!(c.response(2, p.conn, req_id).is_ok());
@@ -1819,7 +1830,7 @@ fn messages_of_a_previous_incarnation_of_the_room_are_ignored_by_the_next() {
         &q,
         JobKind::Request {
             req_id,
-            request: Request::LeaveRoom,
+            command: Command::LeaveRoom,
         },
     );
     assert!(c.response(1, q.conn, req_id).is_ok());
@@ -1829,7 +1840,7 @@ fn messages_of_a_previous_incarnation_of_the_room_are_ignored_by_the_next() {
         &a,
         JobKind::Request {
             req_id,
-            request: Request::LeaveRoom,
+            command: Command::LeaveRoom,
         },
     );
     assert!(c.response(0, a.conn, req_id).is_ok());
@@ -1900,7 +1911,7 @@ fn a_second_consumer_of_one_producer_on_one_transport_fails_with_limit_even_when
     let ta = c.transport(&a, Direction::Send);
     let pa = c.produce(&a, &ta, Kind::Video);
     c.pump();
-    let caps = json!(c.core(1).caps);
+    let caps = json!(c.core(1).env.caps);
     let rb = c.transport(&b, Direction::Recv);
     c.consume(&b, &rb, &pa, &caps)
         .expect("B consumes A's piped producer");

@@ -1,61 +1,34 @@
-//! Taps: a room's producers forwarded as plain RTP to loopback (the HLS pipeline's FFmpeg).
+//! Taps: a room's producers forwarded as plain RTP to loopback (the HLS pipeline's FFmpeg),
+//! and the reports that tell the pipeline which producers exist and send.
 //!
 //! A tap is a consumer without a transport: no ICE, no SRTP, no RTCP from the other side. It
 //! gets its own SSRC and payload type and a continuous sequence space, starts at a key frame
-//! like a WebRTC consumer, and carries no header extensions.
+//! like a WebRTC consumer, follows the highest active simulcast layer, and carries no header
+//! extensions.
 
-use super::consumer::SeqState;
-use super::core::WorkerCore;
-use super::ortc::{MediaKind, RtpCodecCapability};
+use super::api::{MediaSource, Outbound, SourceKind, TapTarget};
+use super::env::Env;
+use super::forward::{target_layer, Forwarder, Packet};
+use super::ortc::MediaKind;
+use super::router::Router;
 use super::PKey;
-use crate::hls::{MediaSource, SourceKind, TapTarget};
 use crate::rtc::keyframe::is_keyframe;
 use crate::rtc::rtp::{self, ExtIdMap, Rewrite};
-use crate::worker::jobs::Outbound;
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Instant;
-
-/// Which producers were sending at the last look, so the HLS pipeline hears when a room's
-/// media starts or stops (it starts FFmpeg only for producers that send).
-#[derive(Default)]
-pub struct FlowWatch {
-    sending: HashSet<PKey>,
-}
 
 pub struct Tap {
     pub dest: SocketAddr,
     pub payload_type: u8,
     pub ssrc: u32,
-    pub seq: SeqState,
-    /// The simulcast layer forwarded (the highest active one; switched at its key frame).
-    pub layer: Option<usize>,
-    pub last_sent_at: Option<Instant>,
+    pub fwd: Forwarder,
 }
 
-fn codec_fmtp(codec: &RtpCodecCapability) -> Vec<(String, String)> {
-    codec
-        .parameters
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            (k.clone(), v)
-        })
-        .collect()
-}
-
-impl WorkerCore {
-    /// The media sources of a room, as the HLS pipeline needs them.
-    pub fn room_sources(&self, room_id: &str) -> Vec<MediaSource> {
-        let Some(room) = self.rooms.get(room_id) else {
-            return Vec::new();
-        };
-        let now = Instant::now();
+impl Router {
+    /// The media sources of the room, as the HLS pipeline needs them.
+    pub fn sources(&self, now: Instant) -> Vec<MediaSource> {
         let mut out = Vec::new();
-        for peer in &room.peers {
+        for peer in &self.peers {
             let mut keys: Vec<(&String, &PKey)> = peer.producers.iter().collect();
             keys.sort();
             for (id, pkey) in keys {
@@ -87,7 +60,7 @@ impl WorkerCore {
                     mime_type: codec.router_codec.mime_type.clone(),
                     clock_rate: codec.router_codec.clock_rate,
                     channels: codec.router_codec.channels,
-                    fmtp: codec_fmtp(&codec.router_codec),
+                    fmtp: codec.router_codec.fmtp(),
                     paused: p.paused,
                     last_packet_at,
                 });
@@ -96,84 +69,62 @@ impl WorkerCore {
         out
     }
 
-    /// Tells the signaling thread (and so the HLS pipeline) that a room's media changed.
-    pub(crate) fn announce_sources(&self, room_id: &str) {
+    /// Tells the signaling thread (and so the HLS pipeline) that the room's media changed.
+    pub fn announce_sources(&self, env: &Env) {
         // The home worker speaks for the room (its directory has every producer).
-        if !self.is_home(room_id) {
+        if !self.is_home() {
             return;
         }
-        let _ = self.signaling.send(Outbound::RoomSources {
-            room_id: room_id.into(),
-            sources: self.room_sources(room_id),
+        let _ = env.signaling.send(Outbound::RoomSources {
+            room_id: self.id.to_string(),
+            sources: self.sources(Instant::now()),
         });
     }
 
-    /// Announces the rooms (homed here) in which a producer started or stopped sending since
-    /// the last call. Called from the periodic tick: O(producers), no per-packet work.
-    pub(crate) fn announce_flow_changes(&mut self, now: Instant) {
-        let mut changed: Vec<std::sync::Arc<str>> = Vec::new();
-        let flow = &mut self.flow;
-        flow.sending.retain(|k| self.producers.contains_key(k));
+    /// Announces the room if one of its producers started or stopped sending since the last
+    /// call. Called from the periodic tick: O(producers), no per-packet work.
+    pub(crate) fn announce_flow_changes(&mut self, env: &Env, now: Instant) {
+        let mut changed = false;
         for (pkey, p) in &self.producers {
             let sending = p.quality.active_layers(now) != 0;
-            let was = flow.sending.contains(pkey);
-            if sending != was {
+            if sending != self.sending.contains(pkey) {
+                changed = true;
                 if sending {
-                    flow.sending.insert(*pkey);
+                    self.sending.insert(*pkey);
                 } else {
-                    flow.sending.remove(pkey);
-                }
-                if !changed.contains(&p.room) {
-                    changed.push(p.room.clone());
+                    self.sending.remove(pkey);
                 }
             }
         }
-        for room in changed {
-            self.announce_sources(&room);
+        if changed {
+            self.announce_sources(env);
         }
     }
 
-    /// Replaces the taps of a room.
-    pub fn set_taps(&mut self, room_id: &str, targets: Vec<TapTarget>, now: Instant) {
-        let Some(room) = self.rooms.get(room_id) else {
-            return;
-        };
-        let room_producers: Vec<PKey> = room.producers_by_id.values().copied().collect();
-        for p in &room_producers {
-            self.taps.remove(p);
-        }
+    /// Replaces the taps of the room.
+    pub fn set_taps(&mut self, env: &mut Env, targets: Vec<TapTarget>, now: Instant) {
+        self.taps.clear();
         for t in targets {
             // Only loopback destinations: taps feed a local FFmpeg, never the network.
             if !t.dest.ip().is_loopback() {
                 continue;
             }
-            let Some(&pkey) = room.producers_by_id.get(&t.producer_id) else {
+            let Some(&pkey) = self.producers_by_id.get(&t.producer_id) else {
+                continue;
+            };
+            let Some(clock_rate) = self.producers.get(&pkey).map(|p| p.clock_rate) else {
                 continue;
             };
             self.taps.entry(pkey).or_default().push(Tap {
                 dest: t.dest,
                 payload_type: t.payload_type,
                 ssrc: t.ssrc,
-                seq: SeqState::new(rand::random::<u16>() & 0x3fff),
-                layer: None,
-                last_sent_at: None,
+                fwd: Forwarder::new(rand::random::<u16>() & 0x3fff, clock_rate),
             });
         }
-        for p in room_producers {
-            if self.taps.contains_key(&p) {
-                self.request_keyframe(p, now, true);
-            }
-        }
-    }
-
-    /// Asks every video producer of a room for a key frame (HLS segment boundaries).
-    pub fn request_room_keyframes(&mut self, room_id: &str, now: Instant) {
-        let Some(room) = self.rooms.get(room_id) else {
-            return;
-        };
-        let keys: Vec<PKey> = room.producers_by_id.values().copied().collect();
-        for p in keys {
-            self.request_keyframe(p, now, false);
+        let tapped: Vec<PKey> = self.taps.keys().copied().collect();
+        for p in tapped {
+            self.request_keyframe(env, p, now, true);
         }
     }
 
@@ -181,16 +132,20 @@ impl WorkerCore {
     /// producer's taps.
     pub(crate) fn forward_to_taps(
         &mut self,
+        env: &mut Env,
         pkey: PKey,
         layer: usize,
         plain: &[u8],
         hdr: &rtp::RtpHeader,
         now: Instant,
     ) {
-        let Some(taps) = self.taps.get_mut(&pkey) else {
+        let Router {
+            taps, producers, ..
+        } = self;
+        let Some(taps) = taps.get_mut(&pkey) else {
             return;
         };
-        let Some(p) = self.producers.get(&pkey) else {
+        let Some(p) = producers.get(&pkey) else {
             return;
         };
         let is_media = p
@@ -198,41 +153,26 @@ impl WorkerCore {
             .codecs
             .first()
             .is_some_and(|c| c.payload_type == hdr.payload_type);
-        if !is_media {
+        if p.paused || !is_media {
             return;
         }
-        let active = p.quality.active_layers(now);
-        let target = if active == 0 {
-            layer
-        } else {
-            (31 - active.leading_zeros()) as usize
+        let target = target_layer(None, p.ssrcs.len(), p.quality.active_layers(now));
+        let pkt = Packet {
+            seq: hdr.sequence,
+            ts: hdr.timestamp,
+            layer,
+            video: p.kind == MediaKind::Video,
         };
-        let payload = plain.get(hdr.payload_start..hdr.payload_end).unwrap_or(&[]);
+        let payload = hdr.payload(plain);
         let mut keyframe: Option<bool> = None;
         let mut need_keyframe = false;
         let no_ext = ExtIdMap::new();
         for tap in taps.iter_mut() {
-            let switching = tap.layer != Some(layer);
-            if switching && layer != target {
-                continue;
-            }
-            if switching || !tap.seq.synced {
-                if p.kind == MediaKind::Video
-                    && !*keyframe.get_or_insert_with(|| is_keyframe(p.video_codec, payload))
-                {
-                    need_keyframe = true;
-                    continue;
-                }
-                tap.seq.sync_after(
-                    hdr.sequence,
-                    hdr.timestamp,
-                    tap.last_sent_at,
-                    now,
-                    p.clock_rate,
-                );
-                tap.layer = Some(layer);
-            }
-            let Some((seq, ts)) = tap.seq.map(hdr.sequence, hdr.timestamp) else {
+            let d = tap.fwd.decide(&pkt, target, now, || {
+                *keyframe.get_or_insert_with(|| is_keyframe(p.video_codec, payload))
+            });
+            need_keyframe |= d.need_keyframe;
+            let Some((seq, ts)) = d.send else {
                 continue;
             };
             let rw = Rewrite {
@@ -243,12 +183,11 @@ impl WorkerCore {
                 ext_map: &no_ext,
                 mid: None,
             };
-            rtp::rewrite_into(plain, hdr, &rw, &mut self.scratch);
-            tap.last_sent_at = Some(now);
-            self.outbox.push(tap.dest, &self.scratch);
+            rtp::rewrite_into(plain, hdr, &rw, &mut env.scratch);
+            env.outbox.push(tap.dest, &env.scratch);
         }
         if need_keyframe {
-            self.request_keyframe(pkey, now, true);
+            self.request_keyframe(env, pkey, now, true);
         }
     }
 }

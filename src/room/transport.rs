@@ -1,17 +1,34 @@
 //! A WebRTC transport: ICE-lite credentials and the selected tuple, the DTLS session that
-//! yields SRTP keys, and the SRTP contexts. Owned by one peer; owns nothing else (its
-//! producers and consumers are indexed here by SSRC but owned by the worker core).
+//! yields SRTP keys, the SRTP contexts and the transport-wide congestion-control feedback.
+//! Owned by its room's router, on behalf of one peer; its producers and consumers are
+//! indexed here by SSRC but owned by the router.
 
+use super::api::TransportDirection;
+use super::limits::SharedBucket;
 use super::{CKey, PKey, TKey};
-use crate::rtc::dtls::{DtlsRole, DtlsSession, RemoteFingerprint};
+use crate::rtc::dtls::{DtlsEvent, DtlsRole, DtlsSession, RemoteFingerprint};
 use crate::rtc::ice::IceCredentials;
 use crate::rtc::srtp::SrtpSession;
 use crate::rtc::srtp_unprotect::MAX_RECEIVE_SSRCS;
-use crate::signaling::protocol::Direction;
+use crate::rtc::twcc::TwccRecorder;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// A DTLS event tagged with the transport it belongs to (from the DTLS thread).
+pub struct DtlsMsg {
+    pub room: Arc<str>,
+    pub transport: TKey,
+    pub event: DtlsEvent,
+}
+
+/// Transport-wide congestion control feedback state of one transport that receives media.
+pub struct TransportFeedback {
+    /// The transport-wide-cc extension id (taken from the first producer that has it).
+    pub ext_id: u8,
+    pub recorder: TwccRecorder,
+}
 
 /// DTLS records that may arrive before `connect-transport`; kept until it comes.
 pub const MAX_EARLY_DTLS: usize = 8;
@@ -32,9 +49,8 @@ pub enum DtlsState {
 pub struct Transport {
     pub key: TKey,
     pub id: String,
-    pub room: Arc<str>,
     pub peer: Arc<str>,
-    pub direction: Direction,
+    pub direction: TransportDirection,
     pub ice: IceCredentials,
     /// The tuple media goes to: the browser's nomination before media flows, then only a
     /// tuple that proved consent with authenticated SRTP (room/consent.rs).
@@ -49,9 +65,10 @@ pub struct Transport {
     pub next_mid: u32,
     pub last_seen: Instant,
     /// The bit-rate cap of the peer owning the transport (shared by its transports).
-    pub egress: Option<super::limits::SharedBucket>,
-    /// Received SSRCs that routed to no producer (see `media::learn_rid_ssrc`).
+    pub egress: SharedBucket,
+    /// Received SSRCs that routed to no producer (see `packet::learn_rid_ssrc`).
     pub route_misses: RouteMisses,
+    pub feedback: Option<TransportFeedback>,
 }
 
 /// What the packet path last concluded about a received SSRC that routes to no producer, so
@@ -91,15 +108,14 @@ impl RouteMisses {
 impl Transport {
     pub fn new(
         key: TKey,
-        room: Arc<str>,
         peer: Arc<str>,
-        direction: Direction,
+        direction: TransportDirection,
+        egress: SharedBucket,
         now: Instant,
     ) -> Self {
         Self {
             key,
             id: crate::ids::uuid_v4(),
-            room,
             peer,
             direction,
             ice: IceCredentials::random(),
@@ -112,8 +128,9 @@ impl Transport {
             consumers_by_ssrc: HashMap::new(),
             next_mid: 0,
             last_seen: now,
-            egress: None,
+            egress,
             route_misses: RouteMisses::default(),
+            feedback: None,
         }
     }
 

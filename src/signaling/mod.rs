@@ -7,3 +7,4 @@ pub mod protocol;
 pub mod rate;
 pub mod session;
 pub mod static_files;
+pub mod wire;

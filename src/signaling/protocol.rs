@@ -7,74 +7,13 @@
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::fmt;
 
 /// Longest id (room, peer, transport, producer, consumer) accepted from a client.
 pub const MAX_ID_LEN: usize = 64;
 /// Longest display name accepted (in characters).
 pub const MAX_DISPLAY_NAME: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    BadRequest,
-    NotFound,
-    InvalidState,
-    Unsupported,
-    Limit,
-    Internal,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadRequest => "bad-request",
-            ErrorCode::NotFound => "not-found",
-            ErrorCode::InvalidState => "invalid-state",
-            ErrorCode::Unsupported => "unsupported",
-            ErrorCode::Limit => "limit",
-            ErrorCode::Internal => "internal",
-        }
-    }
-}
-
-/// The one error type every layer maps into before it goes on the wire.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::BadRequest, message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::NotFound, message)
-    }
-    pub fn invalid_state(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidState, message)
-    }
-    pub fn limit(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Limit, message)
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::Internal, message)
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.code.as_str(), self.message)
-    }
-}
-
-impl std::error::Error for ApiError {}
+pub use crate::room::api::{ApiError, ErrorCode};
 
 /// A decoded text frame.
 #[derive(Debug)]

@@ -13,8 +13,8 @@ use super::protocol::{
 use super::rate::{SocketRates, Verdict};
 use crate::channel::{Receiver, Sender};
 use crate::hls::{HlsAction, HlsManager};
-use crate::worker::jobs::{Job, JobKind, Outbound};
-use crate::worker::stats::{Counted, WorkerStats};
+use crate::room::api::{Job, JobKind, Outbound};
+use crate::stats::{Counted, WorkerStats};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -227,15 +227,18 @@ impl Signaling {
                 out,
             ),
             (_, Some((room_id, peer_id, worker))) => {
-                let leaving = matches!(request, Request::LeaveRoom);
-                if leaving {
+                let command = match super::wire::command(request) {
+                    Ok(c) => c,
+                    Err(e) => return self.answer(conn, req_id, Err(e), out),
+                };
+                if matches!(command, crate::room::api::Command::LeaveRoom) {
                     self.forget_peer(conn, &room_id, &peer_id);
                 }
                 let job = Job {
                     conn,
                     room_id,
                     peer_id,
-                    kind: JobKind::Request { req_id, request },
+                    kind: JobKind::Request { req_id, command },
                 };
                 self.send_job(worker, job, req_id, false);
             }
@@ -495,7 +498,7 @@ impl Signaling {
             "producers": sum(Counted::Producer),
             "consumers": sum(Counted::Consumer),
             "connections": self.conns.len(),
-            "workers": self.workers.iter().map(|w| w.stats.to_json()).collect::<Vec<_>>(),
+            "workers": self.workers.iter().map(|w| super::wire::worker_stats(&w.stats)).collect::<Vec<_>>(),
         })
     }
 }
@@ -635,9 +638,13 @@ impl EdgeHandler for Signaling {
                     conn,
                     req_id,
                     result,
-                } => self.on_response(conn, req_id, result, out),
-                Outbound::Notify { conn, method, data } => {
+                } => {
+                    let result = result.map(|a| super::wire::answer(&a));
+                    self.on_response(conn, req_id, result, out)
+                }
+                Outbound::Notify { conn, notice } => {
                     if self.conns.contains_key(&conn) {
+                        let (method, data) = super::wire::notice(&notice);
                         send_notification(out, conn, method, data);
                     }
                 }

@@ -3,20 +3,20 @@
 //! all room state lives in a [`WorkerCore`] that only this thread touches.
 
 mod batch_send;
-pub mod jobs;
-pub mod stats;
 
 use crate::channel::{task_mailbox, Receiver, Sender};
-use crate::room::core::{DtlsMsg, WorkerCore};
+use crate::room::api::{ApiError, Job, Outbound};
+use crate::room::core::WorkerCore;
+use crate::room::env::{Faults, Route};
+use crate::room::mesh::{Mesh, MeshInbox};
 use crate::room::outbox::Outbox;
-use crate::room::span::{Mesh, MeshInbox};
+use crate::room::transport::DtlsMsg;
 use crate::rtc::dtls::DtlsRuntime;
+use crate::stats::WorkerStats;
 use batch_send::{BatchSender, Step};
 use glommio::net::UdpSocket;
 use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
-use jobs::{Job, JobKind, Outbound};
-use stats::WorkerStats;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
@@ -46,6 +46,8 @@ pub struct WorkerOptions {
     pub mesh: Option<(Mesh, MeshInbox)>,
     /// What one peer may make the worker hold or send.
     pub limits: crate::room::limits::MediaLimits,
+    /// Test-only faults to inject (docs/config.md, "Fault injection"); off by default.
+    pub faults: Faults,
 }
 
 /// The signaling thread's handle on a running worker.
@@ -117,7 +119,7 @@ fn guarded<R>(
     match catch_unwind(AssertUnwindSafe(|| f(&mut c))) {
         Ok(r) => Some(r),
         Err(_) => {
-            c.stats.panics.fetch_add(1, Ordering::Relaxed);
+            c.stats().panics.fetch_add(1, Ordering::Relaxed);
             if catch_unwind(AssertUnwindSafe(|| recover(&mut c))).is_err() {
                 tracing::error!(worker = c.id, "recovering from a panic panicked");
             }
@@ -129,14 +131,14 @@ fn guarded<R>(
 
 /// A request whose handling panicked still gets its one response.
 fn answer_unanswered(c: &WorkerCore) {
-    if let Some((conn, req_id)) = c.unanswered.take() {
-        let _ = c.signaling.send(Outbound::Response {
+    if let Some((conn, req_id)) = c.take_unanswered() {
+        c.env.respond(
             conn,
             req_id,
-            result: Err(crate::signaling::protocol::ApiError::internal(
+            Err(ApiError::internal(
                 "the request failed on the server; join again",
             )),
-        });
+        );
     }
 }
 
@@ -154,14 +156,14 @@ fn evict(room: Option<String>) -> impl FnOnce(&mut WorkerCore) {
 
 /// After a panic while handling one datagram or DTLS event: that transport goes (cascading,
 /// its peer told); the room and its other peers keep their media.
-fn fail_transport(tkey: Option<crate::room::TKey>) -> impl FnOnce(&mut WorkerCore) {
-    move |c| match tkey {
-        Some(tkey) => {
+fn fail_transport(route: Option<Route>) -> impl FnOnce(&mut WorkerCore) {
+    move |c| match route {
+        Some(route) => {
             tracing::error!(
                 worker = c.id,
                 "panic while handling a packet; its transport closed"
             );
-            c.fail_transport(tkey);
+            c.fail_transport(&route.room, route.transport);
         }
         None => tracing::error!(worker = c.id, "panic on the packet path; packet dropped"),
     }
@@ -171,15 +173,10 @@ fn fail_transport(tkey: Option<crate::room::TKey>) -> impl FnOnce(&mut WorkerCor
 /// was handling is still answered.
 fn run_job(core: &Shared, job: Job, now: Instant) {
     let room = job.room_id.to_string();
-    let answer_to = match &job.kind {
-        JobKind::Request { req_id, .. }
-        | JobKind::Join { req_id, .. }
-        | JobKind::Crash { req_id } => Some((job.conn, *req_id)),
-        _ => None,
-    };
-    core.borrow().unanswered.set(answer_to);
+    let answer_to = job.kind.req_id().map(|r| (job.conn, r));
+    core.borrow().expect_answer(answer_to);
     let _ = guarded(core, |c| c.handle_job(job, now), evict(Some(room)));
-    core.borrow().unanswered.set(None);
+    core.borrow().expect_answer(None);
 }
 
 struct Sending {
@@ -202,7 +199,7 @@ impl Sending {
     async fn flush(&self, core: &Shared, since: Instant) {
         // Swap the queue out (no borrow may be held across the sends), send, give it back.
         let mut out = std::mem::take(&mut *self.spare.borrow_mut());
-        std::mem::swap(&mut out, &mut core.borrow_mut().outbox);
+        std::mem::swap(&mut out, &mut core.borrow_mut().env.outbox);
         // Latency is recorded per datagram as it leaves: for a fan-out, the last consumer's
         // packet waits for the sends before it, and that is what its receiver sees. A batch's
         // datagrams all get the time its `sendmmsg` returned.
@@ -260,6 +257,7 @@ async fn run(
         core.borrow_mut().set_mesh(mesh);
     }
     core.borrow_mut().set_limits(opts.limits);
+    core.borrow_mut().set_faults(opts.faults.clone());
     let sending = Rc::new(Sending {
         sock: sock.clone(),
         histogram: RefCell::new(
@@ -288,11 +286,14 @@ async fn run(
         loop {
             let msg = dtls_rx.recv().await;
             let now = Instant::now();
-            let tkey = msg.transport;
+            let route = Route {
+                room: msg.room.clone(),
+                transport: msg.transport,
+            };
             let _ = guarded(
                 &c,
                 |core| core.handle_dtls_msg(msg),
-                fail_transport(Some(tkey)),
+                fail_transport(Some(route)),
             );
             s.flush(&c, now).await;
         }
@@ -307,9 +308,9 @@ async fn run(
                 let msg = control.recv().await;
                 let now = Instant::now();
                 let room = msg.room().map(str::to_string);
-                c.borrow().unanswered.set(msg.request());
+                c.borrow().expect_answer(msg.request());
                 let _ = guarded(&c, |core| core.handle_pipe_msg(msg, now), evict(room));
-                c.borrow().unanswered.set(None);
+                c.borrow().expect_answer(None);
                 s.flush(&c, now).await;
             }
         })
@@ -328,12 +329,12 @@ async fn run(
                     let _ = guarded(
                         &c,
                         |core| core.on_piped_packet(key, layer, packet, Instant::now()),
-                        |core| core.close_producer(key),
+                        |core| core.fail_piped_producer(key),
                     );
                     // Latency counts from the packet's arrival on the origin worker's socket.
                     s.flush(&c, arrived).await;
                 }
-                c.borrow().mesh.recycle(batch);
+                c.borrow().env.mesh.recycle(batch);
                 glommio::yield_if_needed().await;
             }
         })
@@ -395,8 +396,8 @@ async fn run(
 mod tests {
     use super::*;
     use crate::channel::{mio_mailbox, task_mailbox};
+    use crate::room::api::{Answer, Command, ErrorCode, JobKind, Notice, TransportDirection};
     use crate::rtc::dtls::DtlsCertificate;
-    use crate::signaling::protocol::{Direction, ErrorCode, Request};
 
     struct Harness {
         core: Shared,
@@ -413,7 +414,7 @@ mod tests {
         let cert = Arc::new(DtlsCertificate::generate().unwrap());
         let fp = cert.fingerprint_sha256();
         let stats = Arc::new(WorkerStats::new(0, None));
-        let core: Shared = Rc::new(RefCell::new(WorkerCore::new(
+        let mut core = WorkerCore::new(
             0,
             "127.0.0.1:1".parse().unwrap(),
             Arc::new(DtlsRuntime::start(cert).unwrap()),
@@ -421,7 +422,12 @@ mod tests {
             dtls_tx,
             sig_tx,
             stats.clone(),
-        )));
+        );
+        core.set_faults(Faults {
+            panic_room: Some(Arc::from("doomed")),
+            ..Default::default()
+        });
+        let core: Shared = Rc::new(RefCell::new(core));
         Harness {
             core,
             stats,
@@ -449,7 +455,7 @@ mod tests {
     }
 
     /// Drains the mailbox; the answers to `req_id`.
-    fn responses(h: &Harness, req_id: u32) -> Vec<Result<serde_json::Value, ApiErr>> {
+    fn responses(h: &Harness, req_id: u32) -> Vec<Result<Answer, ApiErr>> {
         let mut found = Vec::new();
         while let Some(m) = h.out.try_recv() {
             if let Outbound::Response {
@@ -474,12 +480,17 @@ mod tests {
         join(&h, 2, "fine", "p2");
         assert_eq!(h.core.borrow().rooms_len(), 2);
         let _ = responses(&h, 0);
-        run_job(
-            &h.core,
-            job(1, "doomed", "p1", JobKind::Crash { req_id: 7 }),
-            Instant::now(),
+        // The fault-injection setting makes every request in "doomed" panic.
+        let leave = JobKind::Request {
+            req_id: 7,
+            command: Command::LeaveRoom,
+        };
+        run_job(&h.core, job(1, "doomed", "p1", leave), Instant::now());
+        let answers = responses(&h, 7);
+        assert!(
+            matches!(answers.as_slice(), [Err(ApiErr(ErrorCode::Internal))]),
+            "{answers:?}"
         );
-        assert_eq!(responses(&h, 7), vec![Err(ApiErr(ErrorCode::Internal))]);
         assert_eq!(h.core.borrow().rooms_len(), 1);
         assert_eq!(h.stats.panics.load(Ordering::Relaxed), 1);
         assert_eq!(h.stats.rooms.load(Ordering::Relaxed), 1);
@@ -496,24 +507,30 @@ mod tests {
         join(&h, 2, "room", "p2");
         let create = JobKind::Request {
             req_id: 5,
-            request: Request::CreateTransport {
-                direction: Direction::Send,
+            command: Command::CreateTransport {
+                direction: TransportDirection::Send,
             },
         };
         run_job(&h.core, job(1, "room", "p1", create), Instant::now());
-        let answer = responses(&h, 5).pop().unwrap().unwrap();
-        let transport_id = answer["id"].as_str().unwrap().to_string();
+        let Ok(Answer::TransportCreated(answer)) = responses(&h, 5).pop().unwrap() else {
+            panic!("create-transport failed");
+        };
+        let transport_id = answer.id.clone();
         let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-        let tkey = {
+        let route = {
             let mut c = h.core.borrow_mut();
-            let tkey = *c.transports.keys().next().unwrap();
-            c.by_addr.insert(from, tkey);
-            tkey
+            let tkey = *c.router("room").unwrap().transports.keys().next().unwrap();
+            let route = Route {
+                room: Arc::from("room"),
+                transport: tkey,
+            };
+            c.env.index.by_addr.insert(from, route.clone());
+            route
         };
         assert_eq!(h.stats.transports.load(Ordering::Relaxed), 1);
         // What the packet loop does with a datagram from `from` whose handling panics.
         let found = h.core.borrow().transport_of_addr(&from);
-        assert_eq!(found, Some(tkey));
+        assert_eq!(found, Some(route));
         let r = guarded(
             &h.core,
             |_| -> () { panic!("a packet broke the handler") },
@@ -527,20 +544,20 @@ mod tests {
         assert!(h.core.borrow().transport_of_addr(&from).is_none());
         let mut told = Vec::new();
         while let Some(m) = h.out.try_recv() {
-            if let Outbound::Notify { conn, method, data } = m {
-                told.push((conn, method, data["transportId"].clone()));
+            if let Outbound::Notify { conn, notice } = m {
+                told.push((conn, notice));
             }
         }
         assert_eq!(
             told,
-            vec![(1, "transport-closed", serde_json::json!(transport_id))],
+            vec![(1, Notice::TransportClosed { transport_id })],
             "only the transport's own peer is told, with the transport's id"
         );
         // Nothing is left unanswered, and the peer can go on.
         let again = JobKind::Request {
             req_id: 6,
-            request: Request::CreateTransport {
-                direction: Direction::Send,
+            command: Command::CreateTransport {
+                direction: TransportDirection::Send,
             },
         };
         run_job(&h.core, job(1, "room", "p1", again), Instant::now());

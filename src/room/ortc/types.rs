@@ -222,3 +222,19 @@ pub(crate) fn parameter_as_string(value: Option<&Value>) -> Option<String> {
         _ => None,
     }
 }
+
+impl RtpCodecCapability {
+    /// The codec's parameters as `key=value` pairs (SDP fmtp; for the HLS pipeline).
+    pub fn fmtp(&self) -> Vec<(String, String)> {
+        self.parameters
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+}

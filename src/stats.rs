@@ -1,5 +1,6 @@
 //! Live counters of one worker, written by the worker, read by the signaling thread
-//! (relaxed atomics: no locks, no effect on the packet path).
+//! (relaxed atomics: no locks, no effect on the packet path). `/api/stats` shows them
+//! (src/signaling/http.rs turns them into JSON).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -95,47 +96,14 @@ impl WorkerStats {
         self.counter(c).fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub fn get(&self, c: Counted) -> usize {
-        self.counter(c).load(Ordering::Relaxed)
+    /// Takes `n` off a live count (a room dropped with objects still in it).
+    pub fn sub(&self, c: Counted, n: usize) {
+        if n > 0 {
+            self.counter(c).fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
-    pub fn to_json(&self) -> serde_json::Value {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        serde_json::json!({
-            "id": self.id,
-            "core": self.core,
-            "rooms": self.get(Counted::Room),
-            "peers": self.get(Counted::Peer),
-            "transports": self.get(Counted::Transport),
-            "producers": self.get(Counted::Producer),
-            "consumers": self.get(Counted::Consumer),
-            "roomReplicas": self.get(Counted::RoomReplica),
-            "pipedProducers": self.get(Counted::PipedProducer),
-            "pipePacketsOut": l(&self.pipe_packets_out),
-            "pipePacketsIn": l(&self.pipe_packets_in),
-            "pipeDrops": l(&self.pipe_drops),
-            "packetsIn": l(&self.packets_in),
-            "packetsOut": l(&self.packets_out),
-            "bytesIn": l(&self.bytes_in),
-            "bytesOut": l(&self.bytes_out),
-            "panics": l(&self.panics),
-            "nacksReceived": l(&self.nacks_received),
-            "retransmissionsSent": l(&self.retransmissions_sent),
-            "nacksSent": l(&self.nacks_sent),
-            "rtxPacketsReceived": l(&self.rtx_received),
-            "retransmitCacheBytes": l(&self.retransmit_cache_bytes),
-            "retransmitCacheDenied": l(&self.retransmit_cache_denied),
-            "egressDroppedPackets": l(&self.egress_dropped_packets),
-            "egressDroppedBytes": l(&self.egress_dropped_bytes),
-            "keyframeRequestsSent": l(&self.keyframe_requests_sent),
-            "tupleSwitches": l(&self.tuple_switches),
-            "forwardLatencyNs": {
-                "p50": l(&self.latency_p50_ns),
-                "p99": l(&self.latency_p99_ns),
-                "p999": l(&self.latency_p999_ns),
-                "max": l(&self.latency_max_ns),
-                "samples": l(&self.latency_samples),
-            },
-        })
+    pub fn get(&self, c: Counted) -> usize {
+        self.counter(c).load(Ordering::Relaxed)
     }
 }

@@ -1,0 +1,250 @@
+//! The room contract (src/room/api.rs) in and out of JSON: validated requests become typed
+//! commands, typed answers and notices become the `data` objects of shared/protocol.md, and
+//! a worker's counters become its `/api/stats` entry. The only place the two meet.
+
+use super::protocol::{self, Request};
+use crate::room::api::{
+    Answer, ApiError, CandidateProtocol, Command, DtlsParameters, DtlsRoleParam, Fingerprint,
+    IceParameters, Notice, TransportDirection,
+};
+use crate::room::ortc::{MediaKind, RtpCapabilities, RtpParameters};
+use crate::stats::{Counted, WorkerStats};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The command a request of a joined peer gives its room (join-room is the edge's own).
+pub fn command(request: Request) -> Result<Command, ApiError> {
+    Ok(match request {
+        Request::JoinRoom { .. } => {
+            return Err(ApiError::invalid_state(
+                "this socket already joined a room; leave-room first",
+            ))
+        }
+        Request::CreateTransport { direction } => Command::CreateTransport {
+            direction: match direction {
+                protocol::Direction::Send => TransportDirection::Send,
+                protocol::Direction::Recv => TransportDirection::Recv,
+            },
+        },
+        Request::ConnectTransport {
+            transport_id,
+            dtls_parameters,
+        } => Command::ConnectTransport {
+            transport_id,
+            dtls: DtlsParameters {
+                role: dtls_parameters.role.map(|r| match r {
+                    protocol::DtlsRole::Auto => DtlsRoleParam::Auto,
+                    protocol::DtlsRole::Client => DtlsRoleParam::Client,
+                    protocol::DtlsRole::Server => DtlsRoleParam::Server,
+                }),
+                fingerprints: dtls_parameters
+                    .fingerprints
+                    .into_iter()
+                    .map(|f| Fingerprint {
+                        algorithm: f.algorithm,
+                        value: f.value,
+                    })
+                    .collect(),
+            },
+        },
+        Request::Produce {
+            transport_id,
+            kind,
+            rtp_parameters,
+            ..
+        } => {
+            let rtp_parameters: RtpParameters = serde_json::from_value(rtp_parameters)
+                .map_err(|e| ApiError::bad_request(format!("produce: rtpParameters: {e}")))?;
+            Command::Produce {
+                transport_id,
+                kind: match kind {
+                    protocol::Kind::Audio => MediaKind::Audio,
+                    protocol::Kind::Video => MediaKind::Video,
+                },
+                rtp_parameters,
+            }
+        }
+        Request::ConsumeMedia {
+            transport_id,
+            producer_id,
+            rtp_capabilities,
+        } => {
+            let rtp_capabilities: RtpCapabilities = serde_json::from_value(rtp_capabilities)
+                .map_err(|e| {
+                    ApiError::bad_request(format!("consume-media: rtpCapabilities: {e}"))
+                })?;
+            Command::Consume {
+                transport_id,
+                producer_id,
+                rtp_capabilities,
+            }
+        }
+        Request::ResumeConsumer { consumer_id } => Command::ResumeConsumer { consumer_id },
+        Request::PauseConsumer { consumer_id } => Command::PauseConsumer { consumer_id },
+        Request::PauseProducer { producer_id } => Command::PauseProducer { producer_id },
+        Request::ResumeProducer { producer_id } => Command::ResumeProducer { producer_id },
+        Request::CloseProducer { producer_id } => Command::CloseProducer { producer_id },
+        Request::RestartIce { transport_id } => Command::RestartIce { transport_id },
+        Request::SetConsumerPreferredLayers {
+            consumer_id,
+            spatial_layer,
+            temporal_layer,
+        } => Command::SetConsumerPreferredLayers {
+            consumer_id,
+            spatial_layer,
+            temporal_layer,
+        },
+        Request::LeaveRoom => Command::LeaveRoom,
+    })
+}
+
+fn ice_parameters(ice: &IceParameters) -> Value {
+    json!({
+        "usernameFragment": ice.username_fragment,
+        "password": ice.password,
+        "iceLite": true,
+    })
+}
+
+/// The `data` of a successful response.
+pub fn answer(answer: &Answer) -> Value {
+    match answer {
+        Answer::Joined(j) => json!({
+            "peerId": &*j.peer_id,
+            "routerRtpCapabilities": j.router_rtp_capabilities,
+            "peers": j.peers.iter().map(|p| json!({
+                "peerId": &*p.peer_id,
+                "displayName": p.display_name,
+            })).collect::<Vec<_>>(),
+            "producers": j.producers.iter().map(|p| json!({
+                "producerId": p.producer_id,
+                "peerId": &*p.peer_id,
+                "kind": p.kind.as_str(),
+                "paused": p.paused,
+            })).collect::<Vec<_>>(),
+        }),
+        Answer::TransportCreated(t) => json!({
+            "id": t.id,
+            "iceParameters": ice_parameters(&t.ice),
+            "iceCandidates": t.candidates.iter().map(|c| json!({
+                "foundation": c.foundation,
+                "priority": c.priority,
+                "ip": c.address.ip().to_string(),
+                "address": c.address.ip().to_string(),
+                "protocol": match c.protocol {
+                    CandidateProtocol::Udp => "udp",
+                },
+                "port": c.address.port(),
+                "type": "host",
+            })).collect::<Vec<_>>(),
+            "dtlsParameters": {
+                "role": "auto",
+                "fingerprints": [{"algorithm": "sha-256", "value": t.sha256_fingerprint}],
+            },
+        }),
+        Answer::IceRestarted(ice) => ice_parameters(ice),
+        Answer::Produced { producer_id } => json!({ "producerId": producer_id }),
+        Answer::Consumed(c) => json!({
+            "consumerId": c.consumer_id,
+            "producerId": c.producer_id,
+            "kind": c.kind.as_str(),
+            "rtpParameters": c.rtp_parameters,
+            "producerPaused": c.producer_paused,
+        }),
+        Answer::Done => json!({}),
+    }
+}
+
+/// The method and `data` of a notification.
+pub fn notice(notice: &Notice) -> (&'static str, Value) {
+    match notice {
+        Notice::PeerJoined {
+            peer_id,
+            display_name,
+        } => (
+            "peer-joined",
+            json!({"peerId": &**peer_id, "displayName": display_name}),
+        ),
+        Notice::PeerLeft { peer_id } => ("peer-left", json!({"peerId": &**peer_id})),
+        Notice::NewProducer {
+            producer_id,
+            peer_id,
+            kind,
+        } => (
+            "new-producer",
+            json!({"producerId": producer_id, "peerId": &**peer_id, "kind": kind.as_str()}),
+        ),
+        Notice::ProducerClosed { producer_id } => {
+            ("producer-closed", json!({"producerId": producer_id}))
+        }
+        Notice::ProducerPaused { producer_id } => {
+            ("producer-paused", json!({"producerId": producer_id}))
+        }
+        Notice::ProducerResumed { producer_id } => {
+            ("producer-resumed", json!({"producerId": producer_id}))
+        }
+        Notice::ConsumerClosed { consumer_id } => {
+            ("consumer-closed", json!({"consumerId": consumer_id}))
+        }
+        Notice::ConsumerLayersChanged {
+            consumer_id,
+            spatial_layer,
+            temporal_layer,
+        } => (
+            "consumer-layers-changed",
+            json!({
+                "consumerId": consumer_id,
+                "spatialLayer": spatial_layer,
+                "temporalLayer": temporal_layer,
+            }),
+        ),
+        Notice::TransportClosed { transport_id } => {
+            ("transport-closed", json!({"transportId": transport_id}))
+        }
+        Notice::RoomFailed => (
+            "error",
+            json!({"code": "internal", "message": "the room failed on the server; join again"}),
+        ),
+    }
+}
+
+/// One worker's entry in `/api/stats`.
+pub fn worker_stats(s: &WorkerStats) -> Value {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    serde_json::json!({
+        "id": s.id,
+        "core": s.core,
+        "rooms": s.get(Counted::Room),
+        "peers": s.get(Counted::Peer),
+        "transports": s.get(Counted::Transport),
+        "producers": s.get(Counted::Producer),
+        "consumers": s.get(Counted::Consumer),
+        "roomReplicas": s.get(Counted::RoomReplica),
+        "pipedProducers": s.get(Counted::PipedProducer),
+        "pipePacketsOut": l(&s.pipe_packets_out),
+        "pipePacketsIn": l(&s.pipe_packets_in),
+        "pipeDrops": l(&s.pipe_drops),
+        "packetsIn": l(&s.packets_in),
+        "packetsOut": l(&s.packets_out),
+        "bytesIn": l(&s.bytes_in),
+        "bytesOut": l(&s.bytes_out),
+        "panics": l(&s.panics),
+        "nacksReceived": l(&s.nacks_received),
+        "retransmissionsSent": l(&s.retransmissions_sent),
+        "nacksSent": l(&s.nacks_sent),
+        "rtxPacketsReceived": l(&s.rtx_received),
+        "retransmitCacheBytes": l(&s.retransmit_cache_bytes),
+        "retransmitCacheDenied": l(&s.retransmit_cache_denied),
+        "egressDroppedPackets": l(&s.egress_dropped_packets),
+        "egressDroppedBytes": l(&s.egress_dropped_bytes),
+        "keyframeRequestsSent": l(&s.keyframe_requests_sent),
+        "tupleSwitches": l(&s.tuple_switches),
+        "forwardLatencyNs": {
+            "p50": l(&s.latency_p50_ns),
+            "p99": l(&s.latency_p99_ns),
+            "p999": l(&s.latency_p999_ns),
+            "max": l(&s.latency_max_ns),
+            "samples": l(&s.latency_samples),
+        },
+    })
+}
