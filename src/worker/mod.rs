@@ -563,4 +563,94 @@ mod tests {
         run_job(&h.core, job(1, "room", "p1", again), Instant::now());
         assert!(responses(&h, 6).pop().unwrap().is_ok());
     }
+
+    /// The live counts of a worker: (rooms, peers, transports, producers, consumers).
+    fn counts(stats: &WorkerStats) -> (usize, usize, usize, usize, usize) {
+        use crate::stats::Counted;
+        (
+            stats.get(Counted::Room),
+            stats.get(Counted::Peer),
+            stats.get(Counted::Transport),
+            stats.get(Counted::Producer),
+            stats.get(Counted::Consumer),
+        )
+    }
+
+    #[test]
+    fn a_panic_midway_through_a_close_cascade_leaves_nothing_of_that_room_and_the_other_keeps_forwarding(
+    ) {
+        let (mut core, mut media) = crate::testing::media::worker();
+        core.set_faults(Faults {
+            panic_close_room: Some(Arc::from("doomed")),
+            ..Default::default()
+        });
+        let mut doomed = media.room(&mut core, "doomed", 3);
+        let mut fine = media.room(&mut core, "fine", 3);
+        let stats = core.stats().clone();
+        let packet = fine.next_datagram(300);
+        assert_eq!(fine.receive(&mut core, &packet), 3, "fine forwards");
+        let packet = doomed.next_datagram(300);
+        assert_eq!(doomed.receive(&mut core, &packet), 3, "doomed forwards");
+        assert_eq!(counts(&stats), (2, 8, 8, 2, 6));
+        assert_eq!(
+            core.env.index.entries_of("doomed"),
+            9,
+            "4 ufrags, 4 tuples, 1 producer"
+        );
+        let publisher: Arc<str> = Arc::from("doomed-publisher");
+        let conn = core
+            .router("doomed")
+            .unwrap()
+            .peer(&publisher)
+            .unwrap()
+            .conn;
+        let core: Shared = Rc::new(RefCell::new(core));
+        // The publisher leaves: closing its producer's consumers panics in the middle of the
+        // cascade (its producer is gone, its consumers, transports and peers are not).
+        let leave = Job {
+            conn,
+            room_id: Arc::from("doomed"),
+            peer_id: publisher,
+            kind: JobKind::Request {
+                req_id: 9,
+                command: Command::LeaveRoom,
+            },
+        };
+        run_job(&core, leave, Instant::now());
+        assert_eq!(stats.panics.load(Ordering::Relaxed), 1);
+        let mut c = core.borrow_mut();
+        assert!(c.router("doomed").is_none(), "the room is gone");
+        assert_eq!(c.env.index.entries_of("doomed"), 0, "its index entries too");
+        assert_eq!(
+            counts(&stats),
+            (1, 4, 4, 1, 3),
+            "only the other room is counted"
+        );
+        let packet = fine.next_datagram(300);
+        assert_eq!(
+            fine.receive(&mut c, &packet),
+            3,
+            "the other room still forwards"
+        );
+        let packet = doomed.next_datagram(300);
+        assert_eq!(
+            doomed.receive(&mut c, &packet),
+            0,
+            "nothing of the evicted room"
+        );
+        let mut answered = Vec::new();
+        while let Some(m) = media.signaling.try_recv() {
+            if let Outbound::Response {
+                req_id: 9, result, ..
+            } = m
+            {
+                answered.push(result.map(|_| ()).map_err(|e| e.code));
+            }
+        }
+        assert_eq!(
+            answered,
+            vec![Err(ErrorCode::Internal)],
+            "one answer to the leave"
+        );
+    }
 }
