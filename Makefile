@@ -68,8 +68,8 @@ test-web: deps-web
 
 test-browser: build deps-browser
 	tests/run-browser-tests.sh
-	@# NACK/RTX under loss: a second server that drops 5 % of forwarded RTP (test-only hook).
-	cd tests/browser && SFU_TEST_DROP_OUT_PERCENT=5 TEST_PORT=18001 TEST_RTC_PORT=46100 \
+	@# NACK/RTX under loss: a second server that drops 5 % of forwarded RTP (fault injection, docs/config.md).
+	cd tests/browser && SFU_FAULT_DROP_OUT_PERCENT=5 TEST_PORT=18001 TEST_RTC_PORT=46100 \
 	  ../run-with-server.sh node --test --test-name-pattern='dropped' quality.test.mjs
 	@# Rooms spanning two workers: every other peer of a room on the second worker.
 	cd tests/browser && SFU_WORKERS=2 SFU_ROOM_SPILL_PEERS=1 TEST_PORT=18002 TEST_RTC_PORT=46200 \

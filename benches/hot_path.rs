@@ -1,9 +1,11 @@
 //! Micro benches of the forwarding hot path: SRTP protect/unprotect of a 1200-byte packet (our
 //! in-place protect, `SrtpSession::encrypt_rtp`, and `webrtc-srtp`'s own encrypt as the old
 //! baseline; our in-place unprotect next to `webrtc-srtp`'s decrypt), the per-consumer RTP
-//! header rewrite, and the fan-out of one packet to N consumers (rewrite + encrypt ×N). Also
-//! prints allocations per forwarded and per received packet, counted by a global allocator,
-//! and fails if the in-place protect or unprotect (+ parse) allocates.
+//! header rewrite, the `Forwarder`'s decision, and the fan-out of one publisher datagram to
+//! N consumers through a real router (`sfu::testing::media`: receive, route, decide, rewrite,
+//! protect in place ×N). Also prints allocations per forwarded and per received packet,
+//! counted by a global allocator, and fails if the in-place protect or unprotect (+ parse), or
+//! a router's whole packet path, allocates.
 //!
 //! `make bench` or `cargo bench --bench hot_path`.
 
@@ -13,8 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sfu::room::forward::{Forwarder, Packet};
 use sfu::rtc::rtp::{parse_rtp, rewrite_into, set_sequence, ExtIdMap, Rewrite};
 use sfu::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession, MAX_RTP_TAG_LEN};
+use sfu::testing::media::{self, MediaRoom};
 use webrtc_srtp::context::Context;
 use webrtc_srtp::option::srtp_replay_protection;
 use webrtc_srtp::protection_profile::ProtectionProfile;
@@ -231,71 +235,60 @@ fn rewrite(c: &mut Criterion) {
     group.finish();
 }
 
-/// One consumer's state in the fan-out: its own SRTP context and sequence numbers.
-struct Consumer {
-    srtp: SrtpSession,
-    ssrc: u32,
-    seq: u16,
+/// The publisher's next `n` datagrams (encrypted outside any timing).
+fn datagrams(room: &mut MediaRoom, n: u64) -> Vec<Vec<u8>> {
+    (0..n).map(|_| room.next_datagram(PACKET_LEN)).collect()
 }
 
+/// The real packet path of a router: one publisher datagram in (SRTP unprotect, parse,
+/// route, cache), the `Forwarder`'s decision, rewrite and in-place protect for each of `n`
+/// consumers, out to the outbox. Elements = forwarded packets, so the report's
+/// per-element time is ns per forwarded packet (the receive side amortised over the fan-out).
 fn fan_out(c: &mut Criterion) {
-    let src = packet(1);
-    let header = parse_rtp(&src).expect("rtp");
-    let map = ext_map();
     let mut group = c.benchmark_group("fan_out_1200B");
     for n in [1usize, 10, 100] {
-        let mut consumers: Vec<Consumer> = (0..n)
-            .map(|i| Consumer {
-                srtp: session_pair(SrtpProfile::AeadAes256Gcm).1,
-                ssrc: 1000 + i as u32,
-                seq: 0,
-            })
-            .collect();
-        let mut scratch = Vec::with_capacity(2048);
-        // Elements = forwarded packets, so the report's per-element time is ns/packet.
+        let (mut core, mut harness) = media::worker();
+        let mut room = harness.room(&mut core, "bench", n);
         group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(
-            BenchmarkId::new("rewrite_encrypt_aead_aes_256_gcm", n),
-            |b| {
-                b.iter(|| {
-                    for c in &mut consumers {
-                        c.seq = c.seq.wrapping_add(1);
-                        let rw = Rewrite {
-                            ssrc: c.ssrc,
-                            payload_type: 101,
-                            sequence: c.seq,
-                            timestamp: 12345,
-                            ext_map: &map,
-                            mid: Some((1, b"3")),
-                        };
-                        rewrite_into(&src, &header, &rw, &mut scratch);
-                        black_box(c.srtp.encrypt_rtp(&scratch).expect("encrypt"));
+        group.bench_function(BenchmarkId::new("router_receive_forward", n), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let chunk = datagrams(&mut room, left.min(1024));
+                    let started = Instant::now();
+                    for d in &chunk {
+                        let sent = room.receive(&mut core, d);
+                        debug_assert_eq!(sent, n);
+                        black_box(sent);
                     }
-                })
-            },
-        );
-        group.bench_function(
-            BenchmarkId::new("rewrite_protect_in_place_aead_aes_256_gcm", n),
-            |b| {
-                b.iter(|| {
-                    for c in &mut consumers {
-                        c.seq = c.seq.wrapping_add(1);
-                        let rw = Rewrite {
-                            ssrc: c.ssrc,
-                            payload_type: 101,
-                            sequence: c.seq,
-                            timestamp: 12345,
-                            ext_map: &map,
-                            mid: Some((1, b"3")),
-                        };
-                        rewrite_into(&src, &header, &rw, &mut scratch);
-                        c.srtp.protect_rtp_in_place(&mut scratch).expect("protect");
-                        black_box(scratch.len());
-                    }
-                })
-            },
-        );
+                    spent += started.elapsed();
+                    left -= chunk.len() as u64;
+                }
+                spent
+            })
+        });
     }
+    group.finish();
+
+    // The decision alone: what each consumer pays before rewrite and protect.
+    let mut group = c.benchmark_group("forwarder");
+    group.throughput(Throughput::Elements(1));
+    let mut fwd = Forwarder::new(1000, 90_000);
+    let mut seq = 0u16;
+    let now = Instant::now();
+    group.bench_function("decide", |b| {
+        b.iter(|| {
+            seq = seq.wrapping_add(1);
+            let pkt = Packet {
+                seq,
+                ts: u32::from(seq) * 3000,
+                layer: 0,
+                video: true,
+            };
+            black_box(fwd.decide(&pkt, 0, now, || true))
+        })
+    });
     group.finish();
 }
 
@@ -362,6 +355,36 @@ fn allocations(_: &mut Criterion) {
     );
     assert_eq!(in_place, 0.0, "protect_rtp_in_place allocated");
     receive_allocations();
+    router_allocations();
+}
+
+/// Allocations per datagram through a real router with 10 consumers (receive, route,
+/// forwarder, rewrite, protect ×10): 70 000 datagrams, so the sequence numbers wrap. The
+/// first ones (the retransmission cache, the first sync) are not counted.
+fn router_allocations() {
+    const PACKETS: u64 = 70_000;
+    let (mut core, mut harness) = media::worker();
+    let mut room = harness.room(&mut core, "allocations", 10);
+    for d in datagrams(&mut room, 16) {
+        assert_eq!(room.receive(&mut core, &d), 10, "every consumer forwards");
+    }
+    let mut counted = 0;
+    let mut left = PACKETS;
+    while left > 0 {
+        let chunk = datagrams(&mut room, left.min(4096));
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for d in &chunk {
+            black_box(room.receive(&mut core, d));
+        }
+        counted += ALLOCATIONS.load(Ordering::Relaxed) - before;
+        left -= chunk.len() as u64;
+    }
+    let per_packet = counted as f64 / PACKETS as f64;
+    println!(
+        "allocations per datagram through a router (receive + forward to 10 consumers): \
+         {per_packet:.4}"
+    );
+    assert_eq!(counted, 0, "the router's packet path allocated");
 }
 
 /// Allocations per received packet: our unprotect in place + parse_rtp, against webrtc-srtp's

@@ -33,8 +33,11 @@ pub struct SeqState {
     pub started: bool,
     pub seq_offset: u16,
     pub ts_offset: u32,
-    /// Producer sequence number at which the current sync started.
-    pub sync_seq: u16,
+    /// The producer sequence number at which the current sync started, and the highest one
+    /// mapped since, both extended past 16 bits (rollovers counted from the sync point), so
+    /// "before the sync point" stays true however long the stream runs.
+    sync_ext: u64,
+    highest_ext: u64,
     pub last_seq: u16,
     pub last_ts: u32,
 }
@@ -59,7 +62,10 @@ impl SeqState {
                 .wrapping_add(elapsed_ticks.max(1))
                 .wrapping_sub(ts);
         }
-        self.sync_seq = seq;
+        // A fresh extended space per sync: the new sync point may come from another layer,
+        // with its own sequence base. Starting at 2^32 keeps every comparison unsigned.
+        self.sync_ext = (1 << 32) | u64::from(seq);
+        self.highest_ext = self.sync_ext;
         self.synced = true;
         self.started = true;
     }
@@ -80,9 +86,11 @@ impl SeqState {
 
     /// The stream's (seq, ts) for a producer packet, or None if it predates the sync point.
     pub fn map(&mut self, seq: u16, ts: u32) -> Option<(u16, u32)> {
-        if self.predates_sync(seq) {
+        let ext = self.extend(seq);
+        if ext < self.sync_ext {
             return None;
         }
+        self.highest_ext = self.highest_ext.max(ext);
         let out_seq = seq.wrapping_add(self.seq_offset);
         let out_ts = ts.wrapping_add(self.ts_offset);
         if seq_newer(out_seq, self.last_seq) || out_seq == self.last_seq.wrapping_add(1) {
@@ -94,7 +102,20 @@ impl SeqState {
 
     /// Whether the producer sequence number `seq` is older than the current sync point.
     fn predates_sync(&self, seq: u16) -> bool {
-        seq != self.sync_seq && seq_newer(self.sync_seq, seq)
+        self.extend(seq) < self.sync_ext
+    }
+
+    /// `seq` extended past 16 bits: the value nearest to the highest one mapped so far.
+    fn extend(&self, seq: u16) -> u64 {
+        let base = self.highest_ext;
+        let ext = (base & !0xFFFF) | u64::from(seq);
+        if ext + 0x8000 < base {
+            ext + 0x1_0000
+        } else if ext > base + 0x8000 {
+            ext - 0x1_0000
+        } else {
+            ext
+        }
     }
 }
 
@@ -235,11 +256,8 @@ impl Forwarder {
     /// For a sender report: the RTP time `now` corresponds to (None before the first packet).
     pub fn rtp_time_at(&self, now: Instant) -> Option<u32> {
         let at = self.last_sent_at.filter(|_| self.seq.started)?;
-        Some(
-            self.seq
-                .last_ts
-                .wrapping_add(ticks(at, now, self.clock_rate)),
-        )
+        let elapsed = ticks(at, now, self.clock_rate);
+        Some(self.seq.last_ts.wrapping_add(elapsed))
     }
 
     /// When the last packet was sent.
@@ -268,10 +286,8 @@ mod tests {
 
     fn audio(seq: u16, ts: u32) -> Packet {
         Packet {
-            seq,
-            ts,
-            layer: 0,
             video: false,
+            ..video(0, seq, ts)
         }
     }
 
@@ -281,10 +297,8 @@ mod tests {
     }
 
     fn sent(seq: u16, ts: u32) -> Decision {
-        Decision {
-            send: Some((seq, ts)),
-            ..Decision::default()
-        }
+        let send = Some((seq, ts));
+        Decision { send, ..DROP }
     }
 
     const DROP: Decision = Decision {
@@ -292,10 +306,10 @@ mod tests {
         need_keyframe: false,
         switched_to: None,
     };
-    const WAIT_KEYFRAME: Decision = Decision {
-        send: None,
+    /// Dropped, waiting for a key frame.
+    const WAIT: Decision = Decision {
         need_keyframe: true,
-        switched_to: None,
+        ..DROP
     };
 
     #[test]
@@ -354,7 +368,7 @@ mod tests {
         let t0 = Instant::now();
         let mut f = Forwarder::new(99, 90_000);
         // Nothing flows until the first key frame of the target.
-        assert_eq!(f.decide(&video(0, 1000, 0), 0, t0, || false), WAIT_KEYFRAME);
+        assert_eq!(f.decide(&video(0, 1000, 0), 0, t0, || false), WAIT);
         assert_eq!(no_parse(&mut f, video(1, 50, 0), 0, t0), DROP);
         let first = f.decide(&video(0, 1001, 0), 0, t0, || true);
         assert_eq!(first.send, Some((100, 0)));
@@ -362,19 +376,15 @@ mod tests {
         assert_eq!(no_parse(&mut f, video(0, 1002, 0), 0, t0), sent(101, 0));
         // Target 2: layer 0 keeps flowing, layer 1 drops, layer 2 waits for a key frame.
         assert_eq!(no_parse(&mut f, video(1, 51, 0), 2, t0), DROP);
-        assert_eq!(f.decide(&video(2, 7000, 0), 2, t0, || false), WAIT_KEYFRAME);
+        assert_eq!(f.decide(&video(2, 7000, 0), 2, t0, || false), WAIT);
         assert_eq!(no_parse(&mut f, video(0, 1003, 0), 2, t0), sent(102, 0));
         assert_eq!(f.layer(), Some(0));
         let switch = f.decide(&video(2, 7001, 0), 2, t0, || true);
-        assert_eq!(switch.send.map(|s| s.0), Some(103));
-        assert_eq!(switch.switched_to, Some(2));
+        assert_eq!((switch.send, switch.switched_to), (Some((103, 1)), Some(2)));
         assert_eq!(f.layer(), Some(2));
         // Now the old layer drops and the new one flows without key frames.
         assert_eq!(no_parse(&mut f, video(0, 1004, 0), 2, t0), DROP);
-        assert_eq!(
-            no_parse(&mut f, video(2, 7002, 0), 2, t0).send.map(|s| s.0),
-            Some(104)
-        );
+        assert_eq!(no_parse(&mut f, video(2, 7002, 0), 2, t0), sent(104, 1));
     }
 
     #[test]
@@ -398,51 +408,74 @@ mod tests {
     #[test]
     fn seq_and_ts_stay_continuous_across_pause_and_resume() {
         let t0 = Instant::now();
+        let at = |n| t0 + ms(n);
         let mut a = Forwarder::new(0, 48_000);
         assert_eq!(no_parse(&mut a, audio(10, 960), 0, t0).send, Some((1, 960)));
-        assert_eq!(
-            no_parse(&mut a, audio(11, 1920), 0, t0 + ms(20)).send,
-            Some((2, 1920))
-        );
+        assert_eq!(no_parse(&mut a, audio(11, 1920), 0, at(20)), sent(2, 1920));
         a.resync();
         // Audio resumes at once: the producer went on meanwhile, the stream does not jump.
-        let d = no_parse(&mut a, audio(60, 48_960), 0, t0 + ms(1020));
+        let d = no_parse(&mut a, audio(60, 48_960), 0, at(1020));
         assert_eq!(d, sent(3, 1920 + 48_000));
 
         let mut v = Forwarder::new(0, 90_000);
         v.decide(&video(0, 500, 0), 0, t0, || true);
         v.resync();
-        assert_eq!(
-            v.decide(&video(0, 501, 3000), 0, t0 + ms(500), || false),
-            WAIT_KEYFRAME
-        );
-        let d = v.decide(&video(0, 600, 99_000), 0, t0 + ms(1000), || true);
+        assert_eq!(v.decide(&video(0, 501, 3000), 0, at(500), || false), WAIT);
+        let d = v.decide(&video(0, 600, 99_000), 0, at(1000), || true);
         assert_eq!(d, sent(2, 90_000), "same layer: no switch reported");
-        assert_eq!(
-            no_parse(&mut v, video(0, 601, 102_000), 0, t0 + ms(1033)),
-            sent(3, 93_000)
-        );
+        let d = no_parse(&mut v, video(0, 601, 102_000), 0, at(1033));
+        assert_eq!(d, sent(3, 93_000));
     }
 
     #[test]
     fn packets_older_than_the_sync_point_drop_and_sequence_numbers_wrap() {
         let t0 = Instant::now();
         let mut f = Forwarder::new(65_534, 90_000);
-        assert_eq!(
-            f.decide(&video(0, 65_534, 0), 0, t0, || true).send,
-            Some((65_535, 0))
-        );
-        assert_eq!(
-            no_parse(&mut f, video(0, 65_533, 0), 0, t0),
-            DROP,
-            "before the sync"
-        );
+        let d = f.decide(&video(0, 65_534, 0), 0, t0, || true);
+        assert_eq!(d.send, Some((65_535, 0)));
+        let d = no_parse(&mut f, video(0, 65_533, 0), 0, t0);
+        assert_eq!(d, DROP, "before the sync point");
         assert_eq!(no_parse(&mut f, video(0, 0, 0), 0, t0), sent(1, 0));
         // A late packet after the sync point still goes out with its own number...
         assert_eq!(no_parse(&mut f, video(0, 65_535, 0), 0, t0), sent(0, 0));
         // ...without pulling the stream back.
         assert_eq!(no_parse(&mut f, video(0, 1, 0), 0, t0), sent(2, 0));
         assert_eq!(f.producer_seq(0), Some(65_535));
+    }
+
+    #[test]
+    fn a_stream_keeps_flowing_long_after_its_sync_point() {
+        // 200 000 packets (three rollovers) after one key frame: every one goes out, in
+        // order, and NACKs stay answerable (a 16-bit "older than the sync point" test stopped
+        // such a stream 32 768 packets after each sync, for 32 768 packets).
+        let t0 = Instant::now();
+        let mut f = Forwarder::new(0, 90_000);
+        assert_eq!(
+            f.decide(&video(0, 40_000, 0), 0, t0, || true).send,
+            Some((1, 0))
+        );
+        for i in 1..200_000u32 {
+            let seq = 40_000u16.wrapping_add(i as u16);
+            let d = no_parse(&mut f, video(0, seq, i), 0, t0);
+            assert_eq!(d.send, Some(((i + 1) as u16, i)), "packet {i}");
+        }
+        let last = 200_000u32 as u16;
+        assert_eq!(
+            f.producer_seq(last),
+            Some(40_000u16.wrapping_add(199_999u32 as u16))
+        );
+        assert_eq!(
+            f.producer_seq(last.wrapping_sub(100)),
+            Some(40_000u16.wrapping_add(199_899u32 as u16))
+        );
+        // An old packet from just before a resync still drops after many rollovers.
+        f.resync();
+        let seq = 40_000u16.wrapping_add(200_000u32 as u16);
+        assert!(f.decide(&video(0, seq, 0), 0, t0, || true).send.is_some());
+        assert_eq!(
+            no_parse(&mut f, video(0, seq.wrapping_sub(1), 0), 0, t0),
+            DROP
+        );
     }
 
     #[test]
@@ -481,17 +514,14 @@ mod tests {
         assert_eq!((d.send, d.switched_to), (Some((1, 0)), Some(1)));
         // Layer 2 starts: the tap moves up at its key frame, not before.
         let up = target(0b111);
-        assert_eq!(f.decide(&video(2, 30, 0), up, t0, || false), WAIT_KEYFRAME);
+        assert_eq!(f.decide(&video(2, 30, 0), up, t0, || false), WAIT);
         assert_eq!(no_parse(&mut f, video(1, 21, 0), up, t0), sent(2, 0));
         let d = f.decide(&video(2, 31, 0), up, t0, || true);
         assert_eq!((d.send.map(|s| s.0), d.switched_to), (Some(3), Some(2)));
         assert_eq!(no_parse(&mut f, video(1, 22, 0), up, t0), DROP);
         // Layer 2 stops: back down to layer 1 at its next key frame.
         let down = target(0b011);
-        assert_eq!(
-            f.decide(&video(1, 23, 0), down, t0, || false),
-            WAIT_KEYFRAME
-        );
+        assert_eq!(f.decide(&video(1, 23, 0), down, t0, || false), WAIT);
         let d = f.decide(&video(1, 24, 0), down, t0, || true);
         assert_eq!((d.send.map(|s| s.0), d.switched_to), (Some(4), Some(1)));
         assert_eq!(f.layer(), Some(1));

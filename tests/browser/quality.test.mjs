@@ -1,7 +1,7 @@
 // Media quality: bandwidth estimation feedback (the publisher ramps up), loss recovery (NACK/RTX)
 // and simulcast layer selection, with real Chromium peers.
 //
-// The loss test needs a server started with the test-only SFU_TEST_DROP_OUT_PERCENT (e.g. 5) and the
+// The loss test needs a server started with the test-only SFU_FAULT_DROP_OUT_PERCENT (e.g. 5) and the
 // same variable set for this runner; without it that test is skipped.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +12,7 @@ import * as esbuild from 'esbuild';
 import { startHarness, roomId, sleep, waitFor, fetchStats, buildPage, Peer, WS_URL } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const DROP_PERCENT = Number(process.env.SFU_TEST_DROP_OUT_PERCENT || 0);
+const DROP_PERCENT = Number(process.env.SFU_FAULT_DROP_OUT_PERCENT || 0);
 
 let h;
 let pageUrl;
@@ -184,7 +184,7 @@ test('a camera publisher\'s bandwidth estimate ramps above 1 Mbps and the subscr
   }
 });
 
-test('with 5% of forwarded packets dropped, NACKs are answered with retransmissions and video keeps decoding', { timeout: 150_000, skip: DROP_PERCENT > 0 ? false : 'needs SFU_TEST_DROP_OUT_PERCENT on the server and this runner' }, async () => {
+test('with 5% of forwarded packets dropped, NACKs are answered with retransmissions and video keeps decoding', { timeout: 150_000, skip: DROP_PERCENT > 0 ? false : 'needs SFU_FAULT_DROP_OUT_PERCENT on the server and this runner' }, async () => {
   const room = roomId('nack');
   const pub = await newPeer('nack-pub');
   const sub = await newPeer('nack-sub');
