@@ -26,7 +26,7 @@ pub mod media {
     use crate::channel::{task_mailbox, Receiver};
     use crate::room::api::{Command, Job, JobKind, Outbound, TransportDirection};
     use crate::room::core::WorkerCore;
-    use crate::room::env::Route;
+    use crate::room::env::{Env, Route};
     use crate::room::limits::MediaLimits;
     use crate::room::ortc::{MediaKind, RtpParameters};
     use crate::room::transport::DtlsMsg;
@@ -58,7 +58,7 @@ pub mod media {
         let runtime = Arc::new(DtlsRuntime::start(cert).expect("dtls runtime"));
         let (dtls_tx, dtls_rx) = task_mailbox();
         let (sig_tx, sig_rx) = task_mailbox();
-        let mut core = WorkerCore::new(
+        let mut core = WorkerCore::new(Env::new(
             0,
             "127.0.0.1:40000".parse().expect("address"),
             runtime.clone(),
@@ -66,7 +66,7 @@ pub mod media {
             dtls_tx,
             sig_tx,
             Arc::new(WorkerStats::new(0, None)),
-        );
+        ));
         core.set_limits(MediaLimits {
             peer_egress_bitrate: 0,
             ..MediaLimits::default()

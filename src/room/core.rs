@@ -11,13 +11,9 @@ use super::env::{Env, Faults};
 use super::limits::{CacheBudget, MediaLimits};
 use super::mesh::{Mesh, PipeMsg, RoomTag};
 use super::router::Router;
-use super::transport::DtlsMsg;
 use super::{PKey, TKey};
-use crate::channel::Sender;
-use crate::rtc::dtls::DtlsRuntime;
 use crate::stats::{Counted, WorkerStats};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,27 +26,12 @@ pub struct WorkerCore {
 }
 
 impl WorkerCore {
-    pub fn new(
-        id: usize,
-        announced: SocketAddr,
-        dtls: Arc<DtlsRuntime>,
-        fingerprint: String,
-        dtls_events: Sender<DtlsMsg>,
-        signaling: Sender<Outbound>,
-        stats: Arc<WorkerStats>,
-    ) -> Self {
+    /// A worker's state around its environment (no rooms yet).
+    pub fn new(env: Env) -> Self {
         Self {
-            id,
+            id: env.worker,
             routers: HashMap::new(),
-            env: Env::new(
-                id,
-                announced,
-                dtls,
-                fingerprint,
-                dtls_events,
-                signaling,
-                stats,
-            ),
+            env,
         }
     }
 
@@ -174,7 +155,6 @@ impl WorkerCore {
 
     /// Handles a control message from another worker.
     pub fn handle_pipe_msg(&mut self, msg: PipeMsg, now: Instant) {
-        let me = self.id;
         let room = msg.room().map(Arc::<str>::from);
         match msg {
             PipeMsg::Snapshot {
@@ -203,23 +183,10 @@ impl WorkerCore {
                 from,
                 peer,
                 req_id,
-            } => match self.routers.get_mut(&room.id) {
-                Some(r) => r.on_host_peer(&mut self.env, &room, from, peer, req_id),
-                None => {
-                    self.env.mesh.send(
-                        from,
-                        PipeMsg::PeerLeft {
-                            room,
-                            from: me,
-                            peer_id: peer.id.clone(),
-                        },
-                    );
-                    let result = Err(ApiError::internal(
-                        "the room moved while joining; join again",
-                    ));
-                    self.env.respond(peer.conn, req_id, result);
-                }
-            },
+            } => {
+                let replica = self.routers.get_mut(&room.id);
+                super::directory::host_peer(replica, &mut self.env, &room, from, peer, req_id);
+            }
             PipeMsg::PeerJoined { room, from, peer } => {
                 if let Some(r) = self.routers.get_mut(&room.id) {
                     r.on_peer_joined(&self.env, &room, from, &peer);

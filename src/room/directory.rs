@@ -49,6 +49,22 @@ impl Router {
         }
     }
 
+    /// Whether a change from worker `from` is current (see [`Self::current_sender`]); if so,
+    /// the home relays it (`msg`) to the other satellites before it is applied here.
+    fn accept(
+        &self,
+        env: &Env,
+        room: &RoomTag,
+        from: usize,
+        msg: impl Fn(RoomTag, usize) -> PipeMsg,
+    ) -> bool {
+        let current = self.current_sender(env, room, from);
+        if current {
+            self.relay(env, from, msg);
+        }
+        current
+    }
+
     /// join-room at the room's home; `host` is the worker placed to own the peer.
     pub fn join(
         &mut self,
@@ -60,36 +76,27 @@ impl Router {
         req_id: u32,
     ) {
         let from = env.worker;
-        if host == from || host >= env.mesh.workers() {
-            let result = self.add_local_peer(env, conn, peer_id, display_name.clone());
-            if result.is_ok() {
-                let info = PeerInfo {
-                    id: peer_id.clone(),
-                    conn,
-                    display_name,
-                    worker: from,
-                };
-                self.propagate(
-                    env,
-                    |room| PipeMsg::PeerJoined {
-                        room,
-                        from,
-                        peer: info.clone(),
-                    },
-                    None,
-                );
-            }
-            env.respond(conn, req_id, result);
-            return;
-        }
-        let snapshot = (!self.satellites().contains(&host)).then(|| self.snapshot(env));
+        let local = host == from || host >= env.mesh.workers();
         let info = PeerInfo {
             id: peer_id.clone(),
             conn,
             display_name,
-            worker: host,
+            worker: if local { from } else { host },
         };
-        self.add_remote_peer(env, &info);
+        let mut joined = None;
+        let snapshot = if local {
+            let answer = self.add_local_peer(env, conn, peer_id, info.display_name.clone());
+            if answer.is_err() {
+                return env.respond(conn, req_id, answer);
+            }
+            joined = Some(answer);
+            None
+        } else {
+            let snapshot = (!self.satellites().contains(&host)).then(|| self.snapshot(env));
+            self.add_remote_peer(env, &info);
+            snapshot
+        };
+        // The other satellites learn of the peer; its own host learns from `HostPeer`.
         self.propagate(
             env,
             |room| PipeMsg::PeerJoined {
@@ -97,8 +104,11 @@ impl Router {
                 from,
                 peer: info.clone(),
             },
-            Some(host),
+            (!local).then_some(host),
         );
+        if let Some(answer) = joined {
+            return env.respond(conn, req_id, answer);
+        }
         if let Some((peers, producers)) = snapshot {
             let generation = env.key();
             env.mesh.send(
@@ -199,35 +209,6 @@ impl Router {
         );
     }
 
-    /// Home → this satellite: host this peer and answer its join-room request.
-    pub fn on_host_peer(
-        &mut self,
-        env: &mut Env,
-        room: &RoomTag,
-        from: usize,
-        peer: PeerInfo,
-        req_id: u32,
-    ) {
-        let result = if self.is_replica_of(env, room, from) {
-            self.add_local_peer(env, peer.conn, &peer.id, peer.display_name.clone())
-        } else {
-            Err(ApiError::internal(
-                "the room moved while joining; join again",
-            ))
-        };
-        if result.is_err() {
-            env.mesh.send(
-                from,
-                PipeMsg::PeerLeft {
-                    room: room.clone(),
-                    from: env.worker,
-                    peer_id: peer.id.clone(),
-                },
-            );
-        }
-        env.respond(peer.conn, req_id, result);
-    }
-
     /// Home → satellites: a peer joined on another worker.
     pub fn on_peer_joined(&mut self, env: &Env, room: &RoomTag, from: usize, peer: &PeerInfo) {
         if self.is_replica_of(env, room, from) {
@@ -265,15 +246,14 @@ impl Router {
         from: usize,
         producer: Box<ProducerInfo>,
     ) {
-        if !self.current_sender(env, room, from) {
-            return;
-        }
-        self.relay(env, from, |room, me| PipeMsg::ProducerAdded {
+        let relayed = |room, me| PipeMsg::ProducerAdded {
             room,
             from: me,
             producer: producer.clone(),
-        });
-        self.add_piped_producer(env, *producer, true);
+        };
+        if self.accept(env, room, from, relayed) {
+            self.add_piped_producer(env, *producer, true);
+        }
     }
 
     pub fn on_producer_closed(
@@ -283,14 +263,14 @@ impl Router {
         from: usize,
         producer_id: &str,
     ) {
-        if !self.current_sender(env, room, from) {
-            return;
-        }
-        self.relay(env, from, |room, me| PipeMsg::ProducerClosed {
+        let relayed = |room, me| PipeMsg::ProducerClosed {
             room,
             from: me,
             producer_id: producer_id.to_string(),
-        });
+        };
+        if !self.accept(env, room, from, relayed) {
+            return;
+        }
         if let Some(pkey) = self.piped_key(producer_id) {
             self.close_producer(env, pkey);
         }
@@ -305,15 +285,15 @@ impl Router {
         paused: bool,
         now: Instant,
     ) {
-        if !self.current_sender(env, room, from) {
-            return;
-        }
-        self.relay(env, from, |room, me| PipeMsg::ProducerPaused {
+        let relayed = |room, me| PipeMsg::ProducerPaused {
             room,
             from: me,
             producer_id: producer_id.to_string(),
             paused,
-        });
+        };
+        if !self.accept(env, room, from, relayed) {
+            return;
+        }
         if let Some(pkey) = self.piped_key(producer_id) {
             self.apply_producer_paused(env, pkey, paused, now);
         }
@@ -373,4 +353,34 @@ impl Router {
             .filter(|p| p.is_piped())
             .map(|_| pkey)
     }
+}
+
+/// Home → this satellite: host this peer and answer its join-room request (`replica`: this
+/// worker's copy of the room, if it has one). Refused when the room moved meanwhile; the
+/// home then drops the peer from the directory.
+pub fn host_peer(
+    replica: Option<&mut Router>,
+    env: &mut Env,
+    room: &RoomTag,
+    from: usize,
+    peer: PeerInfo,
+    req_id: u32,
+) {
+    let result = match replica.filter(|r| r.is_replica_of(env, room, from)) {
+        Some(r) => r.add_local_peer(env, peer.conn, &peer.id, peer.display_name.clone()),
+        None => Err(ApiError::internal(
+            "the room moved while joining; join again",
+        )),
+    };
+    if result.is_err() {
+        env.mesh.send(
+            from,
+            PipeMsg::PeerLeft {
+                room: room.clone(),
+                from: env.worker,
+                peer_id: peer.id.clone(),
+            },
+        );
+    }
+    env.respond(peer.conn, req_id, result);
 }

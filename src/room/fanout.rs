@@ -68,12 +68,8 @@ impl Router {
         let codec = p.video_codec;
         let layers = p.ssrcs.len();
         let active = p.quality.active_layers(now);
-        let pkt = Packet {
-            seq: hdr.sequence,
-            ts: hdr.timestamp,
-            layer,
-            video: p.kind == MediaKind::Video,
-        };
+        let video = p.kind == MediaKind::Video;
+        let pkt = Packet::new(hdr.sequence, hdr.timestamp, layer, video);
         let payload = hdr.payload(plain);
         let mut keyframe: Option<bool> = None;
         let mut need_keyframe = false;

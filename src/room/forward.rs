@@ -135,6 +135,17 @@ pub struct Packet {
     pub video: bool,
 }
 
+impl Packet {
+    pub fn new(seq: u16, ts: u32, layer: usize, video: bool) -> Self {
+        Self {
+            seq,
+            ts,
+            layer,
+            video,
+        }
+    }
+}
+
 /// The decision for one packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Decision {

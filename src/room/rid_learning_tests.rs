@@ -5,6 +5,7 @@
 use crate::channel::task_mailbox;
 use crate::room::api::{Command, Job, JobKind, TransportDirection};
 use crate::room::core::WorkerCore;
+use crate::room::env::Env;
 use crate::room::ortc::{MediaKind, RtpParameters};
 use crate::room::router::Router;
 use crate::rtc::dtls::{DtlsCertificate, DtlsRuntime};
@@ -33,7 +34,7 @@ fn setup() -> Setup {
     let runtime = Arc::new(DtlsRuntime::start(cert).expect("dtls runtime"));
     let (dtls_tx, _dtls_rx) = task_mailbox();
     let (sig_tx, _sig_rx) = task_mailbox();
-    let mut core = WorkerCore::new(
+    let mut core = WorkerCore::new(Env::new(
         0,
         "127.0.0.1:40000".parse().unwrap(),
         runtime.clone(),
@@ -41,7 +42,7 @@ fn setup() -> Setup {
         dtls_tx,
         sig_tx,
         Arc::new(WorkerStats::new(0, None)),
-    );
+    ));
     let now = Instant::now();
     let job = |kind| Job {
         conn: 1,

@@ -12,6 +12,7 @@
 use crate::channel::{mio_mailbox, task_mailbox, Receiver};
 use crate::room::api::{ApiError, Command, ConnId, ErrorCode, Job, JobKind, Outbound};
 use crate::room::core::WorkerCore;
+use crate::room::env::Env;
 use crate::room::mesh::{Mesh, MeshInbox, Origin, PipeMsg, MEDIA_QUEUE};
 use crate::room::router::Router;
 use crate::room::test_peek::Peek;
@@ -103,7 +104,7 @@ impl Cluster {
                 let (sig_tx, signaling) = mio_mailbox(waker.clone());
                 let (dtls_tx, dtls_rx) = task_mailbox();
                 let stats = Arc::new(WorkerStats::new(id, None));
-                let mut core = WorkerCore::new(
+                let mut core = WorkerCore::new(Env::new(
                     id,
                     "127.0.0.1:40000".parse().expect("address"),
                     runtime.clone(),
@@ -111,7 +112,7 @@ impl Cluster {
                     dtls_tx,
                     sig_tx,
                     stats.clone(),
-                );
+                ));
                 core.set_mesh(mesh);
                 Worker {
                     core,

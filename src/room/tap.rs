@@ -157,12 +157,8 @@ impl Router {
             return;
         }
         let target = target_layer(None, p.ssrcs.len(), p.quality.active_layers(now));
-        let pkt = Packet {
-            seq: hdr.sequence,
-            ts: hdr.timestamp,
-            layer,
-            video: p.kind == MediaKind::Video,
-        };
+        let video = p.kind == MediaKind::Video;
+        let pkt = Packet::new(hdr.sequence, hdr.timestamp, layer, video);
         let payload = hdr.payload(plain);
         let mut keyframe: Option<bool> = None;
         let mut need_keyframe = false;

@@ -7,7 +7,7 @@ mod batch_send;
 use crate::channel::{task_mailbox, Receiver, Sender};
 use crate::room::api::{ApiError, Job, Outbound};
 use crate::room::core::WorkerCore;
-use crate::room::env::{Faults, Route};
+use crate::room::env::{Env, Faults, Route};
 use crate::room::mesh::{Mesh, MeshInbox};
 use crate::room::outbox::Outbox;
 use crate::room::transport::DtlsMsg;
@@ -244,7 +244,7 @@ async fn run(
         None => (None, None),
     };
     let (dtls_tx, dtls_rx) = task_mailbox::<DtlsMsg>();
-    let core: Shared = Rc::new(RefCell::new(WorkerCore::new(
+    let core: Shared = Rc::new(RefCell::new(WorkerCore::new(Env::new(
         opts.id,
         opts.announced,
         opts.dtls.clone(),
@@ -252,7 +252,7 @@ async fn run(
         dtls_tx,
         opts.signaling.clone(),
         stats.clone(),
-    )));
+    ))));
     if let Some(mesh) = mesh {
         core.borrow_mut().set_mesh(mesh);
     }
@@ -414,7 +414,7 @@ mod tests {
         let cert = Arc::new(DtlsCertificate::generate().unwrap());
         let fp = cert.fingerprint_sha256();
         let stats = Arc::new(WorkerStats::new(0, None));
-        let mut core = WorkerCore::new(
+        let mut core = WorkerCore::new(Env::new(
             0,
             "127.0.0.1:1".parse().unwrap(),
             Arc::new(DtlsRuntime::start(cert).unwrap()),
@@ -422,7 +422,7 @@ mod tests {
             dtls_tx,
             sig_tx,
             stats.clone(),
-        );
+        ));
         core.set_faults(Faults {
             panic_room: Some(Arc::from("doomed")),
             ..Default::default()
