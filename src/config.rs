@@ -155,6 +155,19 @@ pub struct Cli {
     /// breaking midway).
     #[arg(long, env = "SFU_FAULT_PANIC_CLOSE_ROOM")]
     pub fault_panic_close_room: Option<String>,
+    // --- TURN (shared/protocol.md "Networks"; docs/operations.md) ---
+    /// TURN servers handed to clients in every create-transport answer (comma-separated
+    /// `turn:`/`turns:` URLs, e.g. `turn:turn.example.com:3478?transport=udp`). Needs
+    /// --turn-secret.
+    #[arg(long, env = "SFU_TURN_URLS")]
+    pub turn_urls: Option<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret`) that signs the
+    /// short-lived credentials. Needs --turn-urls.
+    #[arg(long, env = "SFU_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<Secret>,
+    /// Seconds a TURN credential stays valid.
+    #[arg(long, env = "SFU_TURN_TTL")]
+    pub turn_ttl: Option<u64>,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -205,6 +218,10 @@ struct FileConfig {
     fault_drop_out_percent: Option<u8>,
     fault_panic_room: Option<String>,
     fault_panic_close_room: Option<String>,
+    // --- TURN ---
+    turn_urls: Option<String>,
+    turn_secret: Option<Secret>,
+    turn_ttl: Option<u64>,
 }
 
 /// The effective configuration.
@@ -256,6 +273,29 @@ pub struct Config {
     pub fault_drop_out_percent: u8,
     pub fault_panic_room: String,
     pub fault_panic_close_room: String,
+    // --- TURN (empty urls and no secret: off) ---
+    /// Parsed from the comma-separated setting.
+    pub turn_urls: Vec<String>,
+    pub turn_secret: Option<Secret>,
+    pub turn_ttl: u64,
+}
+
+/// A setting that must not appear in logs: `Debug` prints `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
 }
 
 impl Default for Config {
@@ -308,6 +348,10 @@ impl Default for Config {
             fault_drop_out_percent: 0,
             fault_panic_room: String::new(),
             fault_panic_close_room: String::new(),
+            // --- TURN ---
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl: 86_400,
         }
     }
 }
@@ -505,6 +549,20 @@ impl Config {
                 .clone()
                 .or(file.fault_panic_close_room)
                 .unwrap_or(d.fault_panic_close_room),
+            // --- TURN ---
+            turn_urls: cli
+                .turn_urls
+                .clone()
+                .or(file.turn_urls)
+                .map(|list| split_list(&list))
+                .unwrap_or(d.turn_urls),
+            turn_secret: cli
+                .turn_secret
+                .clone()
+                .or(file.turn_secret)
+                .filter(|s| !s.0.is_empty())
+                .or(d.turn_secret),
+            turn_ttl: cli.turn_ttl.or(file.turn_ttl).unwrap_or(d.turn_ttl),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -591,7 +649,49 @@ impl Config {
                 "fault_drop_out_percent must be 0..=100 (and is for tests only)".into(),
             ));
         }
+        // --- TURN ---
+        if let Some(bad) = self
+            .turn_urls
+            .iter()
+            .find(|u| !(u.starts_with("turn:") || u.starts_with("turns:")))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "turn_urls: {bad:?} is not a TURN URL (it must start with turn: or turns:)"
+            )));
+        }
+        match (self.turn_urls.is_empty(), self.turn_secret.is_some()) {
+            (false, false) => {
+                return Err(ConfigError::Invalid(
+                    "turn_urls is set but turn_secret is not: set SFU_TURN_SECRET (or \
+                     --turn-secret, or turn_secret in the file) to the TURN server's \
+                     static-auth-secret, or unset SFU_TURN_URLS"
+                        .into(),
+                ))
+            }
+            (true, true) => {
+                return Err(ConfigError::Invalid(
+                    "turn_secret is set but turn_urls is not: set SFU_TURN_URLS (or \
+                     --turn-urls, or turn_urls in the file) to the TURN server's turn:/turns: \
+                     URLs, or unset SFU_TURN_SECRET"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        if self.turn_ttl == 0 {
+            return Err(ConfigError::Invalid("turn_ttl must be >= 1 second".into()));
+        }
         Ok(())
+    }
+
+    /// The TURN servers each worker hands out (room/turn.rs); None when not configured.
+    pub fn turn(&self) -> Option<crate::room::turn::TurnConfig> {
+        let secret = self.turn_secret.as_ref()?;
+        (!self.turn_urls.is_empty()).then(|| crate::room::turn::TurnConfig {
+            urls: self.turn_urls.clone(),
+            secret: std::sync::Arc::from(secret.0.as_str()),
+            ttl_secs: self.turn_ttl,
+        })
     }
 
     /// The faults each worker injects (tests only; all off by default).
@@ -744,6 +844,90 @@ mod tests {
             ..Default::default()
         };
         assert!(Config::load(&zero).is_err());
+    }
+
+    // --- TURN ---
+    #[test]
+    fn turn_settings_come_from_the_file_and_flags_win() {
+        let cfg = Config::load(&Cli::default()).unwrap();
+        assert_eq!(cfg.turn(), None, "off by default");
+        let dir = std::env::temp_dir().join(format!("sfu-cfg-turn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfu.toml");
+        std::fs::write(
+            &path,
+            "turn_urls = \"turn:a.example:3478?transport=udp, turns:a.example:443?transport=tcp\"\n\
+             turn_secret = \"from-file\"\nturn_ttl = 600\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path),
+            turn_secret: Some("from-flag".parse().unwrap()),
+            ..Default::default()
+        };
+        let turn = Config::load(&cli).unwrap().turn().unwrap();
+        assert_eq!(
+            turn.urls,
+            [
+                "turn:a.example:3478?transport=udp",
+                "turns:a.example:443?transport=tcp"
+            ]
+        );
+        assert_eq!(&*turn.secret, "from-flag");
+        assert_eq!(turn.ttl_secs, 600);
+        let default_ttl = Cli {
+            turn_urls: Some("turn:127.0.0.1:3478".into()),
+            turn_secret: Some("s".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(Config::load(&default_ttl).unwrap().turn_ttl, 86_400);
+    }
+
+    #[test]
+    fn turn_needs_both_urls_and_secret_and_only_turn_urls() {
+        let only_urls = Cli {
+            turn_urls: Some("turn:127.0.0.1:3478".into()),
+            ..Default::default()
+        };
+        let err = Config::load(&only_urls).unwrap_err().to_string();
+        assert!(err.contains("SFU_TURN_SECRET"), "{err}");
+        let only_secret = Cli {
+            turn_secret: Some("s".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = Config::load(&only_secret).unwrap_err().to_string();
+        assert!(err.contains("SFU_TURN_URLS"), "{err}");
+        let stun = Cli {
+            turn_urls: Some("stun:127.0.0.1:3478".into()),
+            turn_secret: Some("s".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = Config::load(&stun).unwrap_err().to_string();
+        assert!(err.contains("stun:127.0.0.1:3478"), "{err}");
+        let zero_ttl = Cli {
+            turn_urls: Some("turns:127.0.0.1:443".into()),
+            turn_secret: Some("s".parse().unwrap()),
+            turn_ttl: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::load(&zero_ttl).is_err());
+    }
+
+    #[test]
+    fn the_turn_secret_never_shows_in_debug_output() {
+        let cli = Cli {
+            turn_urls: Some("turn:127.0.0.1:3478".into()),
+            turn_secret: Some("very-secret-value".parse().unwrap()),
+            ..Default::default()
+        };
+        let cfg = Config::load(&cli).unwrap();
+        for text in [
+            format!("{cli:?}"),
+            format!("{cfg:?}"),
+            format!("{:?}", cfg.turn()),
+        ] {
+            assert!(!text.contains("very-secret-value"), "{text}");
+        }
     }
 
     #[test]

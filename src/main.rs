@@ -188,6 +188,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             mesh: Some(mesh),
             limits: cfg.media_limits(),
             faults: cfg.faults(),
+            turn: cfg.turn(),
         })?;
         worker_stats.push(handle.stats.clone());
         links.push(WorkerLink {

@@ -185,6 +185,29 @@ pub struct TransportCreated {
     pub candidates: Vec<IceCandidate>,
     /// The worker certificate's SHA-256 fingerprint (our DTLS role is always `auto`).
     pub sha256_fingerprint: String,
+    /// TURN servers with short-lived credentials for this peer (room/turn.rs); empty when
+    /// TURN is not configured.
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// One `iceServers` entry (RTCIceServer) with TURN REST-API credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    /// `"<unix expiry>:<peerId>"`.
+    pub username: String,
+    /// base64(HMAC-SHA1(secret, username)); redacted in `Debug`.
+    pub credential: String,
+}
+
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone)]

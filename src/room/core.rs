@@ -47,6 +47,11 @@ impl WorkerCore {
         self.env.faults = faults;
     }
 
+    /// Hands TURN credentials out with every new transport (see room/turn.rs).
+    pub fn set_turn(&mut self, turn: Option<super::turn::TurnConfig>) {
+        self.env.turn = turn;
+    }
+
     /// Connects this worker to the others (rooms spanning workers); without it, every room
     /// stays on this worker.
     pub fn set_mesh(&mut self, mesh: Mesh) {

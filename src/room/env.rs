@@ -107,6 +107,8 @@ pub struct Env {
     pub limits: MediaLimits,
     pub cache_budget: CacheBudget,
     pub faults: Faults,
+    /// TURN servers handed to every new transport (room/turn.rs); None: not configured.
+    pub turn: Option<super::turn::TurnConfig>,
     pub stats: Arc<WorkerStats>,
     pub index: Index,
     /// Datagrams to send: (destination, bytes).
@@ -146,6 +148,7 @@ impl Env {
             cache_budget: CacheBudget::new(limits.retransmit_cache_budget, stats.clone()),
             limits,
             faults: Faults::default(),
+            turn: None,
             stats,
             index: Index::default(),
             outbox: Outbox::with_capacity(64),

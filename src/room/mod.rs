@@ -25,6 +25,7 @@ pub mod requests;
 pub mod router;
 pub mod tap;
 pub mod transport;
+pub mod turn;
 
 #[cfg(test)]
 mod rid_learning_tests;

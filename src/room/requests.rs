@@ -176,6 +176,11 @@ impl Router {
                 protocol: CandidateProtocol::Udp,
             }],
             sha256_fingerprint: env.fingerprint.clone(),
+            ice_servers: env
+                .turn
+                .iter()
+                .map(|turn| turn.ice_server_now(peer_id))
+                .collect(),
         };
         env.index
             .by_ufrag

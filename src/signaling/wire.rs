@@ -5,7 +5,7 @@
 use super::protocol::{self, Request};
 use crate::room::api::{
     Answer, ApiError, CandidateProtocol, Command, DtlsParameters, DtlsRoleParam, Fingerprint,
-    IceParameters, Notice, TransportDirection,
+    IceParameters, Notice, TransportCreated, TransportDirection,
 };
 use crate::room::ortc::{MediaKind, RtpCapabilities, RtpParameters};
 use crate::stats::{Counted, WorkerStats};
@@ -107,6 +107,43 @@ fn ice_parameters(ice: &IceParameters) -> Value {
 }
 
 /// The `data` of a successful response.
+/// The `create-transport` answer; `iceServers` only when TURN is configured.
+fn transport_created(t: &TransportCreated) -> Value {
+    let mut v = json!({
+        "id": t.id,
+        "iceParameters": ice_parameters(&t.ice),
+        "iceCandidates": t.candidates.iter().map(|c| json!({
+            "foundation": c.foundation,
+            "priority": c.priority,
+            "ip": c.address.ip().to_string(),
+            "address": c.address.ip().to_string(),
+            "protocol": match c.protocol {
+                CandidateProtocol::Udp => "udp",
+            },
+            "port": c.address.port(),
+            "type": "host",
+        })).collect::<Vec<_>>(),
+        "dtlsParameters": {
+            "role": "auto",
+            "fingerprints": [{"algorithm": "sha-256", "value": t.sha256_fingerprint}],
+        },
+    });
+    if !t.ice_servers.is_empty() {
+        v["iceServers"] = t
+            .ice_servers
+            .iter()
+            .map(|s| {
+                json!({
+                    "urls": s.urls,
+                    "username": s.username,
+                    "credential": s.credential,
+                })
+            })
+            .collect();
+    }
+    v
+}
+
 pub fn answer(answer: &Answer) -> Value {
     match answer {
         Answer::Joined(j) => json!({
@@ -123,25 +160,7 @@ pub fn answer(answer: &Answer) -> Value {
                 "paused": p.paused,
             })).collect::<Vec<_>>(),
         }),
-        Answer::TransportCreated(t) => json!({
-            "id": t.id,
-            "iceParameters": ice_parameters(&t.ice),
-            "iceCandidates": t.candidates.iter().map(|c| json!({
-                "foundation": c.foundation,
-                "priority": c.priority,
-                "ip": c.address.ip().to_string(),
-                "address": c.address.ip().to_string(),
-                "protocol": match c.protocol {
-                    CandidateProtocol::Udp => "udp",
-                },
-                "port": c.address.port(),
-                "type": "host",
-            })).collect::<Vec<_>>(),
-            "dtlsParameters": {
-                "role": "auto",
-                "fingerprints": [{"algorithm": "sha-256", "value": t.sha256_fingerprint}],
-            },
-        }),
+        Answer::TransportCreated(t) => transport_created(t),
         Answer::IceRestarted(ice) => ice_parameters(ice),
         Answer::Produced { producer_id } => json!({ "producerId": producer_id }),
         Answer::Consumed(c) => json!({

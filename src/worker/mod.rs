@@ -48,6 +48,8 @@ pub struct WorkerOptions {
     pub limits: crate::room::limits::MediaLimits,
     /// Test-only faults to inject (docs/config.md, "Fault injection"); off by default.
     pub faults: Faults,
+    /// TURN servers for `create-transport` answers (room/turn.rs); None: not configured.
+    pub turn: Option<crate::room::turn::TurnConfig>,
 }
 
 /// The signaling thread's handle on a running worker.
@@ -258,6 +260,7 @@ async fn run(
     }
     core.borrow_mut().set_limits(opts.limits);
     core.borrow_mut().set_faults(opts.faults.clone());
+    core.borrow_mut().set_turn(opts.turn.clone());
     let sending = Rc::new(Sending {
         sock: sock.clone(),
         histogram: RefCell::new(
