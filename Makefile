@@ -40,6 +40,12 @@ deps-system:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -q >/dev/null && apt-get install -y -q chromium ffmpeg >/dev/null; \
 	fi
+	@# coturn (turnserver) for the TURN relay browser test.
+	@if ! command -v turnserver >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install coturn" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -q >/dev/null && apt-get install -y -q coturn >/dev/null; \
+	fi
 
 deps-web: web/node_modules/.installed
 web/node_modules/.installed: web/package.json web/package-lock.json
@@ -75,6 +81,9 @@ test-browser: build deps-browser
 	cd tests/browser && SFU_WORKERS=2 SFU_ROOM_SPILL_PEERS=1 TEST_PORT=18002 TEST_RTC_PORT=46200 \
 	  ../run-with-server.sh node --test --test-concurrency=1 spanning.test.mjs two-peers.test.mjs \
 	  late-join-and-leave.test.mjs hls.test.mjs
+	@# TURN relay: the test starts coturn on loopback with the same secret; relay-only Chromium peers.
+	cd tests/browser && SFU_TURN_URLS=turn:127.0.0.1:3478 SFU_TURN_SECRET=browser-test-turn-secret \
+	  TEST_PORT=18003 TEST_RTC_PORT=46300 ../run-with-server.sh node --test turn.test.mjs
 	@# A subscriber's network drops for 5 s (network namespace; needs root).
 	tests/run-network-drop-test.sh
 

@@ -16,6 +16,7 @@ const state = {
   knownProducers: new Map(), // producerId -> {producerId, peerId, kind}
   sendTransport: null,
   recvTransport: null,
+  iceTransportPolicy: null, // 'relay': TURN relay candidates only (setIceTransportPolicy)
   producers: new Map(), // producerId -> Producer
   consumers: new Map(), // consumerId -> {consumer, producerId, peerId, kind, el}
   consuming: new Set(), // producerIds being / already consumed
@@ -148,9 +149,10 @@ async function join(roomId, displayName = '') {
 
 async function makeTransport(direction) {
   const opts = await request('create-transport', { direction });
-  const transport = direction === 'send'
-    ? state.device.createSendTransport({ id: opts.id, iceParameters: opts.iceParameters, iceCandidates: opts.iceCandidates, dtlsParameters: opts.dtlsParameters })
-    : state.device.createRecvTransport({ id: opts.id, iceParameters: opts.iceParameters, iceCandidates: opts.iceCandidates, dtlsParameters: opts.dtlsParameters });
+  // iceServers: TURN credentials when the server has TURN configured (shared/protocol.md "Networks").
+  const options = { id: opts.id, iceParameters: opts.iceParameters, iceCandidates: opts.iceCandidates, dtlsParameters: opts.dtlsParameters,
+    iceServers: opts.iceServers, ...(state.iceTransportPolicy ? { iceTransportPolicy: state.iceTransportPolicy } : {}) };
+  const transport = direction === 'send' ? state.device.createSendTransport(options) : state.device.createRecvTransport(options);
   transport.on('connect', ({ dtlsParameters }, callback, errback) => {
     request('connect-transport', { transportId: transport.id, dtlsParameters }).then(() => callback(), errback);
   });
@@ -259,6 +261,31 @@ async function stats() {
   return out;
 }
 
+/** 'relay' limits the next transports to TURN relay candidates (before join). */
+function setIceTransportPolicy(policy) {
+  state.iceTransportPolicy = policy;
+  return true;
+}
+
+/** Both transports' selected candidate pairs: the local and remote candidate types and protocols. */
+async function selectedCandidatePairs() {
+  const out = {};
+  for (const [name, t] of [['send', state.sendTransport], ['recv', state.recvTransport]]) {
+    if (!t) continue;
+    const report = await t.getStats();
+    let pair = null;
+    for (const s of report.values()) {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+    }
+    if (!pair) for (const s of report.values()) if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+    const local = pair && report.get(pair.localCandidateId);
+    const remote = pair && report.get(pair.remoteCandidateId);
+    out[name] = pair ? { state: pair.state, localType: local?.candidateType, localProtocol: local?.protocol,
+      relayProtocol: local?.relayProtocol, remoteType: remote?.candidateType, remoteAddress: `${remote?.address}:${remote?.port}` } : null;
+  }
+  return out;
+}
+
 async function leave() {
   await request('leave-room', {});
   for (const id of [...state.consumers.keys()]) closeConsumer(id, 'left');
@@ -298,6 +325,8 @@ window.sfu = {
   stats,
   leave,
   info,
+  setIceTransportPolicy,
+  selectedCandidatePairs,
   notifications: () => state.notifications.filter((n) => !n.method.startsWith('local:')),
   setAutoConsume: (v) => { state.autoConsume = !!v; },
 };
