@@ -43,6 +43,8 @@ export interface TransportInfo {
   iceParameters: types.IceParameters;
   iceCandidates: types.IceCandidate[];
   dtlsParameters: types.DtlsParameters;
+  /** TURN servers with short-lived credentials, when the server has TURN configured. */
+  iceServers?: RTCIceServer[];
 }
 
 type Empty = Record<string, never>;

@@ -46,6 +46,13 @@ const FATAL_CODES: ReadonlySet<ErrorCode> = new Set(["bad-request", "limit"]);
 
 class Superseded extends Error {}
 
+/** `?iceTransportPolicy=relay` forces TURN relay candidates (testing a TURN set-up). */
+function iceTransportPolicy(): RTCIceTransportPolicy | null {
+  if (typeof location === "undefined") return null;
+  const value = new URLSearchParams(location.search).get("iceTransportPolicy");
+  return value === "relay" || value === "all" ? value : null;
+}
+
 type SessionEvents = { change: [SessionSnapshot] };
 
 export class RoomSession extends Emitter<SessionEvents> {
@@ -260,8 +267,11 @@ export class RoomSession extends Emitter<SessionEvents> {
     if (!device) throw new Error("device not loaded");
     const info = await signaling.request("create-transport", { direction });
     if (generation !== this.generation) throw new Superseded();
+    const options: types.TransportOptions = { ...info, iceServers: info.iceServers ?? [] };
+    const policy = iceTransportPolicy();
+    if (policy) options.iceTransportPolicy = policy;
     const transport =
-      direction === "send" ? device.createSendTransport(info) : device.createRecvTransport(info);
+      direction === "send" ? device.createSendTransport(options) : device.createRecvTransport(options);
 
     transport.on("connect", ({ dtlsParameters }, callback, errback) => {
       signaling
