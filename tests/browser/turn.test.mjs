@@ -1,7 +1,8 @@
 // TURN relay (shared/protocol.md "Networks"): a coturn started here on loopback with
 // --use-auth-secret, the server started with SFU_TURN_URLS / SFU_TURN_SECRET (the same secret),
 // and two Chromium peers limited to iceTransportPolicy 'relay' publish and decode each other
-// through relay candidates. Run through the Makefile's test-browser target (it sets the env).
+// through relay candidates, with the test client and with the web app (?iceTransportPolicy=relay).
+// Run through the Makefile's test-browser target (it sets the env).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -10,7 +11,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startHarness, roomId, expectRising, waitFor } from './harness.mjs';
+import { startHarness, roomId, expectRising, waitFor, SFU_URL, FIRST_MEDIA_TIMEOUT } from './harness.mjs';
 
 const URLS = process.env.SFU_TURN_URLS;
 const SECRET = process.env.SFU_TURN_SECRET;
@@ -112,5 +113,65 @@ test('two relay-only peers publish and decode each other through coturn', { skip
   } finally {
     await a.close();
     await b.close();
+  }
+});
+
+/** Records the page's RTCPeerConnections (mediasoup-client's transports) so the test can read their stats. */
+function recordPeerConnections() {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) { super(...args); window.__pcs.push(this); }
+  };
+}
+
+/** Every connected peer connection's selected local candidate type (and its configured policy). */
+function selectedLocalTypes() {
+  return Promise.all(window.__pcs.filter((pc) => pc.connectionState === 'connected').map(async (pc) => {
+    const report = await pc.getStats();
+    let type = null;
+    for (const s of report.values()) {
+      if (s.type !== 'transport' || !s.selectedCandidatePairId) continue;
+      const pair = report.get(s.selectedCandidatePairId);
+      type = pair && report.get(pair.localCandidateId)?.candidateType;
+    }
+    return { type, policy: pc.getConfiguration().iceTransportPolicy };
+  }));
+}
+
+test('the web app passes iceServers on and ?iceTransportPolicy=relay makes it relay', { skip, timeout: 150_000 }, async () => {
+  const room = roomId('turn-web');
+  const users = [];
+  try {
+    for (const name of ['ann', 'ben']) {
+      const context = await h.browser.newContext({ viewport: { width: 1280, height: 800 } });
+      await context.addInitScript(recordPeerConnections);
+      const page = await context.newPage();
+      users.push({ name, context, page });
+      await page.goto(`${SFU_URL}/stream/${room}/?name=${name}&iceTransportPolicy=relay`);
+      const joinButton = page.getByRole('button', { name: 'Join', exact: true });
+      await joinButton.waitFor({ timeout: 30_000 });
+      await waitFor(() => joinButton.isEnabled(), { message: `${name}: Join enabled` });
+      await joinButton.click();
+      await page.getByRole('button', { name: 'Leave', exact: true }).waitFor({ timeout: FIRST_MEDIA_TIMEOUT });
+    }
+    for (const u of users) {
+      // The other's video plays: a size and advancing decoded frames.
+      const frames = () => u.page.evaluate(() => [...document.querySelectorAll('video[data-testid="remote-video"]')]
+        .map((v) => (v.videoWidth > 0 ? v.getVideoPlaybackQuality().totalVideoFrames : 0)));
+      const first = await waitFor(async () => { const f = await frames(); return f.length === 1 && f[0] > 0 && f; },
+        { message: `${u.name}: remote video with frames` });
+      await waitFor(async () => (await frames())[0] >= first[0] + 10, { timeout: 20_000, message: `${u.name}: remote frames advancing` });
+      const types = await waitFor(async () => {
+        const t = await u.page.evaluate(selectedLocalTypes);
+        return t.length === 2 && t.every((x) => x.type) && t;
+      }, { timeout: 20_000, message: `${u.name}: two connected transports with a selected pair` });
+      assert.deepEqual(types, [{ type: 'relay', policy: 'relay' }, { type: 'relay', policy: 'relay' }], `${u.name}: ${JSON.stringify(types)}`);
+    }
+  } catch (e) {
+    e.message += `\n--- coturn log (tail)\n${coturnLog.slice(-3000)}`;
+    throw e;
+  } finally {
+    for (const u of users) await u.context.close().catch(() => {});
   }
 });
