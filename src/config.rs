@@ -789,7 +789,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("sfu-cfg-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("sfu.toml");
-        std::fs::write(&path, "tls_cert = \"/a/cert.pem\"\ntls_key = \"/a/key.pem\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "tls_cert = \"/a/cert.pem\"\ntls_key = \"/a/key.pem\"\n",
+        )
+        .unwrap();
         let cli = Cli {
             config: Some(path),
             tls_key: Some("/b/key.pem".into()),

@@ -94,6 +94,9 @@ impl EdgeLoop {
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if http.stream.refused_plain_http() => {
+                    return self.start_linger(id, handler)
+                }
                 Err(_) => return self.remove(id, handler),
             }
         }

@@ -28,6 +28,8 @@ pub(super) struct TlsStream {
     tls: ServerConnection,
     /// The first byte was seen to start a TLS handshake record.
     tls_seen: bool,
+    /// The client spoke plain HTTP and got [`PLAIN_HTTP_ANSWER`].
+    refused_plain: bool,
 }
 
 /// The first byte of a TLS ClientHello record (content type "handshake").
@@ -47,9 +49,16 @@ impl Stream {
                     tcp,
                     tls,
                     tls_seen: false,
+                    refused_plain: false,
                 }))
             }
         })
+    }
+
+    /// The read error was a plain-HTTP client answered in plain text: linger (FIN after
+    /// the answer, not a reset that could discard it) instead of dropping at once.
+    pub(super) fn refused_plain_http(&self) -> bool {
+        matches!(self, Stream::Tls(t) if t.refused_plain)
     }
 
     pub(super) fn tcp(&self) -> &TcpStream {
@@ -71,6 +80,7 @@ impl Stream {
     pub(super) fn into_tcp(self) -> TcpStream {
         match self {
             Stream::Plain(tcp) => tcp,
+            Stream::Tls(t) if !t.tls_seen => t.tcp,
             Stream::Tls(mut t) => {
                 t.tls.send_close_notify();
                 let _ = t.push_ciphertext();
@@ -115,15 +125,8 @@ impl TlsStream {
                 Ok(true)
             }
             _ => {
-                // Unread bytes at close would make the kernel send RST and the client lose
-                // the answer: discard what arrived (a request head) first.
-                let mut sink = [0u8; 4096];
-                for _ in 0..16 {
-                    if !matches!(self.tcp.read(&mut sink), Ok(n) if n > 0) {
-                        break;
-                    }
-                }
                 let _ = self.tcp.write(PLAIN_HTTP_ANSWER);
+                self.refused_plain = true;
                 Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "not TLS (plain HTTP on the HTTPS port?)",
