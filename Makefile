@@ -75,6 +75,8 @@ test-browser: build deps-browser
 	cd tests/browser && SFU_WORKERS=2 SFU_ROOM_SPILL_PEERS=1 TEST_PORT=18002 TEST_RTC_PORT=46200 \
 	  ../run-with-server.sh node --test --test-concurrency=1 spanning.test.mjs two-peers.test.mjs \
 	  late-join-and-leave.test.mjs hls.test.mjs
+	@# Built-in TLS: the web app over HTTPS and a room over WSS (self-signed certificate, openssl).
+	tests/run-tls-browser-test.sh
 	@# A subscriber's network drops for 5 s (network namespace; needs root).
 	tests/run-network-drop-test.sh
 
