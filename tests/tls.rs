@@ -262,3 +262,65 @@ fn bad_certificate_files_are_start_up_errors_that_name_the_problem() {
     let err = start_error(&["--tls-cert", path(&a.cert)]);
     assert!(err.contains("tls_key is not"), "{err}");
 }
+
+/// A masked WebSocket text frame carrying one byte that is not JSON (answered with an
+/// `error` notification).
+const BAD_FRAME: [u8; 7] = [0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1];
+
+#[test]
+fn a_wss_client_that_never_reads_is_closed_at_its_output_limit() {
+    let cert = TestCert::new("noread");
+    let (c, k) = (path(&cert.cert).to_string(), path(&cert.key).to_string());
+    // Rate limits off: only the output limit stands between the flood and memory (the server
+    // logs "closing a client that does not read"; with the limits on, the rate limiter
+    // would close it first).
+    let server = Server::start_probing(
+        &[
+            "--workers",
+            "1",
+            "--tls-cert",
+            &c,
+            "--tls-key",
+            &k,
+            "--ws-request-rate",
+            "10000000",
+            "--ws-request-burst",
+            "10000000",
+            "--ws-error-rate",
+            "10000000",
+            "--ws-error-burst",
+            "10000000",
+            "--max-ws-pending-out",
+            "262144",
+        ],
+        |s| cert.get(s.port, "/healthz").map(|(s, _)| s) == Some(200),
+    );
+    let connections = || {
+        let (_, body) = cert.get(server.port, "/api/stats").expect("stats");
+        serde_json::from_str::<Value>(&body).unwrap()["connections"]
+            .as_u64()
+            .unwrap()
+    };
+    let stream = cert.connect(server.port).unwrap();
+    let (mut ws, _) =
+        tungstenite::client(format!("wss://localhost:{}/ws", server.port), stream).unwrap();
+    assert_eq!(connections(), 1, "the WSS client is open");
+    let chunk: Vec<u8> = BAD_FRAME.iter().copied().cycle().take(7 * 1024).collect();
+    // 300 000 bad frames: ~30 MB of answers, far beyond the socket buffers and the limit.
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut written = 0;
+    for _ in 0..300 {
+        if ws.get_mut().write_all(&chunk).is_err() || Instant::now() > end {
+            break; // the server closed us
+        }
+        written += 1;
+    }
+    eprintln!("non-reader wrote {written} of 300 chunks");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while connections() > 0 {
+        assert!(Instant::now() < deadline, "the non-reader was not closed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(ws);
+    assert_eq!(cert.join(server.port, "after-noread")["ok"], json!(true));
+}
