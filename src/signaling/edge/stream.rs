@@ -6,7 +6,9 @@
 //! return `WouldBlock` when the socket does, so the edge's edge-triggered loop, its output
 //! limits and its deadlines work unchanged. The handshake happens inside the first reads
 //! and is bounded by the connection's HTTP deadline like a slow request; a handshake error
-//! (a plain-HTTP client, garbage) is a read error that drops that connection only.
+//! (garbage, a wrong protocol version) is a read error that drops that connection only. A
+//! client speaking plain HTTP (first byte not a TLS handshake record) gets a plain-text 400
+//! and the connection lingers like any refused request.
 //!
 //! rustls holds at most one write's worth of ciphertext beyond the kernel's buffer: a write
 //! first pushes out what is pending and reports `WouldBlock` while the socket is full, so
@@ -103,17 +105,7 @@ impl TlsStream {
         }
         Ok(())
     }
-}
 
-/// A `WouldBlock` from the socket is not an error of a best-effort push.
-fn ignore_would_block(res: io::Result<()>) -> io::Result<()> {
-    match res {
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
-        other => other,
-    }
-}
-
-impl TlsStream {
     /// A client speaking plain HTTP to the TLS port gets a readable 400 and an error (the
     /// connection closes) instead of a TLS alert.
     fn check_first_byte(&mut self) -> io::Result<bool> {
@@ -133,6 +125,14 @@ impl TlsStream {
                 ))
             }
         }
+    }
+}
+
+/// A `WouldBlock` from the socket is not an error of a best-effort push.
+fn ignore_would_block(res: io::Result<()>) -> io::Result<()> {
+    match res {
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        other => other,
     }
 }
 
