@@ -83,7 +83,9 @@ test-browser: build deps-browser
 	  late-join-and-leave.test.mjs hls.test.mjs
 	@# TURN relay: the test starts coturn on loopback with the same secret; relay-only Chromium peers.
 	cd tests/browser && SFU_TURN_URLS=turn:127.0.0.1:3478 SFU_TURN_SECRET=browser-test-turn-secret \
-	  TEST_PORT=18003 TEST_RTC_PORT=46300 ../run-with-server.sh node --test turn.test.mjs
+	  TEST_PORT=18004 TEST_RTC_PORT=46400 ../run-with-server.sh node --test turn.test.mjs
+	@# Built-in TLS: the web app over HTTPS and a room over WSS (self-signed certificate, openssl).
+	tests/run-tls-browser-test.sh
 	@# A subscriber's network drops for 5 s (network namespace; needs root).
 	tests/run-network-drop-test.sh
 

@@ -58,6 +58,14 @@ pub struct Cli {
     /// Do not pin worker threads to cores.
     #[arg(long, env = "SFU_NO_PIN")]
     pub no_pin: bool,
+    // --- TLS: HTTPS and WSS on the listen port ---
+    /// PEM certificate chain (e.g. Let's Encrypt's fullchain.pem); with --tls-key the listen
+    /// port serves HTTPS and WSS instead of HTTP and WS.
+    #[arg(long, env = "SFU_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate (e.g. privkey.pem).
+    #[arg(long, env = "SFU_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
     // --- limits: signaling edge ---
     /// Maximum simultaneous HTTP/WebSocket connections from one IP address.
     #[arg(long, env = "SFU_MAX_CONNECTIONS_PER_IP")]
@@ -186,6 +194,9 @@ struct FileConfig {
     max_ws_message: Option<usize>,
     max_connections: Option<usize>,
     pin_workers: Option<bool>,
+    // --- TLS ---
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     // --- limits: signaling edge ---
     max_connections_per_ip: Option<usize>,
     healthz_reserve: Option<usize>,
@@ -240,6 +251,9 @@ pub struct Config {
     pub max_ws_message: usize,
     pub max_connections: usize,
     pub pin_workers: bool,
+    // --- TLS (both set, or neither: plain HTTP/WS) ---
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     // --- limits: signaling edge ---
     pub max_connections_per_ip: usize,
     pub healthz_reserve: usize,
@@ -313,6 +327,9 @@ impl Default for Config {
             max_ws_message: 64 * 1024,
             max_connections: 4096,
             pin_workers: true,
+            // --- TLS ---
+            tls_cert: None,
+            tls_key: None,
             // --- limits: signaling edge ---
             // The bundled load generator spreads its sockets over 127.0.0.N, 200 each.
             max_connections_per_ip: 256,
@@ -429,6 +446,9 @@ impl Config {
                 .or(file.max_connections)
                 .unwrap_or(d.max_connections),
             pin_workers: !cli.no_pin && file.pin_workers.unwrap_or(d.pin_workers),
+            // --- TLS ---
+            tls_cert: cli.tls_cert.clone().or(file.tls_cert).or(d.tls_cert),
+            tls_key: cli.tls_key.clone().or(file.tls_key).or(d.tls_key),
             // --- limits: signaling edge ---
             max_connections_per_ip: cli
                 .max_connections_per_ip
@@ -593,6 +613,24 @@ impl Config {
         }
         if self.room_spill_peers == 0 {
             return Err(ConfigError::Invalid("room_spill_peers must be >= 1".into()));
+        }
+        // --- TLS ---
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid(
+                    "tls_cert is set but tls_key is not: HTTPS needs both \
+                     (--tls-cert FILE --tls-key FILE), or neither for plain HTTP"
+                        .into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "tls_key is set but tls_cert is not: HTTPS needs both \
+                     (--tls-cert FILE --tls-key FILE), or neither for plain HTTP"
+                        .into(),
+                ))
+            }
+            _ => {}
         }
         // --- limits: signaling edge ---
         let rates_ok = [self.ws_request_rate, self.ws_error_rate]
@@ -928,6 +966,33 @@ mod tests {
         ] {
             assert!(!text.contains("very-secret-value"), "{text}");
         }
+    }
+
+    #[test]
+    fn tls_files_come_from_the_file_and_flags_and_need_each_other() {
+        let dir = std::env::temp_dir().join(format!("sfu-cfg-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sfu.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"/a/cert.pem\"\ntls_key = \"/a/key.pem\"\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(path),
+            tls_key: Some("/b/key.pem".into()),
+            ..Default::default()
+        };
+        let cfg = Config::load(&cli).unwrap();
+        assert_eq!(cfg.tls_cert, Some(PathBuf::from("/a/cert.pem")));
+        assert_eq!(cfg.tls_key, Some(PathBuf::from("/b/key.pem")));
+        assert_eq!(Config::load(&Cli::default()).unwrap().tls_cert, None);
+        let only_cert = Cli {
+            tls_cert: Some("/a/cert.pem".into()),
+            ..Default::default()
+        };
+        let err = Config::load(&only_cert).unwrap_err().to_string();
+        assert!(err.contains("tls_key is not"), "{err}");
     }
 
     #[test]

@@ -125,6 +125,12 @@ fn print_latency(stats: &[Arc<sfu::stats::WorkerStats>]) {
 
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = Config::load(cli)?;
+    // Before anything starts: a bad certificate or key is the first thing reported.
+    let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => Some(sfu::signaling::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let signals = block_termination_signals();
     raise_memlock_limit();
     raise_open_files_limit();
@@ -144,6 +150,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             max_pending_out_total: cfg.max_pending_out_total,
             ws_socket_send_buffer: cfg.ws_socket_send_buffer,
             origins: sfu::signaling::origin::OriginPolicy::new(&cfg.allowed_origins),
+            tls,
         },
     )
     .map_err(|e| {
@@ -202,7 +209,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         workers = cfg.workers,
         media = %format!("udp {}:{}-{}", cfg.announced_ip, cfg.rtc_port, cfg.rtc_port as usize + cfg.workers - 1),
         web_root = %cfg.web_root.display(),
-        "serving on http://localhost:{}", edge.local_addr().port()
+        "serving on {scheme}://localhost:{}", edge.local_addr().port()
     );
     if !cfg.web_root.join("index.html").exists() {
         tracing::warn!(web_root = %cfg.web_root.display(), "web UI not built; run `make run` (or `make web`)");

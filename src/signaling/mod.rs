@@ -7,4 +7,5 @@ pub mod protocol;
 pub mod rate;
 pub mod session;
 pub mod static_files;
+pub mod tls;
 pub mod wire;

@@ -109,6 +109,15 @@ mod tests {
     }
 
     #[test]
+    fn https_pages_of_the_served_host_are_allowed_with_built_in_tls() {
+        // The web app served over --tls-cert/--tls-key opens wss:// with an https Origin.
+        let p = policy(&[]);
+        assert!(p.allows(Some("https://localhost:8443"), Some("localhost:8443")));
+        assert!(p.allows(Some("https://sfu.example"), Some("sfu.example")));
+        assert!(!p.allows(Some("https://evil.example"), Some("sfu.example")));
+    }
+
+    #[test]
     fn foreign_null_and_malformed_origins_are_refused() {
         let p = policy(&[]);
         assert!(!p.allows(Some("http://evil.example"), Some("localhost:8000")));

@@ -24,6 +24,14 @@ impl Server {
     }
 
     pub fn start_with(extra: &[&str]) -> Server {
+        Self::start_probing(extra, |server| {
+            server.get("/healthz").map(|(s, _)| s) == Some(200)
+        })
+    }
+
+    /// Like [`Server::start_with`], with another readiness check (a TLS server does not
+    /// answer plain HTTP).
+    pub fn start_probing(extra: &[&str], healthy: impl Fn(&Server) -> bool) -> Server {
         let port = free_port();
         let rtc_port = free_udp_port();
         let hls = std::env::temp_dir().join(format!("sfu-test-hls-{port}"));
@@ -51,7 +59,7 @@ impl Server {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if server.get("/healthz").map(|(s, _)| s) == Some(200) {
+            if healthy(&server) {
                 return server;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -4,8 +4,7 @@
 use std::io::{self, Read, Write};
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
+use super::stream::Stream;
 use super::{
     ConnId, ConnState, EdgeConfig, EdgeHandler, EdgeLoop, HttpRequest, HttpResponse,
     HTTP_REQUEST_TIMEOUT, READ_CHUNK,
@@ -14,7 +13,7 @@ use crate::signaling::http::{encode_response, parse_request, ParseOutcome, Parse
 use crate::signaling::static_files;
 
 pub(super) struct HttpConn {
-    pub(super) stream: TcpStream,
+    pub(super) stream: Stream,
     pub(super) inbuf: Vec<u8>,
     pub(super) outbuf: Vec<u8>,
     pub(super) written: usize,
@@ -49,6 +48,12 @@ impl EdgeLoop {
                     Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(_) => return self.remove(id, handler),
                 }
+            }
+            // TLS: the ciphertext rustls still holds goes out before what follows (a close).
+            match http.stream.flush() {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.remove(id, handler),
             }
             http.outbuf.clear();
             http.written = 0;
@@ -89,6 +94,9 @@ impl EdgeLoop {
                 Ok(_) => {}
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if http.stream.refused_plain_http() => {
+                    return self.start_linger(id, handler)
+                }
                 Err(_) => return self.remove(id, handler),
             }
         }

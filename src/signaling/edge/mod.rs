@@ -25,6 +25,7 @@
 
 mod http_conn;
 mod out_queue;
+mod stream;
 #[cfg(test)]
 mod tests;
 mod ws;
@@ -42,6 +43,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 pub use super::http::{HttpRequest, HttpResponse};
 use http_conn::{AfterFlush, HttpConn};
+use stream::Stream;
 use ws::WsConn;
 pub use ws::{WsKeepalive, WS_IDLE_TIMEOUT, WS_PING_AFTER};
 
@@ -136,6 +138,8 @@ pub struct EdgeConfig {
     pub ws_socket_send_buffer: usize,
     /// Which `Origin`s may open a WebSocket besides the served host.
     pub origins: super::origin::OriginPolicy,
+    /// HTTPS and WSS instead of HTTP and WS (`--tls-cert`/`--tls-key`, see `signaling::tls`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for EdgeConfig {
@@ -152,6 +156,7 @@ impl Default for EdgeConfig {
             max_pending_out_total: 64 << 20,
             ws_socket_send_buffer: 256 * 1024,
             origins: super::origin::OriginPolicy::default(),
+            tls: None,
         }
     }
 }
@@ -330,7 +335,7 @@ struct EdgeLoop {
 impl EdgeLoop {
     fn accept(&mut self) {
         loop {
-            let (mut stream, peer) = match self.listener.accept() {
+            let (stream, peer) = match self.listener.accept() {
                 Ok(accepted) => accepted,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return,
                 Err(err)
@@ -355,13 +360,20 @@ impl EdgeLoop {
                 continue;
             }
             let _ = stream.set_nodelay(true);
+            let mut stream = match Stream::new(stream, self.cfg.tls.as_ref()) {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::debug!(%err, "TLS session not created");
+                    continue;
+                }
+            };
             let id = self.next_id;
             self.next_id += 1;
             let interest = Interest::READABLE | Interest::WRITABLE;
             if let Err(err) =
                 self.poll
                     .registry()
-                    .register(&mut stream, Token(id as usize), interest)
+                    .register(stream.tcp_mut(), Token(id as usize), interest)
             {
                 tracing::debug!(%err, "register failed");
                 continue;
@@ -407,7 +419,7 @@ impl EdgeLoop {
             return;
         };
         if let ConnState::Http(http) = std::mem::replace(&mut conn.state, ConnState::Gone) {
-            conn.state = ConnState::Linger(http.stream);
+            conn.state = ConnState::Linger(http.stream.into_tcp());
         }
         let ConnState::Linger(stream) = &mut conn.state else {
             return self.remove(id, handler);
@@ -467,8 +479,8 @@ impl EdgeLoop {
         }
         let registry = self.poll.registry();
         let _ = match &mut conn.state {
-            ConnState::Http(http) => registry.deregister(&mut http.stream),
-            ConnState::Ws(wsc) => registry.deregister(wsc.ws.get_mut()),
+            ConnState::Http(http) => registry.deregister(http.stream.tcp_mut()),
+            ConnState::Ws(wsc) => registry.deregister(wsc.ws.get_mut().tcp_mut()),
             ConnState::Linger(stream) => registry.deregister(stream),
             ConnState::Gone => Ok(()),
         };

@@ -4,13 +4,13 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use tungstenite::error::ProtocolError;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message};
 
 use super::out_queue::{cost, OutQueue};
+use super::stream::Stream;
 use super::{ConnId, ConnState, EdgeHandler, EdgeLoop, EdgeOut, LINGER_TIMEOUT, READ_CHUNK};
 
 /// A WebSocket silent this long gets a Ping, and another each time this passes again.
@@ -51,7 +51,7 @@ impl Default for WsKeepalive {
 }
 
 pub(super) struct WsConn {
-    pub(super) ws: WebSocket<TcpStream>,
+    pub(super) ws: WebSocket<Stream>,
     /// A Close frame was sent or received; only flushing remains.
     pub(super) closing: bool,
     pub(super) closed_notified: bool,
@@ -116,7 +116,7 @@ impl EdgeLoop {
         let ConnState::Http(http) = std::mem::replace(&mut conn.state, ConnState::Gone) else {
             return;
         };
-        limit_send_buffer(&http.stream, self.cfg.ws_socket_send_buffer);
+        limit_send_buffer(http.stream.tcp(), self.cfg.ws_socket_send_buffer);
         // The per-socket output limit is enforced on the queue; tungstenite's own cap is only
         // a backstop for what it holds beyond one chunk (control frames, a last large frame).
         let backstop = WRITE_CHUNK + self.cfg.max_ws_pending_out.max(WRITE_CHUNK) * 2;
@@ -347,7 +347,7 @@ impl EdgeLoop {
                 if let ConnState::Ws(wsc) = std::mem::replace(&mut conn.state, ConnState::Gone) {
                     self.pending_out_total =
                         self.pending_out_total.saturating_sub(wsc.pending_out());
-                    conn.state = ConnState::Linger(wsc.ws.into_inner());
+                    conn.state = ConnState::Linger(wsc.ws.into_inner().into_tcp());
                 }
                 self.start_linger(id, handler);
             }
@@ -397,7 +397,7 @@ impl EdgeLoop {
 /// Fixes the kernel's send buffer of a WebSocket (Linux doubles the value for bookkeeping).
 /// Left to autotuning it grows to megabytes for a client that does not read, kernel memory
 /// our own output limit would not see; signaling needs little throughput.
-fn limit_send_buffer(stream: &TcpStream, bytes: usize) {
+fn limit_send_buffer(stream: &mio::net::TcpStream, bytes: usize) {
     use std::os::fd::AsRawFd;
     let Ok(value) = libc::c_int::try_from(bytes) else {
         return;
