@@ -40,11 +40,11 @@ deps-system:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -q >/dev/null && apt-get install -y -q chromium ffmpeg >/dev/null; \
 	fi
-	@# coturn (turnserver) for the TURN relay browser test.
-	@if ! command -v turnserver >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install coturn" >&2; exit 1; fi; \
+	@# coturn (turnserver) for the TURN relay browser test, openssl for the TLS one.
+	@if ! command -v turnserver >/dev/null || ! command -v openssl >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install coturn openssl" >&2; exit 1; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q >/dev/null && apt-get install -y -q coturn >/dev/null; \
+	  apt-get update -q >/dev/null && apt-get install -y -q coturn openssl >/dev/null; \
 	fi
 
 deps-web: web/node_modules/.installed
