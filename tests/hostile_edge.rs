@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{vp8_rtp_parameters, Server};
+use common::{vp8_rtp_parameters, Server, NO_RATE_LIMITS};
 use serde_json::{json, Value};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -356,22 +356,13 @@ fn clients_that_never_read_while_sending_bad_frames_are_closed_and_memory_stays_
 #[test]
 fn a_client_that_never_reads_is_closed_at_its_output_limit_and_memory_is_released() {
     // Rate limits off, so only the output limits stand between the flood and memory.
-    let server = Server::start_with(&[
-        "--workers",
-        "1",
-        "--ws-request-rate",
-        "10000000",
-        "--ws-request-burst",
-        "10000000",
-        "--ws-error-rate",
-        "10000000",
-        "--ws-error-burst",
-        "10000000",
+    let limits = [
         "--max-ws-pending-out",
         "262144",
         "--max-pending-out-total",
         "16777216",
-    ]);
+    ];
+    let server = Server::start_with(&[&["--workers", "1"][..], &NO_RATE_LIMITS, &limits].concat());
     let before = server.rss_kib().unwrap();
     let (grew, closed) = flood_without_reading(&server, 100, &BAD_FRAME, Duration::from_secs(12));
     eprintln!("backlog flood: peak RSS growth {grew} KiB, {closed} of 100 closed by the server");

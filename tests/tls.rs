@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{Server, NO_RATE_LIMITS};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use serde_json::{json, Value};
@@ -280,23 +280,19 @@ fn a_wss_client_that_never_reads_is_closed_at_its_output_limit() {
     // would close it first).
     let server = Server::start_probing(
         &[
-            "--workers",
-            "1",
-            "--tls-cert",
-            &c,
-            "--tls-key",
-            &k,
-            "--ws-request-rate",
-            "10000000",
-            "--ws-request-burst",
-            "10000000",
-            "--ws-error-rate",
-            "10000000",
-            "--ws-error-burst",
-            "10000000",
-            "--max-ws-pending-out",
-            "262144",
-        ],
+            &[
+                "--workers",
+                "1",
+                "--tls-cert",
+                &c,
+                "--tls-key",
+                &k,
+                "--max-ws-pending-out",
+                "262144",
+            ][..],
+            &NO_RATE_LIMITS,
+        ]
+        .concat(),
         |s| cert.get(s.port, "/healthz").map(|(s, _)| s) == Some(200),
     );
     let connections = || {

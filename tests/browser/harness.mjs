@@ -24,6 +24,18 @@ export const CHROMIUM_ARGS = [
 
 export const roomId = (prefix = 'r') => `${prefix}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
 
+/** How long the web app's UI may take to show a control. */
+export const UI_TIMEOUT = 30_000;
+
+/** Presses the web app's "Join" and waits for the in-room controls ("Leave"). */
+export async function joinInUi(user) {
+  const joinButton = user.page.getByRole('button', { name: 'Join', exact: true });
+  await joinButton.waitFor({ timeout: UI_TIMEOUT });
+  await waitFor(() => joinButton.isEnabled(), { timeout: FIRST_MEDIA_TIMEOUT, message: `${user.name}: Join enabled` });
+  await joinButton.click();
+  await user.page.getByRole('button', { name: 'Leave', exact: true }).waitFor({ timeout: FIRST_MEDIA_TIMEOUT });
+}
+
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 /** Polls `fn` until it returns a truthy value (returned); throws after `timeout` with `message`. */

@@ -4,10 +4,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
-import { SFU_URL, CHROMIUM, CHROMIUM_ARGS, FIRST_MEDIA_TIMEOUT, roomId, waitFor } from './harness.mjs';
+import { SFU_URL, CHROMIUM, CHROMIUM_ARGS, joinInUi as join, roomId, waitFor } from './harness.mjs';
 
 const TLS = SFU_URL.startsWith('https://');
-const UI_TIMEOUT = 30_000;
 let browser;
 
 before(async () => {
@@ -29,13 +28,6 @@ async function openUser(name, room) {
   return { name, context, page, pageErrors, sockets };
 }
 
-async function join(user) {
-  const joinButton = user.page.getByRole('button', { name: 'Join', exact: true });
-  await joinButton.waitFor({ timeout: UI_TIMEOUT });
-  await waitFor(() => joinButton.isEnabled(), { timeout: FIRST_MEDIA_TIMEOUT, message: `${user.name}: Join enabled` });
-  await joinButton.click();
-  await user.page.getByRole('button', { name: 'Leave', exact: true }).waitFor({ timeout: FIRST_MEDIA_TIMEOUT });
-}
 
 /** Frames decoded by the only remote video, once it has a size. */
 const remoteFrames = (user) => user.page.evaluate(() => {

@@ -7,13 +7,12 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { SFU_URL, CHROMIUM, CHROMIUM_ARGS, FIRST_MEDIA_TIMEOUT, roomId, waitFor } from './harness.mjs';
+import { SFU_URL, CHROMIUM, CHROMIUM_ARGS, FIRST_MEDIA_TIMEOUT, UI_TIMEOUT, joinInUi as join, roomId, waitFor } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..');
 const SCREENSHOT_DIR = path.join(process.env.TEST_OUTPUT ?? path.join(repoRoot, 'test-output'), 'screenshots');
 /** Deadline for UI state changes that need a server round trip but no new media. */
-const UI_TIMEOUT = 30_000;
 
 let browser;
 const users = [];
@@ -51,14 +50,6 @@ function assertNoPageErrors(...list) {
 
 const roomUrl = (id, name) => `${SFU_URL}/stream/${encodeURIComponent(id)}/?name=${encodeURIComponent(name)}`;
 
-/** Presses "Join" and waits for the in-room controls ("Leave"). */
-async function join(user) {
-  const joinButton = user.page.getByRole('button', { name: 'Join', exact: true });
-  await joinButton.waitFor({ timeout: UI_TIMEOUT });
-  await waitFor(() => joinButton.isEnabled(), { timeout: FIRST_MEDIA_TIMEOUT, message: `${user.name}: Join enabled` });
-  await joinButton.click();
-  await user.page.getByRole('button', { name: 'Leave', exact: true }).waitFor({ timeout: FIRST_MEDIA_TIMEOUT });
-}
 
 /** Size and decoded-frame count of every video matching `selector`. */
 function videoStates(page, selector) {

@@ -204,6 +204,18 @@ impl Client {
 }
 
 /// RTP parameters as mediasoup-client in Chromium sends them for VP8 with RTX.
+/// Request and error rate limits out of the way, so a test meets only the limit it is about.
+pub const NO_RATE_LIMITS: [&str; 8] = [
+    "--ws-request-rate",
+    "10000000",
+    "--ws-request-burst",
+    "10000000",
+    "--ws-error-rate",
+    "10000000",
+    "--ws-error-burst",
+    "10000000",
+];
+
 pub fn vp8_rtp_parameters(ssrc: u32) -> Value {
     json!({
         "mid": "0",
