@@ -38,14 +38,7 @@ impl Router {
             }
             Source::Piped { origin } => {
                 env.stats.dec(Counted::PipedProducer);
-                env.mesh.send(
-                    origin.worker,
-                    PipeMsg::Unsubscribe {
-                        origin_key: origin.key,
-                        worker: env.worker,
-                        key: pkey,
-                    },
-                );
+                env.unsubscribe(pkey, *origin);
             }
         }
         self.taps.remove(&pkey);

@@ -20,7 +20,6 @@ use std::time::Instant;
 
 /// Everything a worker owns, and the entry points that change it.
 pub struct WorkerCore {
-    pub id: usize,
     pub(crate) routers: HashMap<Arc<str>, Router>,
     pub env: Env,
 }
@@ -29,10 +28,14 @@ impl WorkerCore {
     /// A worker's state around its environment (no rooms yet).
     pub fn new(env: Env) -> Self {
         Self {
-            id: env.worker,
             routers: HashMap::new(),
             env,
         }
+    }
+
+    /// This worker's number.
+    pub fn id(&self) -> usize {
+        self.env.worker
     }
 
     /// Replaces the default limits (before any room exists).
@@ -141,7 +144,7 @@ impl WorkerCore {
         }
         if !self.routers.contains_key(room_id) {
             // Unique across workers: the home's id in the top bits, a fresh key below.
-            let epoch = ((self.id as u64) << 48) | self.env.key();
+            let epoch = ((self.env.worker as u64) << 48) | self.env.key();
             self.routers
                 .insert(room_id.clone(), Router::home(room_id.clone(), epoch));
             self.env.stats.inc(Counted::Room);
@@ -321,7 +324,7 @@ impl WorkerCore {
         let local: Vec<(Arc<str>, ConnId)> = r
             .peers
             .iter()
-            .filter(|p| p.worker == self.id)
+            .filter(|p| p.worker == self.env.worker)
             .map(|p| (p.id.clone(), p.conn))
             .collect();
         for (peer_id, conn) in local {
@@ -344,7 +347,7 @@ impl WorkerCore {
         };
         let env = &mut self.env;
         if catch_unwind(AssertUnwindSafe(|| router.close_rest(env))).is_err() {
-            tracing::error!(worker = self.id, room = %room_id, "closing the rest of a room panicked; dropped as it was");
+            tracing::error!(worker = self.env.worker, room = %room_id, "closing the rest of a room panicked; dropped as it was");
         }
         let home = router.is_home();
         let id = router.id.clone();
@@ -367,7 +370,7 @@ impl WorkerCore {
         let env = &mut self.env;
         let closed = catch_unwind(AssertUnwindSafe(|| r.close_transport_and_tell(env, tkey)));
         if closed.is_err() {
-            tracing::error!(worker = self.id, room = %room_id, "closing a failed transport panicked; room closed");
+            tracing::error!(worker = self.env.worker, room = %room_id, "closing a failed transport panicked; room closed");
             self.evict_room(room_id);
         }
     }
@@ -394,7 +397,7 @@ impl WorkerCore {
         let Some(r) = self.routers.get_mut(room_id) else {
             return;
         };
-        let me = self.id;
+        let me = self.env.worker;
         let home = r.is_home();
         let home_worker = r.home_worker(me);
         let generation = match r.role {

@@ -141,7 +141,7 @@ impl WorkerCore {
             let env = &mut self.env;
             if catch_unwind(AssertUnwindSafe(|| r.tick(env, now, send_reports))).is_err() {
                 self.env.stats.panics.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(worker = self.id, room = %room, "panic in the room's timer; room closed");
+                tracing::error!(worker = self.env.worker, room = %room, "panic in the room's timer; room closed");
                 self.evict_room(&room);
             } else {
                 self.reap(&room);

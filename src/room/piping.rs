@@ -8,7 +8,7 @@
 
 use super::api::Notice;
 use super::env::Env;
-use super::mesh::{PipeMsg, ProducerInfo};
+use super::mesh::{Origin, PipeMsg, ProducerInfo};
 use super::ortc::MediaKind;
 use super::producer::Producer;
 use super::router::Router;
@@ -103,6 +103,18 @@ impl Router {
 }
 
 impl Env {
+    /// Tells a piped producer's origin (this worker's key for it: `key`) to stop sending.
+    pub fn unsubscribe(&self, key: PKey, origin: Origin) {
+        self.mesh.send(
+            origin.worker,
+            PipeMsg::Unsubscribe {
+                origin_key: origin.key,
+                worker: self.worker,
+                key,
+            },
+        );
+    }
+
     /// Hands the queued batches to their workers (after each received datagram).
     pub fn flush_pipes(&mut self) {
         for (w, slot) in self.pipe_out.iter_mut().enumerate() {

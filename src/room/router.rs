@@ -231,12 +231,19 @@ impl Router {
         }
     }
 
-    /// Drops the router with whatever it still holds: its transports' DTLS sessions end, the
-    /// worker's counters and index lose everything of the room. Used after the graceful
-    /// close (or after a panic broke it): nothing of the room survives this.
+    /// Drops the router with whatever it still holds: its transports' DTLS sessions end, its
+    /// piped producers' origins stop sending, the worker's counters and index lose everything
+    /// of the room. Used after the graceful close (or after a panic broke it): nothing of the
+    /// room survives this.
     pub fn release(mut self, env: &mut Env) {
         for t in self.transports.values_mut() {
             t.close();
+        }
+        // Producers piped in and still here: their origins would go on sending to nobody.
+        for (&key, p) in &self.producers {
+            if let Some(origin) = p.origin() {
+                env.unsubscribe(key, origin);
+            }
         }
         let h = self.holdings(env.worker);
         let stats = &env.stats;

@@ -1677,6 +1677,26 @@ fn media_of_a_piped_producer_crosses_the_mesh_in_batches() {
 }
 
 #[test]
+fn a_replica_released_without_its_close_cascade_stops_the_piping_at_the_origin() {
+    let mut c = Cluster::new(2);
+    let (a, _b) = two_peers(&mut c);
+    let ta = c.transport(&a, Direction::Send);
+    let pa = c.produce(&a, &ta, Kind::Video);
+    let origin = c.pkey(0, &pa).expect("A's");
+    assert_eq!(c.core(0).producer(origin).pipes().len(), 1);
+    // What a panic midway through the replica's close leaves: the router dropped as it is.
+    let w = &mut c.workers[1].core;
+    let replica = w.routers.remove(ROOM).expect("the replica");
+    replica.release(&mut w.env);
+    assert_eq!(w.env.index.entries_of(ROOM), 0);
+    c.deliver(0);
+    assert!(
+        c.core(0).producer(origin).pipes().is_empty(),
+        "the origin no longer pipes to the dropped replica"
+    );
+}
+
+#[test]
 fn a_key_frame_request_for_a_piped_producer_goes_to_its_origin() {
     let mut c = Cluster::new(2);
     let (a, _b) = two_peers(&mut c);

@@ -123,7 +123,7 @@ fn guarded<R>(
         Err(_) => {
             c.stats().panics.fetch_add(1, Ordering::Relaxed);
             if catch_unwind(AssertUnwindSafe(|| recover(&mut c))).is_err() {
-                tracing::error!(worker = c.id, "recovering from a panic panicked");
+                tracing::error!(worker = c.id(), "recovering from a panic panicked");
             }
             answer_unanswered(&c);
             None
@@ -149,10 +149,10 @@ fn answer_unanswered(c: &WorkerCore) {
 fn evict(room: Option<String>) -> impl FnOnce(&mut WorkerCore) {
     move |c| match room {
         Some(room) => {
-            tracing::error!(worker = c.id, room = %room, "panic while handling the room; room closed");
+            tracing::error!(worker = c.id(), room = %room, "panic while handling the room; room closed");
             c.evict_room(&room);
         }
-        None => tracing::error!(worker = c.id, "panic in a worker task; nothing closed"),
+        None => tracing::error!(worker = c.id(), "panic in a worker task; nothing closed"),
     }
 }
 
@@ -162,12 +162,12 @@ fn fail_transport(route: Option<Route>) -> impl FnOnce(&mut WorkerCore) {
     move |c| match route {
         Some(route) => {
             tracing::error!(
-                worker = c.id,
+                worker = c.id(),
                 "panic while handling a packet; its transport closed"
             );
             c.fail_transport(&route.room, route.transport);
         }
-        None => tracing::error!(worker = c.id, "panic on the packet path; packet dropped"),
+        None => tracing::error!(worker = c.id(), "panic on the packet path; packet dropped"),
     }
 }
 
