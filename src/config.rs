@@ -176,6 +176,24 @@ pub struct Cli {
     /// Seconds a TURN credential stays valid.
     #[arg(long, env = "SFU_TURN_TTL")]
     pub turn_ttl: Option<u64>,
+    // --- ICE-TCP: passive TCP on every worker's media port ---
+    /// Do not accept ICE over TCP (and offer no TCP candidate): UDP only.
+    #[arg(long, env = "SFU_NO_ICE_TCP")]
+    pub no_ice_tcp: bool,
+    /// Maximum simultaneous ICE-TCP connections per worker.
+    #[arg(long, env = "SFU_ICE_TCP_MAX_CONNECTIONS")]
+    pub ice_tcp_max_connections: Option<usize>,
+    /// Maximum simultaneous ICE-TCP connections from one IP address, per worker.
+    #[arg(long, env = "SFU_ICE_TCP_MAX_PER_IP")]
+    pub ice_tcp_max_per_ip: Option<usize>,
+    /// Milliseconds an ICE-TCP connection may stay open without belonging to a transport
+    /// (ICE not completed, or its transport closed) before it is closed.
+    #[arg(long, env = "SFU_ICE_TCP_IDLE_TIMEOUT_MS")]
+    pub ice_tcp_idle_timeout_ms: Option<u64>,
+    /// Bytes queued towards one ICE-TCP connection at most; media beyond that is dropped
+    /// (a client that stops reading never blocks the worker).
+    #[arg(long, env = "SFU_ICE_TCP_SEND_QUEUE")]
+    pub ice_tcp_send_queue: Option<usize>,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -233,6 +251,12 @@ struct FileConfig {
     turn_urls: Option<String>,
     turn_secret: Option<Secret>,
     turn_ttl: Option<u64>,
+    // --- ICE-TCP ---
+    ice_tcp: Option<bool>,
+    ice_tcp_max_connections: Option<usize>,
+    ice_tcp_max_per_ip: Option<usize>,
+    ice_tcp_idle_timeout_ms: Option<u64>,
+    ice_tcp_send_queue: Option<usize>,
 }
 
 /// The effective configuration.
@@ -292,6 +316,12 @@ pub struct Config {
     pub turn_urls: Vec<String>,
     pub turn_secret: Option<Secret>,
     pub turn_ttl: u64,
+    // --- ICE-TCP ---
+    pub ice_tcp: bool,
+    pub ice_tcp_max_connections: usize,
+    pub ice_tcp_max_per_ip: usize,
+    pub ice_tcp_idle_timeout_ms: u64,
+    pub ice_tcp_send_queue: usize,
 }
 
 /// A setting that must not appear in logs: `Debug` prints `<redacted>`.
@@ -369,6 +399,12 @@ impl Default for Config {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl: 86_400,
+            // --- ICE-TCP ---
+            ice_tcp: true,
+            ice_tcp_max_connections: 4096,
+            ice_tcp_max_per_ip: 256,
+            ice_tcp_idle_timeout_ms: 10_000,
+            ice_tcp_send_queue: 256 * 1024,
         }
     }
 }
@@ -583,6 +619,23 @@ impl Config {
                 .filter(|s| !s.0.is_empty())
                 .or(d.turn_secret),
             turn_ttl: cli.turn_ttl.or(file.turn_ttl).unwrap_or(d.turn_ttl),
+            ice_tcp: !cli.no_ice_tcp && file.ice_tcp.unwrap_or(d.ice_tcp),
+            ice_tcp_max_connections: cli
+                .ice_tcp_max_connections
+                .or(file.ice_tcp_max_connections)
+                .unwrap_or(d.ice_tcp_max_connections),
+            ice_tcp_max_per_ip: cli
+                .ice_tcp_max_per_ip
+                .or(file.ice_tcp_max_per_ip)
+                .unwrap_or(d.ice_tcp_max_per_ip),
+            ice_tcp_idle_timeout_ms: cli
+                .ice_tcp_idle_timeout_ms
+                .or(file.ice_tcp_idle_timeout_ms)
+                .unwrap_or(d.ice_tcp_idle_timeout_ms),
+            ice_tcp_send_queue: cli
+                .ice_tcp_send_queue
+                .or(file.ice_tcp_send_queue)
+                .unwrap_or(d.ice_tcp_send_queue),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -719,6 +772,19 @@ impl Config {
         if self.turn_ttl == 0 {
             return Err(ConfigError::Invalid("turn_ttl must be >= 1 second".into()));
         }
+        if self.ice_tcp_max_connections == 0
+            || self.ice_tcp_max_per_ip == 0
+            || self.ice_tcp_idle_timeout_ms == 0
+        {
+            return Err(ConfigError::Invalid(
+                "ice_tcp_max_connections, ice_tcp_max_per_ip and ice_tcp_idle_timeout_ms must be >= 1 (use ice_tcp = false to turn ICE-TCP off)".into(),
+            ));
+        }
+        if self.ice_tcp_send_queue < 16 * 1024 {
+            return Err(ConfigError::Invalid(
+                "ice_tcp_send_queue must be >= 16384 bytes".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -729,6 +795,16 @@ impl Config {
             urls: self.turn_urls.clone(),
             secret: std::sync::Arc::from(secret.0.as_str()),
             ttl_secs: self.turn_ttl,
+        })
+    }
+
+    /// What each worker's ICE-TCP listener accepts (worker/tcp.rs); None: ICE-TCP is off.
+    pub fn ice_tcp(&self) -> Option<crate::worker::tcp::TcpOptions> {
+        self.ice_tcp.then(|| crate::worker::tcp::TcpOptions {
+            max_connections: self.ice_tcp_max_connections,
+            max_per_ip: self.ice_tcp_max_per_ip,
+            idle_timeout: std::time::Duration::from_millis(self.ice_tcp_idle_timeout_ms),
+            send_queue: self.ice_tcp_send_queue,
         })
     }
 

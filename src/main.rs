@@ -196,6 +196,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             limits: cfg.media_limits(),
             faults: cfg.faults(),
             turn: cfg.turn(),
+            ice_tcp: cfg.ice_tcp(),
         })?;
         worker_stats.push(handle.stats.clone());
         links.push(WorkerLink {
@@ -207,7 +208,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(
         listen = %edge.local_addr(),
         workers = cfg.workers,
-        media = %format!("udp {}:{}-{}", cfg.announced_ip, cfg.rtc_port, cfg.rtc_port as usize + cfg.workers - 1),
+        media = %format!("{} {}:{}-{}", if cfg.ice_tcp { "udp+tcp" } else { "udp" }, cfg.announced_ip, cfg.rtc_port, cfg.rtc_port as usize + cfg.workers - 1),
         web_root = %cfg.web_root.display(),
         "serving on {scheme}://localhost:{}", edge.local_addr().port()
     );

@@ -43,6 +43,14 @@ pub struct WorkerStats {
     pub egress_dropped_bytes: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
     pub tuple_switches: AtomicU64,
+    /// ICE-TCP (worker/tcp.rs): open connections; connections refused by the per-worker or
+    /// per-IP limit; closed for never belonging to a transport (idle deadline); closed for
+    /// bad framing; frames dropped because a connection's send queue was full.
+    pub tcp_connections: AtomicUsize,
+    pub tcp_refused: AtomicU64,
+    pub tcp_idle_closed: AtomicU64,
+    pub tcp_framing_errors: AtomicU64,
+    pub tcp_send_dropped: AtomicU64,
     /// Forwarding latency percentiles in nanoseconds (socket in → socket out), refreshed
     /// about once a second by the worker.
     pub latency_p50_ns: AtomicU64,

@@ -12,11 +12,18 @@ pub fn free_tcp_port() -> u16 {
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.
+/// A loopback port free for UDP and for TCP (a worker's media port takes both, ICE-TCP).
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral UDP port")
+    for _ in 0..100 {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("bind an ephemeral UDP port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP")
 }
 
 /// A worker's rooms driven through the real packet path without sockets, ICE or DTLS: the
@@ -29,11 +36,11 @@ pub mod media {
     use crate::room::env::{Env, Route};
     use crate::room::limits::MediaLimits;
     use crate::room::ortc::{MediaKind, RtpParameters};
+    use crate::room::remote::Remote;
     use crate::room::transport::DtlsMsg;
     use crate::rtc::dtls::{DtlsCertificate, DtlsRuntime};
     use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
     use crate::stats::WorkerStats;
-    use std::net::SocketAddr;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -92,7 +99,7 @@ pub mod media {
     pub struct MediaRoom {
         pub id: Arc<str>,
         /// The publisher's address and its browser-side SRTP session.
-        pub from: SocketAddr,
+        pub from: Remote,
         browser: SrtpSession,
         seq: u16,
         ts: u32,
@@ -157,7 +164,7 @@ pub mod media {
             let router = core.routers.get_mut(id).expect("room");
             let keys_of_publisher = router.peer(&publisher).map(|p| p.transports.clone());
             for (&tkey, t) in router.transports.iter_mut() {
-                let addr: SocketAddr = ([127, 0, 0, 1], self.next_port).into();
+                let addr = Remote::Udp(([127, 0, 0, 1], self.next_port).into());
                 self.next_port += 1;
                 t.srtp = Some(keys(false));
                 t.remote = Some(addr);

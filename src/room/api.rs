@@ -168,6 +168,8 @@ pub struct IceParameters {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CandidateProtocol {
     Udp,
+    /// Passive ICE-TCP (RFC 6544 `tcptype passive`, RFC 4571 framing).
+    Tcp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

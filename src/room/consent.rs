@@ -12,8 +12,8 @@
 //! - Freshness is per tuple: only STUN or authenticated media from the selected tuple keeps
 //!   the transport alive (see `media::CONSENT_TIMEOUT`).
 
+use super::remote::Remote;
 use super::transport::Transport;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Candidate tuples remembered per transport (the oldest is replaced).
@@ -37,10 +37,10 @@ pub enum Binding {
 /// worker's address index: a transport's tuples are its selected one and its candidates.
 pub fn on_binding_request(
     t: &mut Transport,
-    from: SocketAddr,
+    from: Remote,
     nominated: bool,
     now: Instant,
-) -> (Binding, Option<SocketAddr>) {
+) -> (Binding, Option<Remote>) {
     if t.remote == Some(from) {
         t.last_seen = now;
         return (Binding::Refreshed, None);
@@ -54,7 +54,7 @@ pub fn on_binding_request(
 
 /// Makes `from` the selected tuple; the previous one stays a candidate (the browser may move
 /// back). Returns a candidate that had to make room.
-fn select(t: &mut Transport, from: SocketAddr, now: Instant) -> Option<SocketAddr> {
+fn select(t: &mut Transport, from: Remote, now: Instant) -> Option<Remote> {
     t.candidates.retain(|(a, _)| *a != from);
     let previous = t.remote.replace(from);
     let since = t.last_seen;
@@ -62,11 +62,7 @@ fn select(t: &mut Transport, from: SocketAddr, now: Instant) -> Option<SocketAdd
     previous.and_then(|p| remember(&mut t.candidates, p, since))
 }
 
-fn remember(
-    candidates: &mut Vec<(SocketAddr, Instant)>,
-    from: SocketAddr,
-    now: Instant,
-) -> Option<SocketAddr> {
+fn remember(candidates: &mut Vec<(Remote, Instant)>, from: Remote, now: Instant) -> Option<Remote> {
     if let Some(c) = candidates.iter_mut().find(|(a, _)| *a == from) {
         c.1 = c.1.max(now);
         return None;
@@ -83,7 +79,7 @@ fn remember(
 
 /// Whether media from `from` may be tried as proof of consent: the transport has keys and
 /// `from` passed a binding request recently.
-pub fn may_probe(t: &Transport, from: SocketAddr, now: Instant) -> bool {
+pub fn may_probe(t: &Transport, from: Remote, now: Instant) -> bool {
     t.srtp.is_some()
         && t.candidates
             .iter()
@@ -92,7 +88,7 @@ pub fn may_probe(t: &Transport, from: SocketAddr, now: Instant) -> bool {
 
 /// Media from candidate `from` authenticated: it becomes the selected tuple. Returns a tuple
 /// the transport no longer keeps.
-pub fn switch_to(t: &mut Transport, from: SocketAddr, now: Instant) -> Option<SocketAddr> {
+pub fn switch_to(t: &mut Transport, from: Remote, now: Instant) -> Option<Remote> {
     select(t, from, now)
 }
 
@@ -116,8 +112,8 @@ mod tests {
         t.srtp = Some(SrtpSession::new(&keys).unwrap());
     }
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> Remote {
+        Remote::Udp(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     #[test]

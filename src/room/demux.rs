@@ -4,10 +4,10 @@
 
 use super::core::WorkerCore;
 use super::env::Route;
+use super::remote::Remote;
 use super::transport::DtlsMsg;
 use super::PKey;
 use crate::rtc::{classify, ice, rtp, PacketClass};
-use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::Instant;
 
 impl WorkerCore {
     /// Handles one datagram received from `from`.
-    pub fn handle_datagram(&mut self, buf: &[u8], from: SocketAddr, now: Instant) {
+    pub fn handle_datagram(&mut self, buf: &[u8], from: Remote, now: Instant) {
         let stats = &self.env.stats;
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
         stats
@@ -45,18 +45,18 @@ impl WorkerCore {
     }
 
     /// The router and transport a datagram from `from` belongs to.
-    fn route_of(&mut self, from: &SocketAddr) -> Option<(&mut super::router::Router, u64)> {
+    fn route_of(&mut self, from: &Remote) -> Option<(&mut super::router::Router, u64)> {
         let route = self.env.index.by_addr.get(from)?;
         let r = self.routers.get_mut(&route.room)?;
         Some((r, route.transport))
     }
 
     /// The room and transport a datagram from `from` belongs to (to close it after a panic).
-    pub fn transport_of_addr(&self, from: &SocketAddr) -> Option<Route> {
+    pub fn transport_of_addr(&self, from: &Remote) -> Option<Route> {
         self.env.index.by_addr.get(from).cloned()
     }
 
-    fn handle_stun(&mut self, buf: &[u8], from: SocketAddr, now: Instant) {
+    fn handle_stun(&mut self, buf: &[u8], from: Remote, now: Instant) {
         let req = match ice::parse_binding_request(buf) {
             Ok(r) => r,
             Err(e) => {

@@ -9,6 +9,7 @@ use super::limits::{CacheBudget, MediaLimits};
 use super::mesh::{Mesh, PipeBatch};
 use super::ortc::{self, RtpCapabilities};
 use super::outbox::Outbox;
+use super::remote::Remote;
 use super::transport::DtlsMsg;
 use super::{PKey, TKey};
 use crate::channel::Sender;
@@ -54,7 +55,7 @@ pub struct Route {
 #[derive(Debug, Default)]
 pub struct Index {
     pub by_ufrag: HashMap<String, Route>,
-    pub by_addr: HashMap<SocketAddr, Route>,
+    pub by_addr: HashMap<Remote, Route>,
     /// Every producer of this worker (local and piped in) → its room.
     pub producers: HashMap<PKey, Arc<str>>,
 }
@@ -79,7 +80,7 @@ impl Index {
     }
 
     /// Removes a tuple from the address index if it still points at `tkey`.
-    pub fn forget_tuple(&mut self, tkey: TKey, tuple: Option<SocketAddr>) {
+    pub fn forget_tuple(&mut self, tkey: TKey, tuple: Option<Remote>) {
         if let Some(a) = tuple.filter(|a| self.by_addr.get(a).is_some_and(|r| r.transport == tkey))
         {
             self.by_addr.remove(&a);
@@ -103,6 +104,8 @@ pub struct Env {
     pub dtls_events: Sender<DtlsMsg>,
     /// The media address announced in ICE candidates.
     pub announced: SocketAddr,
+    /// Whether the worker accepts ICE-TCP on its media port (transports offer a TCP candidate).
+    pub ice_tcp: bool,
     /// What one peer may make this worker hold or send (room/limits.rs).
     pub limits: MediaLimits,
     pub cache_budget: CacheBudget,
@@ -145,6 +148,7 @@ impl Env {
             fingerprint,
             dtls_events,
             announced,
+            ice_tcp: false,
             cache_budget: CacheBudget::new(limits.retransmit_cache_budget, stats.clone()),
             limits,
             faults: Faults::default(),

@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod packet;
 pub mod piping;
 pub mod producer;
+pub mod remote;
 pub mod requests;
 pub mod router;
 pub mod tap;

@@ -1,12 +1,12 @@
 //! Datagrams waiting to be sent, packed back to back into one reused buffer: after warm-up,
 //! queueing a datagram allocates nothing (the forwarder's "no allocation per packet" rule).
 
-use std::net::SocketAddr;
+use super::remote::Remote;
 
 #[derive(Default)]
 pub struct Outbox {
     buf: Vec<u8>,
-    items: Vec<(SocketAddr, usize, usize)>,
+    items: Vec<(Remote, usize, usize)>,
 }
 
 impl Outbox {
@@ -18,7 +18,7 @@ impl Outbox {
     }
 
     /// Queues a copy of `data` for `to`.
-    pub fn push(&mut self, to: SocketAddr, data: &[u8]) {
+    pub fn push(&mut self, to: Remote, data: &[u8]) {
         let start = self.buf.len();
         self.buf.extend_from_slice(data);
         self.items.push((to, start, self.buf.len()));
@@ -33,21 +33,21 @@ impl Outbox {
     }
 
     /// The queued datagrams in order.
-    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+    pub fn iter(&self) -> impl Iterator<Item = (Remote, &[u8])> {
         self.items
             .iter()
             .map(|&(to, start, end)| (to, &self.buf[start..end]))
     }
 
     /// The queued datagrams in order, from the `start`-th on.
-    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = (Remote, &[u8])> {
         self.items[start.min(self.items.len())..]
             .iter()
             .map(|&(to, start, end)| (to, &self.buf[start..end]))
     }
 
     /// The `i`-th queued datagram.
-    pub fn get(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+    pub fn get(&self, i: usize) -> Option<(Remote, &[u8])> {
         let &(to, start, end) = self.items.get(i)?;
         Some((to, &self.buf[start..end]))
     }
@@ -65,20 +65,20 @@ mod tests {
 
     #[test]
     fn datagrams_come_out_in_order_and_clear_keeps_capacity() {
-        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let a = Remote::Udp("127.0.0.1:1".parse().unwrap());
+        let b = Remote::Udp("127.0.0.1:2".parse().unwrap());
         let mut o = Outbox::with_capacity(4);
         o.push(a, b"one");
         o.push(b, b"");
         o.push(a, b"three");
-        let got: Vec<(SocketAddr, Vec<u8>)> = o.iter().map(|(t, d)| (t, d.to_vec())).collect();
+        let got: Vec<(Remote, Vec<u8>)> = o.iter().map(|(t, d)| (t, d.to_vec())).collect();
         assert_eq!(
             got,
             vec![(a, b"one".to_vec()), (b, vec![]), (a, b"three".to_vec())]
         );
         assert_eq!(o.get(2), Some((a, &b"three"[..])));
         assert_eq!(o.get(3), None);
-        let rest: Vec<SocketAddr> = o.iter_from(1).map(|(t, _)| t).collect();
+        let rest: Vec<Remote> = o.iter_from(1).map(|(t, _)| t).collect();
         assert_eq!(rest, vec![b, a]);
         assert_eq!(o.iter_from(3).count(), 0);
         assert_eq!(o.iter_from(9).count(), 0);

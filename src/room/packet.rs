@@ -5,6 +5,7 @@
 
 use super::env::Env;
 use super::ortc::MediaKind;
+use super::remote::Remote;
 use super::router::Router;
 use super::transport::{DtlsState, RouteMiss, TransportFeedback, MAX_EARLY_DTLS};
 use super::{consent, PKey, TKey};
@@ -15,7 +16,6 @@ use crate::rtc::rtcp::{self, RtcpEvent};
 use crate::rtc::rtp;
 use crate::rtc::srtp::{split_keying_material, SrtpProfile, SrtpSession};
 use crate::rtc::twcc::TwccRecorder;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -41,18 +41,13 @@ fn srtp_profile(id: SrtpProfileId) -> SrtpProfile {
 impl Router {
     /// Answers a STUN binding request for transport `tkey` (the worker found it by ufrag)
     /// from `from`; false if it does not authenticate.
-    pub fn answer_binding(
-        &mut self,
-        env: &mut Env,
-        tkey: TKey,
-        buf: &[u8],
-        from: SocketAddr,
-    ) -> bool {
+    pub fn answer_binding(&mut self, env: &mut Env, tkey: TKey, buf: &[u8], from: Remote) -> bool {
         let Some(t) = self.transports.get(&tkey) else {
             return false;
         };
         env.scratch.clear();
-        if let Err(e) = ice::answer_binding_request(buf, &t.ice.pwd, from, &mut env.scratch) {
+        if let Err(e) = ice::answer_binding_request(buf, &t.ice.pwd, from.addr(), &mut env.scratch)
+        {
             tracing::trace!(%from, error = ?e, "STUN binding request rejected");
             return false;
         }
@@ -67,7 +62,7 @@ impl Router {
         &mut self,
         env: &mut Env,
         tkey: TKey,
-        from: SocketAddr,
+        from: Remote,
         use_candidate: bool,
         now: Instant,
     ) {
@@ -99,7 +94,7 @@ impl Router {
         env: &mut Env,
         tkey: TKey,
         buf: &[u8],
-        from: SocketAddr,
+        from: Remote,
         rtcp: bool,
         now: Instant,
     ) {
@@ -123,7 +118,7 @@ impl Router {
         env: &mut Env,
         tkey: TKey,
         buf: &[u8],
-        from: SocketAddr,
+        from: Remote,
         rtcp: bool,
         now: Instant,
     ) {

@@ -24,8 +24,31 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The priority of our one UDP host candidate (mediasoup's for a UDP host candidate).
+/// The priority of our UDP host candidate (mediasoup's for a UDP host candidate).
 const UDP_CANDIDATE_PRIORITY: u32 = 1_076_302_079;
+/// The passive TCP candidate's, lower (mediasoup's with `preferUdp`): browsers use it only
+/// when UDP fails.
+const TCP_CANDIDATE_PRIORITY: u32 = 1_076_276_479;
+
+/// A transport's candidates: UDP on the worker's announced media address and, unless
+/// ICE-TCP is off, passive TCP on the same port number.
+fn candidates(env: &Env) -> Vec<IceCandidate> {
+    let mut all = vec![IceCandidate {
+        foundation: "udpcandidate",
+        priority: UDP_CANDIDATE_PRIORITY,
+        address: env.announced,
+        protocol: CandidateProtocol::Udp,
+    }];
+    if env.ice_tcp {
+        all.push(IceCandidate {
+            foundation: "tcpcandidate",
+            priority: TCP_CANDIDATE_PRIORITY,
+            address: env.announced,
+            protocol: CandidateProtocol::Tcp,
+        });
+    }
+    all
+}
 
 impl Router {
     /// Runs one command of peer `peer_id` (hosted on this worker).
@@ -169,12 +192,7 @@ impl Router {
         let answer = TransportCreated {
             id: t.id.clone(),
             ice: ice_parameters(&t.ice),
-            candidates: vec![IceCandidate {
-                foundation: "udpcandidate",
-                priority: UDP_CANDIDATE_PRIORITY,
-                address: env.announced,
-                protocol: CandidateProtocol::Udp,
-            }],
+            candidates: candidates(env),
             sha256_fingerprint: env.fingerprint.clone(),
             ice_servers: env
                 .turn

@@ -10,6 +10,7 @@ use super::api::{MediaSource, Outbound, SourceKind, TapTarget};
 use super::env::Env;
 use super::forward::{target_layer, Forwarder, Packet};
 use super::ortc::MediaKind;
+use super::remote::Remote;
 use super::router::Router;
 use super::PKey;
 use crate::rtc::keyframe::is_keyframe;
@@ -180,7 +181,7 @@ impl Router {
                 mid: None,
             };
             rtp::rewrite_into(plain, hdr, &rw, &mut env.scratch);
-            env.outbox.push(tap.dest, &env.scratch);
+            env.outbox.push(Remote::Udp(tap.dest), &env.scratch);
         }
         if need_keyframe {
             self.request_keyframe(env, pkey, now, true);

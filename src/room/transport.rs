@@ -5,6 +5,7 @@
 
 use super::api::TransportDirection;
 use super::limits::SharedBucket;
+use super::remote::Remote;
 use super::{CKey, PKey, TKey};
 use crate::rtc::dtls::{DtlsEvent, DtlsRole, DtlsSession, RemoteFingerprint};
 use crate::rtc::ice::IceCredentials;
@@ -12,7 +13,6 @@ use crate::rtc::srtp::SrtpSession;
 use crate::rtc::srtp_unprotect::MAX_RECEIVE_SSRCS;
 use crate::rtc::twcc::TwccRecorder;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -54,9 +54,9 @@ pub struct Transport {
     pub ice: IceCredentials,
     /// The tuple media goes to: the browser's nomination before media flows, then only a
     /// tuple that proved consent with authenticated SRTP (room/consent.rs).
-    pub remote: Option<SocketAddr>,
+    pub remote: Option<Remote>,
     /// Other tuples that passed a binding request, and when (bounded; room/consent.rs).
-    pub candidates: Vec<(SocketAddr, Instant)>,
+    pub candidates: Vec<(Remote, Instant)>,
     pub dtls: DtlsState,
     pub early_dtls: Vec<Vec<u8>>,
     pub srtp: Option<SrtpSession>,

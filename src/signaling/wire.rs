@@ -5,7 +5,7 @@
 use super::protocol::{self, Request};
 use crate::room::api::{
     Answer, ApiError, CandidateProtocol, Command, DtlsParameters, DtlsRoleParam, Fingerprint,
-    IceParameters, Notice, TransportCreated, TransportDirection,
+    IceCandidate, IceParameters, Notice, TransportCreated, TransportDirection,
 };
 use crate::room::ortc::{MediaKind, RtpCapabilities, RtpParameters};
 use crate::stats::{Counted, WorkerStats};
@@ -109,20 +109,28 @@ fn ice_parameters(ice: &IceParameters) -> Value {
 /// The `data` of a successful response.
 /// The `create-transport` answer; `iceServers` only when TURN is configured.
 fn transport_created(t: &TransportCreated) -> Value {
-    let mut v = json!({
-        "id": t.id,
-        "iceParameters": ice_parameters(&t.ice),
-        "iceCandidates": t.candidates.iter().map(|c| json!({
+    let candidate = |c: &IceCandidate| {
+        let mut v = json!({
             "foundation": c.foundation,
             "priority": c.priority,
             "ip": c.address.ip().to_string(),
             "address": c.address.ip().to_string(),
             "protocol": match c.protocol {
                 CandidateProtocol::Udp => "udp",
+                CandidateProtocol::Tcp => "tcp",
             },
             "port": c.address.port(),
             "type": "host",
-        })).collect::<Vec<_>>(),
+        });
+        if c.protocol == CandidateProtocol::Tcp {
+            v["tcpType"] = json!("passive");
+        }
+        v
+    };
+    let mut v = json!({
+        "id": t.id,
+        "iceParameters": ice_parameters(&t.ice),
+        "iceCandidates": t.candidates.iter().map(candidate).collect::<Vec<_>>(),
         "dtlsParameters": {
             "role": "auto",
             "fingerprints": [{"algorithm": "sha-256", "value": t.sha256_fingerprint}],
@@ -258,6 +266,13 @@ pub fn worker_stats(s: &WorkerStats) -> Value {
         "egressDroppedBytes": l(&s.egress_dropped_bytes),
         "keyframeRequestsSent": l(&s.keyframe_requests_sent),
         "tupleSwitches": l(&s.tuple_switches),
+        "iceTcp": {
+            "connections": s.tcp_connections.load(Ordering::Relaxed),
+            "refused": l(&s.tcp_refused),
+            "idleClosed": l(&s.tcp_idle_closed),
+            "framingErrors": l(&s.tcp_framing_errors),
+            "sendDropped": l(&s.tcp_send_dropped),
+        },
         "forwardLatencyNs": {
             "p50": l(&s.latency_p50_ns),
             "p99": l(&s.latency_p99_ns),

@@ -3,6 +3,7 @@
 //! all room state lives in a [`WorkerCore`] that only this thread touches.
 
 mod batch_send;
+pub mod tcp;
 
 use crate::channel::{task_mailbox, Receiver, Sender};
 use crate::room::api::{ApiError, Job, Outbound};
@@ -10,6 +11,7 @@ use crate::room::core::WorkerCore;
 use crate::room::env::{Env, Faults, Route};
 use crate::room::mesh::{Mesh, MeshInbox};
 use crate::room::outbox::Outbox;
+use crate::room::remote::Remote;
 use crate::room::transport::DtlsMsg;
 use crate::rtc::dtls::DtlsRuntime;
 use crate::stats::WorkerStats;
@@ -50,6 +52,8 @@ pub struct WorkerOptions {
     pub faults: Faults,
     /// TURN servers for `create-transport` answers (room/turn.rs); None: not configured.
     pub turn: Option<crate::room::turn::TurnConfig>,
+    /// Passive ICE-TCP on the media port (worker/tcp.rs); None: UDP only.
+    pub ice_tcp: Option<tcp::TcpOptions>,
 }
 
 /// The signaling thread's handle on a running worker.
@@ -75,10 +79,7 @@ pub fn spawn(opts: WorkerOptions) -> std::io::Result<WorkerHandle> {
         .io_memory(IO_MEMORY)
         .spawn(move || async move {
             let sock = match UdpSocket::bind(opts.bind) {
-                Ok(s) => {
-                    let _ = ready_tx.send(Ok(()));
-                    Rc::new(s)
-                }
+                Ok(s) => Rc::new(s),
                 Err(e) => {
                     let _ = ready_tx.send(Err(std::io::Error::other(format!(
                         "cannot bind media UDP socket {}: {e}",
@@ -87,7 +88,23 @@ pub fn spawn(opts: WorkerOptions) -> std::io::Result<WorkerHandle> {
                     return;
                 }
             };
-            run(opts, sock, jobs_rx, worker_stats).await;
+            // ICE-TCP listens on the UDP socket's port number.
+            let listener = match &opts.ice_tcp {
+                Some(_) => match sock
+                    .local_addr()
+                    .map_err(std::io::Error::from)
+                    .and_then(tcp::bind)
+                {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                },
+                None => None,
+            };
+            let _ = ready_tx.send(Ok(()));
+            run(opts, sock, listener, jobs_rx, worker_stats).await;
         })
         .map_err(|e| std::io::Error::other(format!("cannot start worker executor: {e}")))?;
     match ready_rx.recv() {
@@ -183,6 +200,8 @@ fn run_job(core: &Shared, job: Job, now: Instant) {
 
 struct Sending {
     sock: Rc<UdpSocket>,
+    /// The open ICE-TCP connections (frames to a `Remote::Tcp` are queued there).
+    tcp: Option<Rc<tcp::TcpConns>>,
     histogram: RefCell<Histogram<u64>>,
     /// The second outbox buffer: the core fills one while this one is being sent.
     spare: RefCell<Outbox>,
@@ -207,22 +226,35 @@ impl Sending {
         // datagrams all get the time its `sendmmsg` returned.
         let fd = self.sock.as_raw_fd();
         let mut i = 0;
-        while i < out.len() {
-            let step = self.batch.borrow_mut().send_batch(fd, out.iter_from(i));
+        while let Some((to, pkt)) = out.get(i) {
+            let to = match to {
+                Remote::Udp(to) => to,
+                Remote::Tcp { conn, .. } => {
+                    // Framed into the connection's queue; its writer task sends it.
+                    if let Some(tcp) = &self.tcp {
+                        tcp.send(conn, pkt);
+                    }
+                    let ns = since.elapsed().as_nanos() as u64;
+                    let _ = self.histogram.borrow_mut().record(ns.max(1));
+                    i += 1;
+                    continue;
+                }
+            };
+            // A run of UDP datagrams, up to the next TCP frame.
+            let udp_run = out
+                .iter_from(i)
+                .map_while(|(to, pkt)| to.udp().map(|to| (to, pkt)));
+            let step = self.batch.borrow_mut().send_batch(fd, udp_run);
             let done = match step {
                 Step::Sent(n) => n,
                 Step::WouldBlock => {
-                    if let Some((to, pkt)) = out.get(i) {
-                        if let Err(e) = self.sock.send_to(pkt, to).await {
-                            tracing::debug!(%to, error = %e, "send failed");
-                        }
+                    if let Err(e) = self.sock.send_to(pkt, to).await {
+                        tracing::debug!(%to, error = %e, "send failed");
                     }
                     1
                 }
                 Step::Failed(e) => {
-                    if let Some((to, _)) = out.get(i) {
-                        tracing::debug!(%to, error = %e, "send failed");
-                    }
+                    tracing::debug!(%to, error = %e, "send failed");
                     1
                 }
             };
@@ -238,6 +270,7 @@ impl Sending {
 async fn run(
     mut opts: WorkerOptions,
     sock: Rc<UdpSocket>,
+    listener: Option<glommio::net::TcpListener>,
     jobs: Receiver<Job>,
     stats: Arc<WorkerStats>,
 ) {
@@ -261,8 +294,14 @@ async fn run(
     core.borrow_mut().set_limits(opts.limits);
     core.borrow_mut().set_faults(opts.faults.clone());
     core.borrow_mut().set_turn(opts.turn.clone());
+    core.borrow_mut().env.ice_tcp = listener.is_some();
+    let tcp = match (&listener, opts.ice_tcp.take()) {
+        (Some(_), Some(o)) => Some(Rc::new(tcp::TcpConns::new(o, stats.clone()))),
+        _ => None,
+    };
     let sending = Rc::new(Sending {
         sock: sock.clone(),
+        tcp: tcp.clone(),
         histogram: RefCell::new(
             Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
         ),
@@ -344,6 +383,17 @@ async fn run(
         .detach();
     }
 
+    // ICE-TCP connections (each served by tasks of its own).
+    if let (Some(listener), Some(tcp)) = (listener, tcp) {
+        glommio::spawn_local(tcp::accept_loop(
+            listener,
+            tcp,
+            core.clone(),
+            sending.clone(),
+        ))
+        .detach();
+    }
+
     // Timers: deferred key-frame requests, sender reports, latency percentiles.
     let (c, s, st) = (core.clone(), sending.clone(), stats.clone());
     glommio::spawn_local(async move {
@@ -385,9 +435,9 @@ async fn run(
         if n < RECV_BUFFER {
             let _ = guarded(
                 &core,
-                |c| c.handle_datagram(&buf[..n], from, now),
+                |c| c.handle_datagram(&buf[..n], Remote::Udp(from), now),
                 // Looked up only after a panic: no extra lookup per datagram.
-                |c| fail_transport(c.transport_of_addr(&from))(c),
+                |c| fail_transport(c.transport_of_addr(&Remote::Udp(from)))(c),
             );
             sending.flush(&core, now).await;
         }
@@ -527,12 +577,12 @@ mod tests {
                 room: Arc::from("room"),
                 transport: tkey,
             };
-            c.env.index.by_addr.insert(from, route.clone());
+            c.env.index.by_addr.insert(Remote::Udp(from), route.clone());
             route
         };
         assert_eq!(h.stats.transports.load(Ordering::Relaxed), 1);
         // What the packet loop does with a datagram from `from` whose handling panics.
-        let found = h.core.borrow().transport_of_addr(&from);
+        let found = h.core.borrow().transport_of_addr(&Remote::Udp(from));
         assert_eq!(found, Some(route));
         let r = guarded(
             &h.core,
@@ -544,7 +594,11 @@ mod tests {
         assert_eq!(h.stats.transports.load(Ordering::Relaxed), 0);
         assert_eq!(h.core.borrow().rooms_len(), 1, "the room survives");
         assert_eq!(h.stats.peers.load(Ordering::Relaxed), 2);
-        assert!(h.core.borrow().transport_of_addr(&from).is_none());
+        assert!(h
+            .core
+            .borrow()
+            .transport_of_addr(&Remote::Udp(from))
+            .is_none());
         let mut told = Vec::new();
         while let Some(m) = h.out.try_recv() {
             if let Outbound::Notify { conn, notice } = m {
