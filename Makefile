@@ -40,11 +40,11 @@ deps-system:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -q >/dev/null && apt-get install -y -q chromium ffmpeg >/dev/null; \
 	fi
-	@# coturn (turnserver) for the TURN relay browser test, openssl for the TLS one.
-	@if ! command -v turnserver >/dev/null || ! command -v openssl >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install coturn openssl" >&2; exit 1; fi; \
+	@# coturn (turnserver) for the TURN relay browser test, openssl for the TLS one, iptables for ICE-TCP.
+	@if ! command -v turnserver >/dev/null || ! command -v openssl >/dev/null || ! command -v iptables >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install coturn openssl iptables" >&2; exit 1; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q >/dev/null && apt-get install -y -q coturn openssl >/dev/null; \
+	  apt-get update -q >/dev/null && apt-get install -y -q coturn openssl iptables >/dev/null; \
 	fi
 
 deps-web: web/node_modules/.installed
@@ -86,6 +86,8 @@ test-browser: build deps-browser
 	  TEST_PORT=18004 TEST_RTC_PORT=46400 ../run-with-server.sh node --test turn.test.mjs
 	@# Built-in TLS: the web app over HTTPS and a room over WSS (self-signed certificate, openssl).
 	tests/run-tls-browser-test.sh
+	@# ICE-TCP: UDP to the media port dropped on loopback (iptables, root); Chromium peers over TCP.
+	tests/run-ice-tcp-browser-test.sh
 	@# A subscriber's network drops for 5 s (network namespace; needs root).
 	tests/run-network-drop-test.sh
 
