@@ -6,6 +6,7 @@ pub mod media;
 pub mod probe;
 pub mod report;
 pub mod signaling;
+pub mod tcp;
 pub mod transport;
 
 use std::sync::atomic::{AtomicU8, Ordering};
