@@ -164,6 +164,20 @@ impl TcpLink {
         self.writer.flush(&mut self.stream)
     }
 
+    /// Reads and drops whatever has arrived on a non-blocking stream (a publisher has no use
+    /// for the server's RTCP, but must not let it pile up). `Ok(true)`: the server closed it.
+    pub fn discard_input(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// One read; `on_frame` for each frame completed. `Ok(0)`: the server closed the
     /// connection.
     pub fn recv_with(&mut self, buf: &mut [u8], on_frame: impl FnMut(&[u8])) -> io::Result<usize> {

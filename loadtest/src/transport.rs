@@ -138,7 +138,10 @@ impl PacketIo for TcpLink {
         // The stream blocks during the handshakes, so a frame is written whole or fails.
         match self.send(packet)? {
             true => Ok(()),
-            false => Err(io::Error::new(ErrorKind::WouldBlock, "TCP write queue full")),
+            false => Err(io::Error::new(
+                ErrorKind::WouldBlock,
+                "TCP write queue full",
+            )),
         }
     }
 
@@ -310,7 +313,7 @@ impl Offer {
     }
 }
 
-fn udp_candidate(candidates: &Value) -> Result<SocketAddr, String> {
+pub fn udp_candidate(candidates: &Value) -> Result<SocketAddr, String> {
     let c = candidates
         .as_array()
         .and_then(|cs| {
