@@ -6,6 +6,7 @@ pub mod media;
 pub mod probe;
 pub mod report;
 pub mod signaling;
+pub mod tcp;
 pub mod transport;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -17,7 +18,7 @@ use serde_json::{json, Value};
 use media::{Kind, Publisher, Stream, Subscriber, Track, PHASE_MEASURE, PHASE_STOP};
 use report::StepResult;
 use signaling::Signaling;
-use transport::DtlsClient;
+use transport::{DtlsClient, Protocol};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -76,6 +77,21 @@ pub struct Args {
     /// A name for this run in the output (e.g. the server under test)
     #[arg(long, default_value = "sfu")]
     pub label: String,
+    /// Publishers and subscribers connect over ICE-TCP (the server's passive TCP candidate,
+    /// RFC 4571 framing) instead of UDP
+    #[arg(long)]
+    pub tcp: bool,
+}
+
+impl Args {
+    /// The transport every peer's media uses.
+    pub fn protocol(&self) -> Protocol {
+        if self.tcp {
+            Protocol::Tcp
+        } else {
+            Protocol::Udp
+        }
+    }
 }
 
 /// Every step of a run (one unless --sweep).
@@ -116,7 +132,7 @@ fn setup_publisher(
         "join-room",
         json!({"roomId": room, "displayName": "loadtest-pub"}),
     )?;
-    let t = transport::open(&mut sig, "send", dtls)?;
+    let t = transport::open_link(&mut sig, "send", dtls, args.protocol())?;
     let cname = format!("lt{}", rand::random::<u32>());
     let video_ssrc = rand::random::<u32>() & !1;
     sig.request(
@@ -160,7 +176,7 @@ fn setup_subscriber(
     )?;
     let caps = joined["routerRtpCapabilities"].clone();
     let producers: Vec<Value> = joined["producers"].as_array().cloned().unwrap_or_default();
-    let t = transport::open(&mut sig, "recv", dtls)?;
+    let t = transport::open_link(&mut sig, "recv", dtls, args.protocol())?;
     let mut streams = Vec::new();
     for p in producers {
         let consumer = sig.request(

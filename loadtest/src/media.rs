@@ -1,8 +1,8 @@
 //! Synthetic media: publishers send paced, SRTP-protected RTP with a send stamp in the payload;
 //! subscribers count every packet by its clear RTP header and decrypt a sample for latency.
+//! Over ICE-TCP (`--tcp`) every RFC 4571 frame counts as one datagram would.
 
 use std::io::ErrorKind;
-use std::net::UdpSocket;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -13,12 +13,15 @@ use sfu::rtc::dtls::DtlsSession;
 use sfu::rtc::rtp::parse_rtp;
 use sfu::rtc::srtp::SrtpSession;
 
-use crate::transport::Consent;
+use crate::transport::{Consent, Link};
 
 /// ICE consent checks from each subscriber, as browsers send them (Chromium: every ~5 s).
 const CONSENT_INTERVAL: Duration = Duration::from_secs(5);
 /// A stream that received nothing for this long at the end of the run counts as stalled.
 const STALL: Duration = Duration::from_secs(2);
+/// How often publishers read (and drop) what the server sends them over ICE-TCP (RTCP, STUN
+/// answers): left unread it would fill the server's send buffer. Over UDP the kernel drops it.
+const PUBLISHER_DRAIN: Duration = Duration::from_millis(50);
 
 pub const VIDEO_PT: u8 = 96;
 pub const AUDIO_PT: u8 = 111;
@@ -175,7 +178,7 @@ impl Track {
 }
 
 pub struct Publisher {
-    pub socket: UdpSocket,
+    pub socket: Link,
     pub srtp: SrtpSession,
     pub tracks: Vec<Track>,
     /// Dropping it would close the server's transport.
@@ -200,6 +203,15 @@ pub fn send_loop(mut publishers: Vec<Publisher>, phase: &AtomicU8) -> SendTotals
         }
     }
     let mut measuring = false;
+    let mut sink = Vec::new();
+    let mut next_drain = start;
+    for p in &mut publishers {
+        if let Link::Tcp(link) = &mut p.socket {
+            // One publisher's full socket must not hold up the others' pacing.
+            let _ = link.stream.set_nonblocking(true);
+            sink.resize(64 * 1024, 0);
+        }
+    }
     loop {
         let now_phase = phase.load(Ordering::Relaxed);
         if now_phase == PHASE_STOP {
@@ -211,7 +223,20 @@ pub fn send_loop(mut publishers: Vec<Publisher>, phase: &AtomicU8) -> SendTotals
         }
         let now = Instant::now();
         let mut earliest = now + Duration::from_millis(20);
+        if !sink.is_empty() && next_drain <= now {
+            next_drain = now + PUBLISHER_DRAIN;
+            for p in &mut publishers {
+                if let Link::Tcp(link) = &mut p.socket {
+                    let _ = link.discard_input(&mut sink);
+                }
+            }
+        }
         for p in &mut publishers {
+            if let Link::Tcp(link) = &mut p.socket {
+                if link.writer.pending() > 0 && link.flush().is_err() {
+                    totals.errors += 1;
+                }
+            }
             for t in &mut p.tracks {
                 while t.next_due <= now {
                     t.next_packet(&mut plain);
@@ -220,15 +245,30 @@ pub fn send_loop(mut publishers: Vec<Publisher>, phase: &AtomicU8) -> SendTotals
                     if now.duration_since(t.next_due) > Duration::from_secs(1) {
                         t.next_due = now;
                     }
-                    match p.srtp.encrypt_rtp(&plain) {
-                        Ok(packet) => match p.socket.send(&packet) {
-                            Ok(n) => {
-                                totals.packets += 1;
-                                totals.bytes += n as u64;
-                            }
+                    match &mut p.socket {
+                        Link::Udp(socket) => match p.srtp.encrypt_rtp(&plain) {
+                            Ok(packet) => match socket.send(&packet) {
+                                Ok(n) => {
+                                    totals.packets += 1;
+                                    totals.bytes += n as u64;
+                                }
+                                Err(_) => totals.errors += 1,
+                            },
                             Err(_) => totals.errors += 1,
                         },
-                        Err(_) => totals.errors += 1,
+                        // In place (`plain` has room for the tag) and framed into the
+                        // link's queue: no allocation per packet.
+                        Link::Tcp(link) => match p.srtp.protect_rtp_in_place(&mut plain) {
+                            Ok(()) => match link.send(&plain) {
+                                Ok(true) => {
+                                    totals.packets += 1;
+                                    totals.bytes += plain.len() as u64;
+                                }
+                                // Dropped whole (queue full) or a broken connection.
+                                Ok(false) | Err(_) => totals.errors += 1,
+                            },
+                            Err(_) => totals.errors += 1,
+                        },
                     }
                 }
                 earliest = earliest.min(t.next_due);
@@ -294,7 +334,7 @@ impl Stream {
 }
 
 pub struct Subscriber {
-    pub socket: UdpSocket,
+    pub socket: Link,
     pub srtp: SrtpSession,
     pub streams: Vec<Stream>,
     seen: u64,
@@ -305,7 +345,7 @@ pub struct Subscriber {
 
 impl Subscriber {
     pub fn new(
-        socket: UdpSocket,
+        socket: Link,
         srtp: SrtpSession,
         streams: Vec<Stream>,
         dtls: DtlsSession,
@@ -334,6 +374,8 @@ pub struct ReceiveTotals {
     pub expected: u64,
     pub received: u64,
     pub decrypt_errors: u64,
+    /// ICE-TCP connections the server closed (or broke) during the run.
+    pub closed_connections: u64,
     /// Consumers that got no packet at all during the measurement.
     pub silent_streams: u64,
     /// Consumers whose packets stopped before the end of the measurement (loss that
@@ -346,8 +388,75 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
+/// What every received packet is measured against.
+struct Receipt {
+    now: Instant,
+    sample: u64,
+    measuring: bool,
+}
+
+/// Counts one received datagram (or ICE-TCP frame) of a subscriber: RTP of a known SSRC by its
+/// clear header for loss; every `sample`-th one decrypted in place for latency.
+fn count_packet(
+    packet: &[u8],
+    streams: &mut [Stream],
+    seen: &mut u64,
+    srtp: &mut SrtpSession,
+    totals: &mut ReceiveTotals,
+    at: &Receipt,
+) {
+    let n = packet.len();
+    // RTP only (RFC 7983 first byte 128..=191, RTCP payload types excluded).
+    if n < 12 || !(128..=191).contains(&packet[0]) || (192..=223).contains(&packet[1]) {
+        return;
+    }
+    let seq = u16::from_be_bytes([packet[2], packet[3]]);
+    let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
+    let Some(stream) = streams.iter_mut().find(|s| s.ssrc == ssrc) else {
+        return; // RTX, probation or padding streams
+    };
+    stream.record(seq, at.now);
+    let kind = stream.kind;
+    totals.packets += 1;
+    totals.bytes += n as u64;
+    *seen += 1;
+    if !seen.is_multiple_of(at.sample) {
+        return;
+    }
+    // The session's own receive buffer: no allocation per sampled packet.
+    let mut plain = srtp.take_rx_buffer();
+    plain.extend_from_slice(packet);
+    if srtp.unprotect_rtp(&mut plain).is_ok() {
+        let received_at = now_ns();
+        if let Some(h) = parse_rtp(&plain) {
+            let offset = h.payload_start + kind.stamp_offset();
+            if let Some(stamp) = plain.get(offset..offset + 8) {
+                let sent_at = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
+                if at.measuring && sent_at <= received_at {
+                    let _ = totals.latency_ns.record((received_at - sent_at).max(1_000));
+                }
+            }
+        }
+    } else {
+        totals.decrypt_errors += 1;
+    }
+    srtp.restore_rx_buffer(plain);
+}
+
+/// A subscriber's socket as registered with the poll.
+enum Polled {
+    /// Read here (the subscriber keeps a clone for its consent checks).
+    Udp(mio::net::UdpSocket),
+    /// Registered only: reads go through the subscriber's [`crate::tcp::TcpLink`], whose
+    /// decoder holds any partial frame (the same connection, now non-blocking).
+    Tcp(mio::net::TcpStream),
+    /// An ICE-TCP connection that ended.
+    Closed,
+}
+
 /// Receives for `subscribers` with one mio poll until `phase` says stop; decrypts every
-/// `sample`-th packet of each subscriber for the latency histogram.
+/// `sample`-th packet of each subscriber for the latency histogram. UDP sockets and ICE-TCP
+/// connections alike (a thread may hold both).
 pub fn receive_loop(
     mut subscribers: Vec<Subscriber>,
     sample: u64,
@@ -356,13 +465,33 @@ pub fn receive_loop(
     use mio::{Events, Interest, Poll, Token};
     let mut poll = Poll::new()?;
     let mut sockets = Vec::with_capacity(subscribers.len());
+    let mut any_tcp = false;
     for (i, s) in subscribers.iter().enumerate() {
-        let std_socket = s.socket.try_clone()?;
-        std_socket.set_nonblocking(true)?;
-        let mut socket = mio::net::UdpSocket::from_std(std_socket);
-        poll.registry()
-            .register(&mut socket, Token(i), Interest::READABLE)?;
-        sockets.push(socket);
+        let mut polled = match &s.socket {
+            Link::Udp(socket) => {
+                let std_socket = socket.try_clone()?;
+                std_socket.set_nonblocking(true)?;
+                Polled::Udp(mio::net::UdpSocket::from_std(std_socket))
+            }
+            Link::Tcp(link) => {
+                any_tcp = true;
+                let std_stream = link.stream.try_clone()?;
+                std_stream.set_nonblocking(true)?;
+                Polled::Tcp(mio::net::TcpStream::from_std(std_stream))
+            }
+        };
+        match &mut polled {
+            Polled::Udp(socket) => {
+                poll.registry()
+                    .register(socket, Token(i), Interest::READABLE)?;
+            }
+            Polled::Tcp(stream) => {
+                poll.registry()
+                    .register(stream, Token(i), Interest::READABLE)?;
+            }
+            Polled::Closed => {}
+        }
+        sockets.push(polled);
     }
     let mut totals = ReceiveTotals {
         latency_ns: new_histogram(),
@@ -371,12 +500,19 @@ pub fn receive_loop(
         expected: 0,
         received: 0,
         decrypt_errors: 0,
+        closed_connections: 0,
         silent_streams: 0,
         stalled_streams: 0,
         streams: 0,
     };
     let mut events = Events::with_capacity(1024);
     let mut buf = [0u8; 2048];
+    // A stream read takes whatever has arrived, many frames at once.
+    let mut stream_buf = if any_tcp {
+        vec![0u8; 64 * 1024]
+    } else {
+        Vec::new()
+    };
     let mut measuring = false;
     let sample = sample.max(1);
     loop {
@@ -396,51 +532,84 @@ pub fn receive_loop(
         }
         poll.poll(&mut events, Some(Duration::from_millis(50)))?;
         let now = Instant::now();
-        for s in subscribers.iter_mut().filter(|s| s.next_consent <= now) {
-            s.next_consent = now + CONSENT_INTERVAL;
-            let _ = s.socket.send(&s.consent.request());
+        for s in subscribers.iter_mut() {
+            let due = s.next_consent <= now;
+            if due {
+                s.next_consent = now + CONSENT_INTERVAL;
+            }
+            match &mut s.socket {
+                Link::Udp(socket) if due => {
+                    let _ = socket.send(&s.consent.request());
+                }
+                Link::Udp(_) => {}
+                Link::Tcp(link) => {
+                    // Over the same connection, framed; a check the socket did not take
+                    // whole goes out first next time.
+                    if link.writer.pending() > 0 {
+                        let _ = link.flush();
+                    }
+                    if due {
+                        let _ = link.send(&s.consent.request());
+                    }
+                }
+            }
         }
+        let receipt = Receipt {
+            now,
+            sample,
+            measuring,
+        };
         for event in events.iter() {
             let i = event.token().0;
             let sub = &mut subscribers[i];
-            loop {
-                let n = match sockets[i].recv(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
-                    Err(e) => return Err(e),
-                };
-                let packet = &buf[..n];
-                // RTP only (RFC 7983 first byte 128..=191, RTCP payload types excluded).
-                if n < 12 || !(128..=191).contains(&packet[0]) || (192..=223).contains(&packet[1]) {
-                    continue;
-                }
-                let seq = u16::from_be_bytes([packet[2], packet[3]]);
-                let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
-                let Some(stream) = sub.streams.iter_mut().find(|s| s.ssrc == ssrc) else {
-                    continue; // RTX, probation or padding streams
-                };
-                stream.record(seq, now);
-                let kind = stream.kind;
-                totals.packets += 1;
-                totals.bytes += n as u64;
-                sub.seen += 1;
-                if !sub.seen.is_multiple_of(sample) {
-                    continue;
-                }
-                let Ok(plain) = sub.srtp.decrypt_rtp(packet) else {
-                    totals.decrypt_errors += 1;
-                    continue;
-                };
-                let received_at = now_ns();
-                let Some(h) = parse_rtp(&plain) else { continue };
-                let at = h.payload_start + kind.stamp_offset();
-                if let Some(stamp) = plain.get(at..at + 8) {
-                    let sent_at = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
-                    if measuring && sent_at <= received_at {
-                        let _ = totals.latency_ns.record((received_at - sent_at).max(1_000));
+            match &mut sockets[i] {
+                Polled::Udp(socket) => loop {
+                    let n = match socket.recv(&mut buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+                        Err(e) => return Err(e),
+                    };
+                    count_packet(
+                        &buf[..n],
+                        &mut sub.streams,
+                        &mut sub.seen,
+                        &mut sub.srtp,
+                        &mut totals,
+                        &receipt,
+                    );
+                },
+                Polled::Tcp(stream) => {
+                    let Link::Tcp(link) = &mut sub.socket else {
+                        unreachable!("registered as TCP")
+                    };
+                    let closed = loop {
+                        let read = link.recv_with(&mut stream_buf, |frame| {
+                            count_packet(
+                                frame,
+                                &mut sub.streams,
+                                &mut sub.seen,
+                                &mut sub.srtp,
+                                &mut totals,
+                                &receipt,
+                            )
+                        });
+                        match read {
+                            Ok(0) => break true,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                            // Reset, or a frame over the maximum: the stream is lost.
+                            Err(_) => break true,
+                        }
+                    };
+                    if closed {
+                        let _ = poll.registry().deregister(stream);
+                        sockets[i] = Polled::Closed;
+                        totals.closed_connections += 1;
                     }
                 }
+                Polled::Closed => {}
             }
         }
     }

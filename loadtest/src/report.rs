@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::cpu::ThreadCpu;
 use crate::media::{ReceiveTotals, SendTotals};
+use crate::transport::Protocol;
 use crate::Args;
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +26,8 @@ pub struct Latency {
 pub struct StepResult {
     pub label: String,
     pub url: String,
+    /// What the media ran over: "udp", or "tcp" (ICE-TCP, `--tcp`).
+    pub transport: Protocol,
     pub rooms: usize,
     pub publishers_per_room: usize,
     pub subscribers_per_room: usize,
@@ -42,6 +45,8 @@ pub struct StepResult {
     /// Consumers whose media stopped before the end of the run.
     pub stalled_consumers: u64,
     pub decrypt_errors: u64,
+    /// ICE-TCP connections that ended during the run (always 0 over UDP).
+    pub closed_connections: u64,
     pub sent_packets_per_s: f64,
     pub received_packets_per_s: f64,
     pub received_mbit_per_s: f64,
@@ -77,7 +82,7 @@ impl StepResult {
             .expect("at least one receive thread");
         let (mut packets, mut bytes, mut expected, mut got, mut silent, mut errors) =
             (0, 0, 0, 0, 0, 0);
-        let mut stalled = 0;
+        let (mut stalled, mut closed) = (0, 0);
         for (i, r) in received.iter().enumerate() {
             if i > 0 {
                 let _ = histogram.add(&r.latency_ns);
@@ -89,6 +94,7 @@ impl StepResult {
             silent += r.silent_streams;
             stalled += r.stalled_streams;
             errors += r.decrypt_errors;
+            closed += r.closed_connections;
         }
         let secs = args.duration.max(1e-3);
         let loss_percent = if expected == 0 {
@@ -110,6 +116,7 @@ impl StepResult {
         Self {
             label: args.label.clone(),
             url: args.url.clone(),
+            transport: args.protocol(),
             rooms: args.rooms,
             publishers_per_room: args.publishers,
             subscribers_per_room: subscribers,
@@ -131,6 +138,7 @@ impl StepResult {
             silent_consumers: silent,
             stalled_consumers: stalled,
             decrypt_errors: errors,
+            closed_connections: closed,
             sent_packets_per_s: (send.packets as f64 / secs).round(),
             received_packets_per_s: (packets as f64 / secs).round(),
             received_mbit_per_s: (bytes as f64 * 8.0 / secs / 1e4).round() / 100.0,
@@ -145,8 +153,13 @@ impl StepResult {
 
     pub fn summary_line(&self) -> String {
         format!(
-            "[{}] {} consumers: p50 {} ms, p99 {} ms, loss {}%",
-            self.label, self.consumers, self.latency.p50_ms, self.latency.p99_ms, self.loss_percent
+            "[{} {}] {} consumers: p50 {} ms, p99 {} ms, loss {}%",
+            self.label,
+            self.transport.name(),
+            self.consumers,
+            self.latency.p50_ms,
+            self.latency.p99_ms,
+            self.loss_percent
         )
     }
 
@@ -155,8 +168,9 @@ impl StepResult {
         let l = &self.latency;
         let _ = writeln!(
             s,
-            "== {} — {} room(s) × {} publisher(s) × {} subscriber(s) = {} consumers, {} s (setup {} s)",
+            "== {} over {} — {} room(s) × {} publisher(s) × {} subscriber(s) = {} consumers, {} s (setup {} s)",
             self.label,
+            self.transport.name(),
             self.rooms,
             self.publishers_per_room,
             self.subscribers_per_room,
@@ -174,6 +188,13 @@ impl StepResult {
             "loss {}%  silent consumers {}  stalled consumers {}  decrypt errors {}",
             self.loss_percent, self.silent_consumers, self.stalled_consumers, self.decrypt_errors
         );
+        if self.closed_connections > 0 {
+            let _ = writeln!(
+                s,
+                "ICE-TCP connections closed during the run: {}",
+                self.closed_connections
+            );
+        }
         let _ = writeln!(
             s,
             "sent {} pkt/s  received {} pkt/s, {} Mbit/s",

@@ -1,6 +1,9 @@
 //! One WebRTC transport as a browser would run it against an ICE-lite server: a UDP socket of
-//! its own, a STUN binding request with USE-CANDIDATE, a DTLS handshake as the client, then SRTP.
+//! its own (or, with `--tcp`, a TCP connection to the server's passive ICE-TCP candidate, see
+//! [`crate::tcp`]), a STUN binding request with USE-CANDIDATE, a DTLS handshake as the client,
+//! then SRTP.
 
+use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -21,6 +24,7 @@ use stun::message::{Message, Setter, BINDING_REQUEST, BINDING_SUCCESS};
 use stun::textattrs::TextAttribute;
 
 use crate::signaling::Signaling;
+use crate::tcp::TcpLink;
 
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 const STUN_RETRY: Duration = Duration::from_millis(200);
@@ -65,19 +69,183 @@ impl Consent {
     }
 }
 
-/// A connected transport: media flows over `socket`, protected by `srtp`.
-pub struct Transport {
+/// Which ICE candidate of the server a transport uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Udp,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// The media path of a transport: its UDP socket, or its ICE-TCP connection.
+pub enum Link {
+    Udp(UdpSocket),
+    Tcp(TcpLink),
+}
+
+impl Link {
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            Link::Udp(_) => Protocol::Udp,
+            Link::Tcp(_) => Protocol::Tcp,
+        }
+    }
+}
+
+/// What the handshakes need of a media path: send one packet, and wait (up to the read
+/// timeout) for the next packets.
+pub trait PacketIo {
+    fn send_packet(&mut self, packet: &[u8]) -> io::Result<()>;
+    /// Receives once: one datagram, or every frame one read of the stream completes. A timeout
+    /// is an error, as is a closed stream.
+    fn recv_packets(&mut self, buf: &mut [u8], on_packet: impl FnMut(&[u8])) -> io::Result<()>;
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// How long to wait for a binding response before sending the request again.
+    fn stun_retry(&self) -> Duration;
+}
+
+impl PacketIo for UdpSocket {
+    fn send_packet(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.send(packet).map(drop)
+    }
+
+    fn recv_packets(&mut self, buf: &mut [u8], mut on_packet: impl FnMut(&[u8])) -> io::Result<()> {
+        let n = self.recv(buf)?;
+        on_packet(&buf[..n]);
+        Ok(())
+    }
+
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        UdpSocket::set_read_timeout(self, timeout)
+    }
+
+    fn stun_retry(&self) -> Duration {
+        STUN_RETRY
+    }
+}
+
+impl PacketIo for TcpLink {
+    fn send_packet(&mut self, packet: &[u8]) -> io::Result<()> {
+        // The stream blocks during the handshakes, so a frame is written whole or fails.
+        match self.send(packet)? {
+            true => Ok(()),
+            false => Err(io::Error::new(
+                ErrorKind::WouldBlock,
+                "TCP write queue full",
+            )),
+        }
+    }
+
+    fn recv_packets(&mut self, buf: &mut [u8], on_packet: impl FnMut(&[u8])) -> io::Result<()> {
+        match self.recv_with(buf, on_packet)? {
+            0 => Err(io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the server closed the ICE-TCP connection",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
+    fn stun_retry(&self) -> Duration {
+        // A reliable stream loses nothing: no retransmissions (RFC 6544 §7.1), whose late
+        // answers would only be mistaken for lost ones.
+        SETUP_TIMEOUT
+    }
+}
+
+/// A connected transport: media flows over `socket` (a [`UdpSocket`] unless said otherwise),
+/// protected by `srtp`.
+pub struct Transport<S = UdpSocket> {
     pub id: String,
     pub consent: Consent,
-    pub socket: UdpSocket,
+    pub socket: S,
     pub srtp: SrtpSession,
     /// Kept alive for the whole run: dropping it sends close_notify, which closes the
     /// server's transport.
     pub _dtls: DtlsSession,
 }
 
-/// create-transport, connect-transport, ICE and DTLS.
+/// create-transport, connect-transport, ICE and DTLS over UDP.
 pub fn open(sig: &mut Signaling, direction: &str, dtls: &DtlsClient) -> Result<Transport, String> {
+    let offer = create(sig, direction)?;
+    let remote = udp_candidate(&offer.candidates)?;
+    let local_ip = match (remote.ip().is_loopback(), remote.is_ipv4()) {
+        (true, true) => "127.0.0.1",
+        (true, false) => "::1",
+        (false, true) => "0.0.0.0",
+        (false, false) => "::",
+    };
+    let socket = UdpSocket::bind((local_ip, 0)).map_err(|e| e.to_string())?;
+    socket.connect(remote).map_err(|e| e.to_string())?;
+    set_buffer_sizes(&socket);
+    offer.connect(sig, socket, dtls)
+}
+
+/// The same over ICE-TCP: a connection to the server's passive TCP candidate.
+pub fn open_tcp(
+    sig: &mut Signaling,
+    direction: &str,
+    dtls: &DtlsClient,
+) -> Result<Transport<TcpLink>, String> {
+    let offer = create(sig, direction)?;
+    let remote = tcp_candidate(&offer.candidates)?;
+    let link = TcpLink::connect(remote, SETUP_TIMEOUT)
+        .map_err(|e| format!("ICE-TCP connect to {remote}: {e}"))?;
+    set_buffer_sizes(&link.stream);
+    link.stream
+        .set_write_timeout(Some(SETUP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    offer.connect(sig, link, dtls)
+}
+
+/// [`open`] or [`open_tcp`], as a [`Link`].
+pub fn open_link(
+    sig: &mut Signaling,
+    direction: &str,
+    dtls: &DtlsClient,
+    protocol: Protocol,
+) -> Result<Transport<Link>, String> {
+    Ok(match protocol {
+        Protocol::Udp => open(sig, direction, dtls)?.map_socket(Link::Udp),
+        Protocol::Tcp => open_tcp(sig, direction, dtls)?.map_socket(Link::Tcp),
+    })
+}
+
+impl<S> Transport<S> {
+    fn map_socket<T>(self, f: impl FnOnce(S) -> T) -> Transport<T> {
+        Transport {
+            id: self.id,
+            consent: self.consent,
+            socket: f(self.socket),
+            srtp: self.srtp,
+            _dtls: self._dtls,
+        }
+    }
+}
+
+/// A create-transport answer.
+struct Offer {
+    id: String,
+    ufrag: String,
+    pwd: String,
+    candidates: Value,
+    fingerprints: Vec<RemoteFingerprint>,
+}
+
+fn create(sig: &mut Signaling, direction: &str) -> Result<Offer, String> {
     let t = sig.request("create-transport", json!({ "direction": direction }))?;
     let id = t["id"]
         .as_str()
@@ -91,8 +259,7 @@ pub fn open(sig: &mut Signaling, direction: &str, dtls: &DtlsClient) -> Result<T
         .as_str()
         .ok_or("no password")?
         .to_owned();
-    let remote = udp_candidate(&t["iceCandidates"])?;
-    let server_fingerprints: Vec<RemoteFingerprint> = t["dtlsParameters"]["fingerprints"]
+    let fingerprints: Vec<RemoteFingerprint> = t["dtlsParameters"]["fingerprints"]
         .as_array()
         .ok_or("no fingerprints")?
         .iter()
@@ -102,45 +269,51 @@ pub fn open(sig: &mut Signaling, direction: &str, dtls: &DtlsClient) -> Result<T
             value: f["value"].as_str().unwrap_or_default().to_owned(),
         })
         .collect();
-
-    let local_ip = match (remote.ip().is_loopback(), remote.is_ipv4()) {
-        (true, true) => "127.0.0.1",
-        (true, false) => "::1",
-        (false, true) => "0.0.0.0",
-        (false, false) => "::",
-    };
-    let socket = UdpSocket::bind((local_ip, 0)).map_err(|e| e.to_string())?;
-    socket.connect(remote).map_err(|e| e.to_string())?;
-    set_buffer_sizes(&socket);
-
-    sig.request(
-        "connect-transport",
-        json!({
-            "transportId": id,
-            "dtlsParameters": {
-                "role": "client",
-                "fingerprints": [{"algorithm": "sha-256", "value": dtls.fingerprint}],
-            },
-        }),
-    )?;
-
-    let client_ufrag = random_string(8);
-    ice_connect(&socket, &ufrag, &client_ufrag, &pwd)?;
-    let (srtp, session) = dtls_connect(&socket, dtls, server_fingerprints)?;
-    Ok(Transport {
+    Ok(Offer {
         id,
-        consent: Consent {
-            server_ufrag: ufrag,
-            client_ufrag,
-            server_pwd: pwd,
-        },
-        socket,
-        srtp,
-        _dtls: session,
+        ufrag,
+        pwd,
+        candidates: t["iceCandidates"].clone(),
+        fingerprints,
     })
 }
 
-fn udp_candidate(candidates: &Value) -> Result<SocketAddr, String> {
+impl Offer {
+    /// connect-transport, then ICE and DTLS over `socket`.
+    fn connect<S: PacketIo>(
+        self,
+        sig: &mut Signaling,
+        mut socket: S,
+        dtls: &DtlsClient,
+    ) -> Result<Transport<S>, String> {
+        sig.request(
+            "connect-transport",
+            json!({
+                "transportId": self.id,
+                "dtlsParameters": {
+                    "role": "client",
+                    "fingerprints": [{"algorithm": "sha-256", "value": dtls.fingerprint}],
+                },
+            }),
+        )?;
+        let client_ufrag = random_string(8);
+        ice_connect(&mut socket, &self.ufrag, &client_ufrag, &self.pwd)?;
+        let (srtp, session) = dtls_connect(&mut socket, dtls, self.fingerprints)?;
+        Ok(Transport {
+            id: self.id,
+            consent: Consent {
+                server_ufrag: self.ufrag,
+                client_ufrag,
+                server_pwd: self.pwd,
+            },
+            socket,
+            srtp,
+            _dtls: session,
+        })
+    }
+}
+
+pub fn udp_candidate(candidates: &Value) -> Result<SocketAddr, String> {
     let c = candidates
         .as_array()
         .and_then(|cs| {
@@ -152,6 +325,29 @@ fn udp_candidate(candidates: &Value) -> Result<SocketAddr, String> {
             })
         })
         .ok_or("no UDP candidate")?;
+    candidate_address(c)
+}
+
+/// The server's passive ICE-TCP candidate (the highest priority one, if several).
+pub fn tcp_candidate(candidates: &Value) -> Result<SocketAddr, String> {
+    let c = candidates
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c["protocol"]
+                .as_str()
+                .is_some_and(|p| p.eq_ignore_ascii_case("tcp"))
+                && c["tcpType"]
+                    .as_str()
+                    .is_none_or(|t| t.eq_ignore_ascii_case("passive"))
+        })
+        .max_by_key(|c| c["priority"].as_u64().unwrap_or(0))
+        .ok_or("the server offers no ICE-TCP candidate; is ICE-TCP disabled?")?;
+    candidate_address(c)
+}
+
+fn candidate_address(c: &Value) -> Result<SocketAddr, String> {
     let ip = c["ip"]
         .as_str()
         .or_else(|| c["address"].as_str())
@@ -163,8 +359,7 @@ fn udp_candidate(candidates: &Value) -> Result<SocketAddr, String> {
         .map_err(|e| format!("candidate {ip}:{port}: {e}"))
 }
 
-fn set_buffer_sizes(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
+fn set_buffer_sizes(socket: &impl std::os::fd::AsRawFd) {
     let size: libc::c_int = 1 << 20;
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
         // SAFETY: a valid fd and a c_int option value of the right size.
@@ -216,41 +411,52 @@ pub fn binding_request(
 }
 
 fn ice_connect(
-    socket: &UdpSocket,
+    socket: &mut impl PacketIo,
     ufrag: &str,
     client_ufrag: &str,
     pwd: &str,
 ) -> Result<(), String> {
     let deadline = Instant::now() + SETUP_TIMEOUT;
+    let retry = socket.stun_retry();
     socket
-        .set_read_timeout(Some(STUN_RETRY))
+        .set_read_timeout(Some(retry))
         .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 1500];
     while Instant::now() < deadline {
         let request = binding_request(ufrag, client_ufrag, pwd, true);
         socket
-            .send(&request)
+            .send_packet(&request)
             .map_err(|e| format!("STUN send: {e}"))?;
-        let retry_at = Instant::now() + STUN_RETRY;
-        while Instant::now() < retry_at {
-            let Ok(n) = socket.recv(&mut buf) else { break };
-            if !stun::message::is_message(&buf[..n]) {
-                continue;
+        let retry_at = Instant::now() + retry;
+        let mut answered = false;
+        while Instant::now() < retry_at && !answered {
+            let received = socket.recv_packets(&mut buf, |packet| {
+                if !stun::message::is_message(packet) {
+                    return;
+                }
+                let mut response = Message::new();
+                if response.unmarshal_binary(packet).is_ok()
+                    && response.typ == BINDING_SUCCESS
+                    && response.transaction_id.0 == request[8..20]
+                {
+                    answered = true;
+                }
+            });
+            match received {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Err(format!("ICE: {e}")),
+                Err(_) => break,
             }
-            let mut response = Message::new();
-            if response.unmarshal_binary(&buf[..n]).is_ok()
-                && response.typ == BINDING_SUCCESS
-                && response.transaction_id.0 == request[8..20]
-            {
-                return Ok(());
-            }
+        }
+        if answered {
+            return Ok(());
         }
     }
     Err("ICE: no binding response".into())
 }
 
 fn dtls_connect(
-    socket: &UdpSocket,
+    socket: &mut impl PacketIo,
     dtls: &DtlsClient,
     server_fingerprints: Vec<RemoteFingerprint>,
 ) -> Result<(SrtpSession, DtlsSession), String> {
@@ -272,7 +478,7 @@ fn dtls_connect(
             match event {
                 DtlsEvent::Transmit(datagram) => {
                     socket
-                        .send(&datagram)
+                        .send_packet(&datagram)
                         .map_err(|e| format!("DTLS send: {e}"))?;
                 }
                 DtlsEvent::Connected(keys) => {
@@ -287,10 +493,15 @@ fn dtls_connect(
                 DtlsEvent::Closed => return Err("DTLS closed during the handshake".into()),
             }
         }
-        if let Ok(n) = socket.recv(&mut buf) {
+        let received = socket.recv_packets(&mut buf, |packet| {
             // RFC 7983: DTLS records start with 20..=63.
-            if (20..=63).contains(&buf[0]) {
-                session.feed(&buf[..n]);
+            if packet.first().is_some_and(|b| (20..=63).contains(b)) {
+                session.feed(packet);
+            }
+        });
+        if let Err(e) = received {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                return Err(format!("DTLS: {e}"));
             }
         }
     }
