@@ -2,15 +2,18 @@
 //! binary: a thousand connections that send nothing, garbage, truncated frames or a length
 //! prefix of 65,535 followed by 10 bytes, while a UDP loadtest runs on the same worker. The UDP
 //! peers keep their media, the server's memory stays bounded, and every hostile connection is
-//! closed (bad framing at once, the rest at the idle deadline).
+//! closed (bad framing at once, the rest at the idle deadline). Meanwhile an ICE-TCP subscriber
+//! that never reads is sent 8 Mbit/s of video: its send queue fills and drops, nobody else's.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use loadtest::probe::SfuProcess;
+use loadtest::media::Track;
+use loadtest::probe::{join, produce_video, vp8_layers, MediaSender, SfuProcess};
 use loadtest::signaling::Signaling;
+use loadtest::transport::{open_tcp, DtlsClient};
 use serde_json::{json, Value};
 
 /// The worker's ICE-TCP candidate, from a create-transport answer.
@@ -89,6 +92,46 @@ fn a_thousand_hostile_tcp_connections_cost_the_udp_peers_nothing_and_are_all_clo
     let media = tcp_candidate(&server);
     let rss_before = server.rss_kib();
 
+    // A subscriber over ICE-TCP that stops reading while it is sent 8 Mbit/s of video. It
+    // keeps sending consent checks (it can still write), so its transport stays.
+    let dtls = DtlsClient::start().unwrap();
+    let stuck_room = format!("stuck-{}", rand::random::<u32>());
+    let mut publisher = join(&server.url(), &stuck_room, "send", &dtls).expect("publisher");
+    let ssrc = rand::random::<u32>() & 0x0fff_fffe;
+    let producer = produce_video(&mut publisher, vp8_layers(ssrc, 1, "stuck")).expect("produce");
+    let sender = MediaSender::start(publisher.transport, vec![Track::video(ssrc, 8000, 1200)]);
+    let mut sub = Signaling::connect(&server.url()).unwrap();
+    let joined = sub
+        .request("join-room", json!({"roomId": stuck_room}))
+        .unwrap();
+    let mut never_reads = open_tcp(&mut sub, "recv", &dtls).expect("ICE-TCP subscriber");
+    let c = sub
+        .request(
+            "consume-media",
+            json!({"transportId": never_reads.id, "producerId": producer,
+                   "rtpCapabilities": joined["routerRtpCapabilities"]}),
+        )
+        .expect("consume over TCP");
+    sub.request("resume-consumer", json!({"consumerId": c["consumerId"]}))
+        .unwrap();
+    let checking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let keep = checking.clone();
+    let consent = std::thread::spawn(move || {
+        while keep.load(std::sync::atomic::Ordering::Relaxed) {
+            let check = never_reads.consent.request();
+            let _ = never_reads.socket.send(&check);
+            let _ = never_reads.socket.flush();
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        never_reads
+    });
+    wait_stats(
+        &server,
+        40,
+        "the stuck subscriber's queue fills and drops",
+        |s| ice_tcp(s)["sendDropped"].as_u64().unwrap() > 0,
+    );
+
     // UDP peers on the same (only) worker, measured while the connections pound the port.
     let url = server.url();
     let load = std::thread::spawn(move || {
@@ -163,7 +206,24 @@ fn a_thousand_hostile_tcp_connections_cost_the_udp_peers_nothing_and_are_all_clo
     );
     assert_eq!(r.silent_consumers + r.stalled_consumers, 0);
 
-    // Everything that never completed ICE is closed by the idle deadline.
+    let stuck = wait_stats(
+        &server,
+        5,
+        "the stuck subscriber's media is still dropped",
+        |s| {
+            ice_tcp(s)["sendDropped"].as_u64().unwrap()
+                > ice_tcp(&during)["sendDropped"].as_u64().unwrap()
+        },
+    );
+    println!("stuck subscriber: {}", ice_tcp(&stuck));
+    checking.store(false, std::sync::atomic::Ordering::Relaxed);
+    let never_reads = consent.join().unwrap();
+    let _ = sender.stop();
+    drop(never_reads);
+    drop(sub);
+
+    // Everything that never completed ICE is closed by the idle deadline, and the stuck
+    // subscriber's connection once its transport is gone.
     let after = wait_stats(&server, 15, "every hostile connection closed", |s| {
         ice_tcp(s)["connections"] == 0
     });
