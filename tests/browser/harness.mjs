@@ -200,3 +200,24 @@ export async function expectRising(peer, kind, metric, seconds = 5, { count = 1,
   }
   return [...c.values()];
 }
+
+/**
+ * Both peers (joined as `ja`, `jb`) publish camera + mic, consume each other and decode video;
+ * returns each peer's selected ICE candidate pairs ({send, recv}, from window.sfu).
+ */
+export async function exchangeMedia(a, b, ja, jb) {
+  await Promise.all([a.publish({ video: true, audio: true }), b.publish({ video: true, audio: true })]);
+  await Promise.all([a.consumeAll(), b.consumeAll()]);
+  await Promise.all([
+    expectRising(a, 'video', 'framesDecoded', 4, { fromPeerId: jb.peerId }),
+    expectRising(b, 'video', 'framesDecoded', 4, { fromPeerId: ja.peerId }),
+  ]);
+  const pairs = [];
+  for (const p of [a, b]) {
+    pairs.push(await waitFor(async () => {
+      const s = await p.eval(() => window.sfu.selectedCandidatePairs());
+      return s.send && s.recv ? s : null;
+    }, { timeout: 10_000, message: `${p.name}: selected candidate pairs` }));
+  }
+  return pairs;
+}

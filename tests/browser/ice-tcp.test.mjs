@@ -3,7 +3,7 @@
 // Chromium peers still publish and decode each other, over the server's passive TCP candidate.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHarness, roomId, expectRising, waitFor, SFU_URL } from './harness.mjs';
+import { startHarness, roomId, exchangeMedia, SFU_URL } from './harness.mjs';
 
 const skip = process.env.TEST_UDP_BLOCKED === '1' ? false : 'run through tests/run-ice-tcp-browser-test.sh (it blocks UDP to the media port)';
 let h;
@@ -28,19 +28,10 @@ test('with UDP blocked, two peers publish and decode each other over ICE-TCP', {
   try {
     const ja = await a.join(room);
     const jb = await b.join(room);
-    await Promise.all([a.publish({ video: true, audio: true }), b.publish({ video: true, audio: true })]);
-    await Promise.all([a.consumeAll(), b.consumeAll()]);
-    await Promise.all([
-      expectRising(a, 'video', 'framesDecoded', 4, { fromPeerId: jb.peerId }),
-      expectRising(b, 'video', 'framesDecoded', 4, { fromPeerId: ja.peerId }),
-    ]);
-    for (const p of [a, b]) {
-      const pairs = await waitFor(async () => {
-        const s = await p.eval(() => window.sfu.selectedCandidatePairs());
-        return s.send && s.recv ? s : null;
-      }, { timeout: 10_000, message: `${p.name}: selected candidate pairs` });
+    const pairs = await exchangeMedia(a, b, ja, jb);
+    for (const [i, p] of [a, b].entries()) {
       for (const dir of ['send', 'recv']) {
-        assert.equal(pairs[dir].localProtocol, 'tcp', `${p.name} ${dir}: the selected pair is TCP: ${JSON.stringify(pairs)}`);
+        assert.equal(pairs[i][dir].localProtocol, 'tcp', `${p.name} ${dir}: the selected pair is TCP: ${JSON.stringify(pairs[i])}`);
       }
     }
     assert.ok(await iceTcpConnections() >= 4, 'the server counts the four transports\' TCP connections');

@@ -11,7 +11,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { startHarness, roomId, expectRising, waitFor, SFU_URL, FIRST_MEDIA_TIMEOUT } from './harness.mjs';
+import { startHarness, roomId, exchangeMedia, waitFor, SFU_URL, FIRST_MEDIA_TIMEOUT } from './harness.mjs';
 
 const URLS = process.env.SFU_TURN_URLS;
 const SECRET = process.env.SFU_TURN_SECRET;
@@ -90,19 +90,10 @@ test('two relay-only peers publish and decode each other through coturn', { skip
     assert.ok(Array.isArray(t.iceServers) && t.iceServers[0].urls.length > 0, `iceServers in ${JSON.stringify(Object.keys(t))}`);
     assert.match(t.iceServers[0].username, new RegExp(`^\\d+:${ja.peerId}$`));
 
-    await Promise.all([a.publish({ video: true, audio: true }), b.publish({ video: true, audio: true })]);
-    await Promise.all([a.consumeAll(), b.consumeAll()]);
-    await Promise.all([
-      expectRising(a, 'video', 'framesDecoded', 4, { fromPeerId: jb.peerId }),
-      expectRising(b, 'video', 'framesDecoded', 4, { fromPeerId: ja.peerId }),
-    ]);
-    for (const p of [a, b]) {
-      const pairs = await waitFor(async () => {
-        const s = await p.eval(() => window.sfu.selectedCandidatePairs());
-        return s.send && s.recv ? s : null;
-      }, { timeout: 10_000, message: `${p.name}: selected candidate pairs` });
+    const pairs = await exchangeMedia(a, b, ja, jb);
+    for (const [i, p] of [a, b].entries()) {
       for (const dir of ['send', 'recv']) {
-        assert.equal(pairs[dir].localType, 'relay', `${p.name} ${dir}: local candidate is a relay: ${JSON.stringify(pairs)}`);
+        assert.equal(pairs[i][dir].localType, 'relay', `${p.name} ${dir}: local candidate is a relay: ${JSON.stringify(pairs[i])}`);
       }
     }
     await a.leave();
