@@ -78,6 +78,7 @@ pub fn spawn(opts: WorkerOptions) -> std::io::Result<WorkerHandle> {
         .name(&name)
         .io_memory(IO_MEMORY)
         .spawn(move || async move {
+            let mut opts = opts;
             let sock = match UdpSocket::bind(opts.bind) {
                 Ok(s) => Rc::new(s),
                 Err(e) => {
@@ -89,13 +90,13 @@ pub fn spawn(opts: WorkerOptions) -> std::io::Result<WorkerHandle> {
                 }
             };
             // ICE-TCP listens on the UDP socket's port number.
-            let listener = match &opts.ice_tcp {
-                Some(_) => match sock
+            let ice_tcp = match opts.ice_tcp.take() {
+                Some(o) => match sock
                     .local_addr()
                     .map_err(std::io::Error::from)
                     .and_then(tcp::bind)
                 {
-                    Ok(l) => Some(l),
+                    Ok(listener) => Some((listener, o)),
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
@@ -104,7 +105,7 @@ pub fn spawn(opts: WorkerOptions) -> std::io::Result<WorkerHandle> {
                 None => None,
             };
             let _ = ready_tx.send(Ok(()));
-            run(opts, sock, listener, jobs_rx, worker_stats).await;
+            run(opts, sock, ice_tcp, jobs_rx, worker_stats).await;
         })
         .map_err(|e| std::io::Error::other(format!("cannot start worker executor: {e}")))?;
     match ready_rx.recv() {
@@ -270,7 +271,7 @@ impl Sending {
 async fn run(
     mut opts: WorkerOptions,
     sock: Rc<UdpSocket>,
-    listener: Option<glommio::net::TcpListener>,
+    ice_tcp: Option<(glommio::net::TcpListener, tcp::TcpOptions)>,
     jobs: Receiver<Job>,
     stats: Arc<WorkerStats>,
 ) {
@@ -294,10 +295,10 @@ async fn run(
     core.borrow_mut().set_limits(opts.limits);
     core.borrow_mut().set_faults(opts.faults.clone());
     core.borrow_mut().set_turn(opts.turn.clone());
-    core.borrow_mut().env.ice_tcp = listener.is_some();
-    let tcp = match (&listener, opts.ice_tcp.take()) {
-        (Some(_), Some(o)) => Some(Rc::new(tcp::TcpConns::new(o, stats.clone()))),
-        _ => None,
+    core.borrow_mut().env.ice_tcp = ice_tcp.is_some();
+    let (listener, tcp) = match ice_tcp {
+        Some((l, o)) => (Some(l), Some(Rc::new(tcp::TcpConns::new(o, stats.clone())))),
+        None => (None, None),
     };
     let sending = Rc::new(Sending {
         sock: sock.clone(),

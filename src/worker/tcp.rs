@@ -83,7 +83,11 @@ impl SendQueue {
     /// Moves up to `max` queued bytes to the end of `out`.
     pub fn take_into(&mut self, out: &mut Vec<u8>, max: usize) {
         let n = self.bytes.len().min(max);
-        out.extend(self.bytes.drain(..n));
+        let (front, back) = self.bytes.as_slices();
+        let from_front = front.len().min(n);
+        out.extend_from_slice(&front[..from_front]);
+        out.extend_from_slice(&back[..n - from_front]);
+        self.bytes.drain(..n);
     }
 
     pub fn len(&self) -> usize {
@@ -138,30 +142,36 @@ impl TcpConns {
         }
     }
 
-    /// Admits a connection from `ip` within the limits: its id, or None (refused, counted).
-    fn admit(&self, ip: IpAddr) -> Option<TcpConnId> {
+    /// Opens a connection from `ip` if the limits allow: its id, its sending side (counted
+    /// at once, so a burst of accepts cannot overshoot the limits before any is served) and
+    /// the receiver that wakes its writer. None: refused (counted).
+    fn open(&self, ip: IpAddr) -> Option<(TcpConnId, Rc<Conn>, LocalReceiver<()>)> {
+        let mut open = self.open.borrow_mut();
         let mut per_ip = self.per_ip.borrow_mut();
         let from_ip = per_ip.get(&ip).copied().unwrap_or(0);
-        if self.open.borrow().len() >= self.opts.max_connections || from_ip >= self.opts.max_per_ip
-        {
+        if open.len() >= self.opts.max_connections || from_ip >= self.opts.max_per_ip {
             self.stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
         per_ip.insert(ip, from_ip + 1);
         let mut id = self.next_id.get();
-        while id == 0 || self.open.borrow().contains_key(&id) {
+        while id == 0 || open.contains_key(&id) {
             id = id.wrapping_add(1);
         }
         self.next_id.set(id.wrapping_add(1));
-        Some(id)
-    }
-
-    fn insert(&self, id: TcpConnId, conn: Rc<Conn>) {
-        self.open.borrow_mut().insert(id, conn);
+        let (wake, woken) = local_channel::new_bounded(1);
+        let conn = Rc::new(Conn {
+            queue: RefCell::new(SendQueue::new(self.opts.send_queue)),
+            wake,
+            broken: Cell::new(false),
+        });
+        open.insert(id, conn.clone());
         self.stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        Some((id, conn, woken))
     }
 
-    fn remove(&self, id: TcpConnId, ip: IpAddr) {
+    /// Forgets connection `id` from `ip` (it closed).
+    fn close(&self, id: TcpConnId, ip: IpAddr) {
         if self.open.borrow_mut().remove(&id).is_some() {
             self.stats.tcp_connections.fetch_sub(1, Ordering::Relaxed);
         }
@@ -203,39 +213,33 @@ pub(super) async fn accept_loop(
         let Ok(peer) = stream.peer_addr() else {
             continue;
         };
-        let Some(id) = conns.admit(peer.ip()) else {
+        let Some((id, conn, woken)) = conns.open(peer.ip()) else {
             tracing::debug!(%peer, "ICE-TCP connection refused: too many");
             continue; // dropping the stream closes it
         };
+        let _ = stream.set_nodelay(true);
         let (conns, core, sending) = (conns.clone(), core.clone(), sending.clone());
         glommio::spawn_local(async move {
-            serve(stream, peer, id, &conns, &core, &sending).await;
-            conns.remove(id, peer.ip());
+            let (reader, writer) = futures_lite::io::split(stream);
+            // Dropped (cancelled) when the reader is done.
+            let _writer = glommio::spawn_local(write_loop(writer, conn.clone(), woken));
+            serve(reader, peer, id, &conn, &conns, &core, &sending).await;
+            conns.close(id, peer.ip());
         })
         .detach();
     }
 }
 
-/// Serves one connection until it closes, breaks, sends a bad frame or idles out.
+/// Reads one connection until it closes, breaks, sends a bad frame or idles out.
 async fn serve(
-    stream: TcpStream,
+    mut reader: futures_lite::io::ReadHalf<TcpStream>,
     peer: SocketAddr,
     id: TcpConnId,
+    conn: &Conn,
     conns: &TcpConns,
     core: &Shared,
     sending: &Sending,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (wake, woken) = local_channel::new_bounded(1);
-    let conn = Rc::new(Conn {
-        queue: RefCell::new(SendQueue::new(conns.opts.send_queue)),
-        wake,
-        broken: Cell::new(false),
-    });
-    conns.insert(id, conn.clone());
-    let (mut reader, writer) = futures_lite::io::split(stream);
-    // Dropped (cancelled) when the reader is done.
-    let _writer = glommio::spawn_local(write_loop(writer, conn.clone(), woken));
     let remote = Remote::Tcp {
         addr: peer,
         conn: id,
@@ -279,7 +283,7 @@ async fn serve(
         if conn.broken.get() {
             break;
         }
-        if core.borrow().transport_of_addr(&remote).is_some() {
+        if core.borrow().env.index.by_addr.contains_key(&remote) {
             last_bound = now;
         } else if now.saturating_duration_since(last_bound) > conns.opts.idle_timeout {
             stats.tcp_idle_closed.fetch_add(1, Ordering::Relaxed);
@@ -377,38 +381,25 @@ mod tests {
             },
             stats.clone(),
         );
-        let open = |id: TcpConnId| {
-            let (wake, _woken) = local_channel::new_bounded(1);
-            conns.insert(
-                id,
-                Rc::new(Conn {
-                    queue: RefCell::new(SendQueue::new(1024)),
-                    wake,
-                    broken: Cell::new(false),
-                }),
-            );
-        };
-        let a = conns.admit(ip(1)).unwrap();
-        open(a);
-        let b = conns.admit(ip(1)).unwrap();
-        open(b);
+        let id = |opened: Option<(TcpConnId, Rc<Conn>, LocalReceiver<()>)>| opened.map(|o| o.0);
+        let a = id(conns.open(ip(1))).unwrap();
+        let b = id(conns.open(ip(1))).unwrap();
         assert_ne!(a, b);
-        assert_eq!(conns.admit(ip(1)), None, "a third from one IP");
-        let c = conns.admit(ip(2)).unwrap();
-        open(c);
-        assert_eq!(conns.admit(ip(3)), None, "a fourth on the worker");
+        assert_eq!(id(conns.open(ip(1))), None, "a third from one IP");
+        let c = id(conns.open(ip(2))).unwrap();
+        assert_eq!(id(conns.open(ip(3))), None, "a fourth on the worker");
         assert_eq!(stats.tcp_refused.load(Ordering::Relaxed), 2);
         assert_eq!(stats.tcp_connections.load(Ordering::Relaxed), 3);
-        conns.remove(a, ip(1));
+        conns.close(a, ip(1));
         assert_eq!(stats.tcp_connections.load(Ordering::Relaxed), 2);
-        let d = conns.admit(ip(1)).unwrap();
+        let d = id(conns.open(ip(1))).unwrap();
         assert!(
             ![b, c].contains(&d),
             "ids of open connections are not reused"
         );
-        conns.remove(b, ip(1));
-        conns.remove(c, ip(2));
-        conns.remove(d, ip(1));
+        conns.close(b, ip(1));
+        conns.close(c, ip(2));
+        conns.close(d, ip(1));
         assert!(conns.per_ip.borrow().is_empty());
         assert!(conns.open.borrow().is_empty());
     }
@@ -423,14 +414,7 @@ mod tests {
             send_queue: 100,
         };
         let conns = TcpConns::new(opts, stats.clone());
-        let id = conns.admit(ip(1)).unwrap();
-        let (wake, _woken) = local_channel::new_bounded(1);
-        let conn = Rc::new(Conn {
-            queue: RefCell::new(SendQueue::new(100)),
-            wake,
-            broken: Cell::new(false),
-        });
-        conns.insert(id, conn.clone());
+        let (id, conn, _woken) = conns.open(ip(1)).unwrap();
         conns.send(id, &[1u8; 60]);
         conns.send(id, &[2u8; 60]);
         assert_eq!(conn.queue.borrow().len(), 62);
