@@ -79,7 +79,7 @@ test('a publisher\'s room becomes an H.264 + AAC HLS stream that the watch page 
   }
 });
 
-test('the stream survives a second publisher joining and FFmpeg being killed', async () => {
+test('the stream survives a second publisher joining and FFmpeg being killed', { timeout: 180_000 }, async () => {
   const room = roomId('hls2');
   const a = await h.newPeer('hls-a');
   const b = await h.newPeer('hls-b');
