@@ -75,15 +75,15 @@ test-web: deps-web
 test-browser: build deps-browser
 	tests/run-browser-tests.sh
 	@# NACK/RTX under loss: a second server that drops 5 % of forwarded RTP (fault injection, docs/config.md).
-	cd tests/browser && SFU_FAULT_DROP_OUT_PERCENT=5 TEST_PORT=18001 TEST_RTC_PORT=46100 \
+	cd tests/browser && SFU_FAULT_DROP_OUT_PERCENT=5 TEST_PORT=18001 TEST_RTC_PORT=31100 \
 	  ../run-with-server.sh node --test --test-name-pattern='dropped' quality.test.mjs
 	@# Rooms spanning two workers: every other peer of a room on the second worker.
-	cd tests/browser && SFU_WORKERS=2 SFU_ROOM_SPILL_PEERS=1 TEST_PORT=18002 TEST_RTC_PORT=46200 \
+	cd tests/browser && SFU_WORKERS=2 SFU_ROOM_SPILL_PEERS=1 TEST_PORT=18002 TEST_RTC_PORT=31200 \
 	  ../run-with-server.sh node --test --test-concurrency=1 spanning.test.mjs two-peers.test.mjs \
 	  late-join-and-leave.test.mjs hls.test.mjs
 	@# TURN relay: the test starts coturn on loopback with the same secret; relay-only Chromium peers.
 	cd tests/browser && SFU_TURN_URLS=turn:127.0.0.1:3478 SFU_TURN_SECRET=browser-test-turn-secret \
-	  TEST_PORT=18004 TEST_RTC_PORT=46400 ../run-with-server.sh node --test turn.test.mjs
+	  TEST_PORT=18004 TEST_RTC_PORT=31400 ../run-with-server.sh node --test turn.test.mjs
 	@# Built-in TLS: the web app over HTTPS and a room over WSS (self-signed certificate, openssl).
 	tests/run-tls-browser-test.sh
 	@# ICE-TCP: UDP to the media port dropped on loopback (iptables, root); Chromium peers over TCP.

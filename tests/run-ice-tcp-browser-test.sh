@@ -5,7 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 port=${TEST_PORT:-18006}
-rtc_port=${TEST_RTC_PORT:-46600}
+rtc_port=${TEST_RTC_PORT:-31600}
 command -v iptables >/dev/null || { echo "iptables is missing: apt-get install -y iptables (make deps-system does, as root)" >&2; exit 1; }
 rule=(INPUT -i lo -p udp --dport "$rtc_port" -j DROP)
 cleanup() { while iptables -D "${rule[@]}" 2>/dev/null; do :; done; }

@@ -19,5 +19,5 @@ ip netns exec "$ns" ip link set vn-drop up
 ip netns exec "$ns" ip link set lo up
 cd "$here/browser"
 SFU_NETNS=$ns SFU_NETNS_HOST_IF=$host_if SFU_ANNOUNCED_IP=10.231.0.1 \
-  TEST_LISTEN_IP=10.231.0.1 TEST_PORT=${TEST_PORT:-18002} TEST_RTC_PORT=${TEST_RTC_PORT:-46200} \
+  TEST_LISTEN_IP=10.231.0.1 TEST_PORT=${TEST_PORT:-18002} TEST_RTC_PORT=${TEST_RTC_PORT:-31200} \
   ../run-with-server.sh node --test network-drop.test.mjs

@@ -11,5 +11,5 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 chmod 600 "$out/key.pem"
 cd "$root/tests/browser"
 TEST_TLS_CERT="$out/cert.pem" TEST_TLS_KEY="$out/key.pem" TEST_OUTPUT="$out" \
-  TEST_PORT=${TEST_PORT:-18003} TEST_RTC_PORT=${TEST_RTC_PORT:-46300} \
+  TEST_PORT=${TEST_PORT:-18003} TEST_RTC_PORT=${TEST_RTC_PORT:-31300} \
   exec ../run-with-server.sh node --test tls.test.mjs

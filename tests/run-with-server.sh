@@ -4,7 +4,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 port=${TEST_PORT:-18000}
 listen_ip=${TEST_LISTEN_IP:-127.0.0.1}
-rtc_port=${TEST_RTC_PORT:-46000}
+rtc_port=${TEST_RTC_PORT:-31000}
 out=${TEST_OUTPUT:-$root/test-output}
 mkdir -p "$out"
 ulimit -l unlimited 2>/dev/null || true
