@@ -122,6 +122,7 @@ pub mod media {
                     transport_id: send.clone(),
                     kind: MediaKind::Video,
                     rtp_parameters: params,
+                    label: crate::room::api::SourceLabel::Camera,
                 },
             );
             let producer_id = core

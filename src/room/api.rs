@@ -64,6 +64,7 @@ pub enum Command {
         transport_id: String,
         kind: MediaKind,
         rtp_parameters: RtpParameters,
+        label: SourceLabel,
     },
     Consume {
         transport_id: String,
@@ -122,6 +123,45 @@ pub struct DtlsParameters {
     pub fingerprints: Vec<Fingerprint>,
 }
 
+/// What a producer shows (shared/protocol.md: `appData.source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceLabel {
+    Camera,
+    Microphone,
+    Screen,
+    ScreenAudio,
+}
+
+impl SourceLabel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceLabel::Camera => "camera",
+            SourceLabel::Microphone => "microphone",
+            SourceLabel::Screen => "screen",
+            SourceLabel::ScreenAudio => "screen-audio",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Camera,
+            Self::Microphone,
+            Self::Screen,
+            Self::ScreenAudio,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
+
+    /// Without a label: `microphone` for audio, `camera` for video.
+    pub fn default_for(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => SourceLabel::Microphone,
+            MediaKind::Video => SourceLabel::Camera,
+        }
+    }
+}
+
 /// The answer to a successful request.
 #[derive(Debug, Clone)]
 pub enum Answer {
@@ -155,6 +195,7 @@ pub struct ProducerSummary {
     pub producer_id: String,
     pub peer_id: Arc<str>,
     pub kind: MediaKind,
+    pub label: SourceLabel,
     pub paused: bool,
 }
 
@@ -216,6 +257,9 @@ impl std::fmt::Debug for IceServer {
 pub struct Consumed {
     pub consumer_id: String,
     pub producer_id: String,
+    /// Who publishes the producer, and what it shows (`appData` of the answer).
+    pub peer_id: Arc<str>,
+    pub label: SourceLabel,
     pub kind: MediaKind,
     pub rtp_parameters: RtpParameters,
     pub producer_paused: bool,
@@ -235,6 +279,7 @@ pub enum Notice {
         producer_id: String,
         peer_id: Arc<str>,
         kind: MediaKind,
+        label: SourceLabel,
     },
     ProducerClosed {
         producer_id: String,

@@ -58,6 +58,7 @@ pub struct ProducerInfo {
     pub id: String,
     pub peer: Arc<str>,
     pub kind: MediaKind,
+    pub label: super::api::SourceLabel,
     pub paused: bool,
     pub mapping: ProducerMapping,
     pub video_codec: VideoCodec,

@@ -39,6 +39,7 @@ impl Router {
             producer_id: info.id.clone(),
             peer_id: info.peer.clone(),
             kind: info.kind,
+            label: info.label,
         };
         let peer = info.peer.clone();
         self.insert_producer(env, pkey, Producer::piped(info));

@@ -1,7 +1,7 @@
 //! A producer: one media track a peer sends, with the mapping `ortc` derived from its
 //! parameters. Owns the list of its consumers (closing it closes them).
 
-use super::api::ApiError;
+use super::api::{ApiError, SourceLabel};
 use super::limits::LeasedCache;
 use super::mesh::{Origin, ProducerInfo};
 use super::ortc::{self, MediaKind, ProducerMapping};
@@ -16,6 +16,8 @@ pub struct Producer {
     pub kind: MediaKind,
     pub peer: Arc<str>,
     pub source: Source,
+    /// What it shows (`appData.source`): camera, microphone, screen, screen-audio.
+    pub label: SourceLabel,
     pub mapping: ProducerMapping,
     pub paused: bool,
     pub consumers: Vec<CKey>,
@@ -53,6 +55,7 @@ impl Producer {
         peer: Arc<str>,
         transport: TKey,
         kind: MediaKind,
+        label: SourceLabel,
         mapping: ProducerMapping,
     ) -> Result<Self, ApiError> {
         let first = mapping
@@ -71,6 +74,7 @@ impl Producer {
             id,
             kind,
             peer,
+            label,
             source: Source::Local {
                 transport,
                 pipes: Vec::new(),
@@ -97,6 +101,7 @@ impl Producer {
             source: Source::Piped {
                 origin: info.origin,
             },
+            label: info.label,
             ssrcs: vec![None; encodings],
             video_codec: info.video_codec,
             clock_rate: info.clock_rate,
@@ -115,6 +120,7 @@ impl Producer {
             id: self.id.clone(),
             peer: self.peer.clone(),
             kind: self.kind,
+            label: self.label,
             paused: self.paused,
             mapping: self.mapping.clone(),
             video_codec: self.video_codec,

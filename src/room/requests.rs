@@ -5,8 +5,8 @@
 
 use super::api::{
     Answer, ApiError, CandidateProtocol, Command, Consumed, DtlsParameters, DtlsRoleParam,
-    IceCandidate, IceParameters, Joined, Notice, PeerSummary, ProducerSummary, TransportCreated,
-    TransportDirection,
+    IceCandidate, IceParameters, Joined, Notice, PeerSummary, ProducerSummary, SourceLabel,
+    TransportCreated, TransportDirection,
 };
 use super::consumer::{Consumer, ConsumerSpec};
 use super::env::{Env, Route};
@@ -71,7 +71,8 @@ impl Router {
                 transport_id,
                 kind,
                 rtp_parameters,
-            } => self.produce(env, peer_id, &transport_id, kind, rtp_parameters),
+                label,
+            } => self.produce(env, peer_id, &transport_id, (kind, label), rtp_parameters),
             Command::Consume {
                 transport_id,
                 producer_id,
@@ -142,6 +143,7 @@ impl Router {
                         producer_id: pid.clone(),
                         peer_id: p.id.clone(),
                         kind: prod.kind,
+                        label: prod.label,
                         paused: prod.paused,
                     });
                 }
@@ -300,7 +302,7 @@ impl Router {
         env: &mut Env,
         peer_id: &Arc<str>,
         transport_id: &str,
-        kind: MediaKind,
+        (kind, label): (MediaKind, SourceLabel),
         params: RtpParameters,
     ) -> Result<Answer, ApiError> {
         let tkey = self.own_transport(peer_id, transport_id, env.worker)?;
@@ -325,7 +327,7 @@ impl Router {
             }
         }
         let id = crate::ids::uuid_v4();
-        let producer = Producer::local(id.clone(), peer_id.clone(), tkey, kind, mapping)?;
+        let producer = Producer::local(id.clone(), peer_id.clone(), tkey, kind, label, mapping)?;
         let pkey = env.key();
         if let Some(t) = self.transports.get_mut(&tkey) {
             for s in ssrcs {
@@ -344,6 +346,7 @@ impl Router {
                 producer_id: id.clone(),
                 peer_id: peer_id.clone(),
                 kind,
+                label,
             },
         );
         self.announce_sources(env);
@@ -448,6 +451,8 @@ impl Router {
         let answer = Consumed {
             consumer_id: id.clone(),
             producer_id: producer_id.to_string(),
+            peer_id: producer.peer.clone(),
+            label: producer.label,
             kind: producer.kind,
             rtp_parameters: params,
             producer_paused: producer.paused,

@@ -82,6 +82,7 @@ fn setup() -> Setup {
                 transport_id,
                 kind: MediaKind::Video,
                 rtp_parameters: params,
+                label: crate::room::api::SourceLabel::Camera,
             },
         )),
         now,

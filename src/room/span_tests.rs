@@ -690,7 +690,7 @@ fn producers_are_piped_both_ways_and_listed_with_their_paused_state_to_later_joi
         vec![(
             1,
             "new-producer",
-            json!({"producerId": pa, "peerId": "peer-a", "kind": "video"})
+            json!({"producerId": pa, "peerId": "peer-a", "kind": "video", "source": "camera"})
         )]
     );
     assert_eq!(
@@ -739,7 +739,7 @@ fn producers_are_piped_both_ways_and_listed_with_their_paused_state_to_later_joi
         vec![(
             0,
             "new-producer",
-            json!({"producerId": pb, "peerId": "peer-b", "kind": "audio"})
+            json!({"producerId": pb, "peerId": "peer-b", "kind": "audio", "source": "microphone"})
         )]
     );
     assert_eq!(
@@ -1761,7 +1761,7 @@ fn a_late_replica_dropped_does_not_orphan_a_replica_created_since() {
         vec![(
             1,
             "new-producer",
-            json!({"producerId": pa2, "peerId": "peer-a", "kind": "audio"})
+            json!({"producerId": pa2, "peerId": "peer-a", "kind": "audio", "source": "microphone"})
         )]
     );
     c.ok(&d, Request::LeaveRoom);

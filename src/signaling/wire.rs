@@ -5,7 +5,7 @@
 use super::protocol::{self, Request};
 use crate::room::api::{
     Answer, ApiError, CandidateProtocol, Command, DtlsParameters, DtlsRoleParam, Fingerprint,
-    IceCandidate, IceParameters, Notice, TransportCreated, TransportDirection,
+    IceCandidate, IceParameters, Notice, SourceLabel, TransportCreated, TransportDirection,
 };
 use crate::room::ortc::{MediaKind, RtpCapabilities, RtpParameters};
 use crate::stats::{Counted, WorkerStats};
@@ -51,17 +51,19 @@ pub fn command(request: Request) -> Result<Command, ApiError> {
             transport_id,
             kind,
             rtp_parameters,
-            ..
+            app_data,
         } => {
             let rtp_parameters: RtpParameters = serde_json::from_value(rtp_parameters)
                 .map_err(|e| ApiError::bad_request(format!("produce: rtpParameters: {e}")))?;
+            let kind = match kind {
+                protocol::Kind::Audio => MediaKind::Audio,
+                protocol::Kind::Video => MediaKind::Video,
+            };
             Command::Produce {
                 transport_id,
-                kind: match kind {
-                    protocol::Kind::Audio => MediaKind::Audio,
-                    protocol::Kind::Video => MediaKind::Video,
-                },
+                kind,
                 rtp_parameters,
+                label: source_label(&app_data, kind)?,
             }
         }
         Request::ConsumeMedia {
@@ -165,6 +167,7 @@ pub fn answer(answer: &Answer) -> Value {
                 "producerId": p.producer_id,
                 "peerId": &*p.peer_id,
                 "kind": p.kind.as_str(),
+                "source": p.label.as_str(),
                 "paused": p.paused,
             })).collect::<Vec<_>>(),
         }),
@@ -176,10 +179,28 @@ pub fn answer(answer: &Answer) -> Value {
             "producerId": c.producer_id,
             "kind": c.kind.as_str(),
             "rtpParameters": c.rtp_parameters,
+            "appData": {"source": c.label.as_str(), "peerId": &*c.peer_id},
             "producerPaused": c.producer_paused,
         }),
         Answer::Done => json!({}),
     }
+}
+
+/// `appData.source` of a produce request: one of the four labels, or the kind's default
+/// when absent.
+fn source_label(app_data: &Value, kind: MediaKind) -> Result<SourceLabel, ApiError> {
+    match app_data.get("source") {
+        None | Some(Value::Null) => Ok(SourceLabel::default_for(kind)),
+        Some(Value::String(s)) => SourceLabel::parse(s).ok_or_else(|| bad_source(s)),
+        Some(other) => Err(bad_source(&other.to_string())),
+    }
+}
+
+fn bad_source(got: &str) -> ApiError {
+    let got: String = got.chars().take(40).collect();
+    ApiError::bad_request(format!(
+        "produce: appData.source must be camera, microphone, screen or screen-audio (got {got:?})"
+    ))
 }
 
 /// The method and `data` of a notification.
@@ -197,9 +218,11 @@ pub fn notice(notice: &Notice) -> (&'static str, Value) {
             producer_id,
             peer_id,
             kind,
+            label,
         } => (
             "new-producer",
-            json!({"producerId": producer_id, "peerId": &**peer_id, "kind": kind.as_str()}),
+            json!({"producerId": producer_id, "peerId": &**peer_id, "kind": kind.as_str(),
+                   "source": label.as_str()}),
         ),
         Notice::ProducerClosed { producer_id } => {
             ("producer-closed", json!({"producerId": producer_id}))
