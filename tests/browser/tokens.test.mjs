@@ -226,3 +226,29 @@ test('the watch page shows the access screen for a missing or other room\'s toke
     await closeUsers(none, other);
   }
 });
+
+test('the watch page plays a room\'s HLS stream through its token', { skip, timeout: 90_000 }, async () => {
+  const room = roomId('tok');
+  const host = await openUser('Streamer', roomUrl(room, sign({ sub: 'streamer', room })));
+  const watchToken = sign({ sub: 'watcher', room, grants: { publish: false } });
+  const watcher = await openUser('Watcher', `${SFU_URL}/watch/?roomId=${room}&token=${watchToken}`);
+  try {
+    await join(host);
+    // The server hands the token on to the segment URIs of the playlist it serves.
+    const playlist = await waitFor(async () => {
+      const res = await fetch(`${SFU_URL}/hls/${room}/index.m3u8?token=${watchToken}`);
+      const text = res.ok ? await res.text() : '';
+      return text.split('\n').some((l) => l && !l.startsWith('#')) ? text : null;
+    }, { timeout: FIRST_MEDIA_TIMEOUT, interval: 500, message: 'a playlist with segments' });
+    const segments = playlist.split('\n').filter((l) => l && !l.startsWith('#'));
+    assert.ok(segments.every((s) => s.includes('token=')), `segment URIs carry the token:\n${playlist}`);
+    const time = () => watcher.page.evaluate(() => document.querySelector('video[data-testid="hls-video"]')?.currentTime ?? 0);
+    const start = await waitFor(async () => { const t = await time(); return t > 0 ? t : null; },
+      { timeout: FIRST_MEDIA_TIMEOUT, message: 'watch page: playback starts' });
+    await waitFor(async () => (await time()) >= start + 3, { timeout: 30_000, message: 'watch page: playback advances 3 s' });
+    assert.equal(await watcher.page.locator('[data-testid="access-error"]').count(), 0, 'no access screen');
+    assertNoPageErrors(host, watcher);
+  } finally {
+    await closeUsers(host, watcher);
+  }
+});

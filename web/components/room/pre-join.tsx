@@ -65,9 +65,15 @@ export function PreJoin(props: PreJoinProps) {
                 autoComplete="nickname"
                 value={name}
                 readOnly={nameFixed}
-                aria-readonly={nameFixed}
+                aria-describedby={nameFixed ? "display-name-fixed" : undefined}
+                className={nameFixed ? "text-muted-foreground" : undefined}
                 onChange={(event) => onNameChange(event.target.value)}
               />
+              {nameFixed && (
+                <p id="display-name-fixed" className="text-xs text-muted-foreground">
+                  Set by your invite link.
+                </p>
+              )}
             </div>
             {receiveOnly ? <ReceiveOnlyNotice /> : <MediaNotices media={media} />}
             {error && <JoinError error={error} />}
