@@ -33,11 +33,14 @@ interface RoomProps {
 export function Room({ roomId, initialName, codec, token }: RoomProps) {
   const tokenName = tokenDisplayName(token);
   const canPublish = tokenCanPublish(token);
-  const media = useLocalMedia({ enabled: canPublish });
   const { session, snapshot } = useRoomSession(roomId);
-  const [name, setName] = useState(() => tokenName ?? (initialName || readStoredName()));
   // Checked before connecting: an expired or other room's link never opens a socket.
   const [tokenCheck, setTokenCheck] = useState<AccessProblem | null>(() => tokenProblem(token, roomId));
+  const accessProblem =
+    tokenCheck ?? (snapshot.status === "failed" ? refusedBecause(snapshot.error, token) : null);
+  // No camera behind an access screen (nor ever for a receive-only token).
+  const media = useLocalMedia({ enabled: canPublish && !accessProblem });
+  const [name, setName] = useState(() => tokenName ?? (initialName || readStoredName()));
   const [micMuted, setMicMuted] = useState(false);
   const [cameraBusy, setCameraBusy] = useState(false);
 
@@ -103,7 +106,6 @@ export function Room({ roomId, initialName, codec, token }: RoomProps) {
     void session.leave();
   }, [session]);
 
-  const accessProblem = tokenCheck ?? (status === "failed" ? refusedBecause(snapshot.error, token) : null);
   if (accessProblem) return <AccessError reason={accessProblem} />;
 
   if (!inRoom) {
