@@ -14,8 +14,11 @@ use std::path::PathBuf;
     about = "Thread-per-core WebRTC SFU for mediasoup-client"
 )]
 pub struct Cli {
+    /// `sfu token …` prints an access token instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML file with any of the settings below (flags and env win over it).
-    #[arg(long, env = "SFU_CONFIG")]
+    #[arg(long, env = "SFU_CONFIG", global = true)]
     pub config: Option<PathBuf>,
     /// HTTP + WebSocket listen address.
     #[arg(long, env = "SFU_LISTEN")]
@@ -176,6 +179,17 @@ pub struct Cli {
     /// Seconds a TURN credential stays valid.
     #[arg(long, env = "SFU_TURN_TTL")]
     pub turn_ttl: Option<u64>,
+    // --- Access (shared/protocol.md "Access"; docs/operations.md) ---
+    /// Turns access control on: the HS256 secret every token is signed with (/ws, /api and
+    /// /hls then need tokens; `sfu token` makes them).
+    #[arg(long, env = "SFU_AUTH_SECRET", hide_env_values = true, global = true)]
+    pub auth_secret: Option<Secret>,
+    /// join-room requests per second from one IP address (all its sockets together).
+    #[arg(long, env = "SFU_JOIN_RATE_PER_IP")]
+    pub join_rate_per_ip: Option<f64>,
+    /// The burst of join-room requests one IP address may send at once.
+    #[arg(long, env = "SFU_JOIN_BURST_PER_IP")]
+    pub join_burst_per_ip: Option<u32>,
     // --- ICE-TCP: passive TCP on every worker's media port ---
     /// Do not accept ICE over TCP (and offer no TCP candidate): UDP only.
     #[arg(long, env = "SFU_NO_ICE_TCP")]
@@ -194,6 +208,43 @@ pub struct Cli {
     /// (a client that stops reading never blocks the worker).
     #[arg(long, env = "SFU_ICE_TCP_SEND_QUEUE")]
     pub ice_tcp_send_queue: Option<usize>,
+}
+
+/// What `sfu` does besides serving.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Prints an access token signed with the configured secret (SFU_AUTH_SECRET,
+    /// --auth-secret or auth_secret in the file).
+    Token(TokenArgs),
+}
+
+/// `sfu token`: who may do what in which room, for how long.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The room the token admits (`*` for every room).
+    #[arg(long)]
+    pub room: String,
+    /// Who the holder is (the token's `sub`).
+    #[arg(long)]
+    pub identity: String,
+    /// The display name other peers see (wins over the one the client asks for).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Seconds the token stays valid.
+    #[arg(long, default_value_t = 6 * 3600)]
+    pub ttl: u64,
+    /// The holder may not publish (produce).
+    #[arg(long)]
+    pub no_publish: bool,
+    /// The holder may not subscribe (consume, watch HLS).
+    #[arg(long)]
+    pub no_subscribe: bool,
+    /// The holder may not use data channels.
+    #[arg(long)]
+    pub no_data: bool,
+    /// The holder may use the admin API (/api/*) of this server.
+    #[arg(long)]
+    pub admin: bool,
 }
 
 /// The same settings as they appear in a TOML file.
@@ -251,6 +302,10 @@ struct FileConfig {
     turn_urls: Option<String>,
     turn_secret: Option<Secret>,
     turn_ttl: Option<u64>,
+    // --- Access ---
+    auth_secret: Option<Secret>,
+    join_rate_per_ip: Option<f64>,
+    join_burst_per_ip: Option<u32>,
     // --- ICE-TCP ---
     ice_tcp: Option<bool>,
     ice_tcp_max_connections: Option<usize>,
@@ -316,6 +371,10 @@ pub struct Config {
     pub turn_urls: Vec<String>,
     pub turn_secret: Option<Secret>,
     pub turn_ttl: u64,
+    // --- Access (no secret: off) ---
+    pub auth_secret: Option<Secret>,
+    pub join_rate_per_ip: f64,
+    pub join_burst_per_ip: u32,
     // --- ICE-TCP ---
     pub ice_tcp: bool,
     pub ice_tcp_max_connections: usize,
@@ -399,6 +458,11 @@ impl Default for Config {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl: 86_400,
+            // --- Access ---
+            auth_secret: None,
+            // Generous: a load test or a browser test joins hundreds of peers from one address.
+            join_rate_per_ip: 100.0,
+            join_burst_per_ip: 1000,
             // --- ICE-TCP ---
             ice_tcp: true,
             ice_tcp_max_connections: 4096,
@@ -619,6 +683,20 @@ impl Config {
                 .filter(|s| !s.0.is_empty())
                 .or(d.turn_secret),
             turn_ttl: cli.turn_ttl.or(file.turn_ttl).unwrap_or(d.turn_ttl),
+            auth_secret: cli
+                .auth_secret
+                .clone()
+                .or(file.auth_secret)
+                .filter(|s| !s.0.is_empty())
+                .or(d.auth_secret),
+            join_rate_per_ip: cli
+                .join_rate_per_ip
+                .or(file.join_rate_per_ip)
+                .unwrap_or(d.join_rate_per_ip),
+            join_burst_per_ip: cli
+                .join_burst_per_ip
+                .or(file.join_burst_per_ip)
+                .unwrap_or(d.join_burst_per_ip),
             ice_tcp: !cli.no_ice_tcp && file.ice_tcp.unwrap_or(d.ice_tcp),
             ice_tcp_max_connections: cli
                 .ice_tcp_max_connections
@@ -769,6 +847,13 @@ impl Config {
             }
             _ => {}
         }
+        if !(self.join_rate_per_ip > 0.0 && self.join_rate_per_ip.is_finite())
+            || self.join_burst_per_ip == 0
+        {
+            return Err(ConfigError::Invalid(
+                "join_rate_per_ip must be a positive number and join_burst_per_ip >= 1".into(),
+            ));
+        }
         if self.turn_ttl == 0 {
             return Err(ConfigError::Invalid("turn_ttl must be >= 1 second".into()));
         }
@@ -796,6 +881,14 @@ impl Config {
             secret: std::sync::Arc::from(secret.0.as_str()),
             ttl_secs: self.turn_ttl,
         })
+    }
+
+    /// The token checker (signaling/access.rs); None: access is off.
+    pub fn access(&self) -> Option<std::sync::Arc<crate::signaling::access::Access>> {
+        let secret = self.auth_secret.as_ref()?;
+        Some(std::sync::Arc::new(crate::signaling::access::Access::new(
+            &secret.0,
+        )))
     }
 
     /// What each worker's ICE-TCP listener accepts (worker/tcp.rs); None: ICE-TCP is off.

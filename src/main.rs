@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use sfu::channel::mio_mailbox;
-use sfu::config::{Cli, Config};
+use sfu::config::{Cli, Command, Config, TokenArgs};
 use sfu::hls::root::{ffmpeg_identity, HlsRoot};
 use sfu::hls::{HlsConfig, HlsManager};
 use sfu::rtc::dtls::{DtlsCertificate, DtlsLimits, DtlsRuntime};
@@ -18,7 +18,11 @@ use std::time::Duration;
 fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
-    match run(&cli) {
+    let result = match &cli.command {
+        Some(Command::Token(args)) => print_token(&cli, args),
+        None => run(&cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -123,8 +127,45 @@ fn print_latency(stats: &[Arc<sfu::stats::WorkerStats>]) {
     }
 }
 
+/// `sfu token`: prints a token signed with the configured secret (shared/protocol.md "Access").
+fn print_token(cli: &Cli, args: &TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
+    use sfu::signaling::access::{clean_display_name, Grants, TokenSpec};
+    let cfg = Config::load(cli)?;
+    let access = cfg.access().ok_or(
+        "no secret to sign with: set SFU_AUTH_SECRET (or --auth-secret, or auth_secret in the \
+         config file) to the secret the server uses",
+    )?;
+    if args.room != "*" && !sfu::signaling::protocol::is_valid_room_id(&args.room) {
+        return Err("--room must be 1-64 characters of [A-Za-z0-9_-], or * for every room".into());
+    }
+    if args.identity.trim().is_empty() || args.identity.len() > 256 {
+        return Err("--identity must be 1-256 characters".into());
+    }
+    if args.ttl == 0 {
+        return Err("--ttl must be at least 1 second".into());
+    }
+    let token = access.sign(&TokenSpec {
+        room: args.room.clone(),
+        identity: args.identity.clone(),
+        name: args.name.as_deref().map(clean_display_name),
+        ttl_secs: args.ttl,
+        grants: Grants {
+            publish: !args.no_publish,
+            subscribe: !args.no_subscribe,
+            data: !args.no_data,
+            admin: args.admin,
+        },
+    });
+    println!("{token}");
+    Ok(())
+}
+
 fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = Config::load(cli)?;
+    let access = cfg.access();
+    if cfg.auth_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
+        tracing::warn!("the auth secret is shorter than 32 bytes; a leaked token lets anyone guess it offline (use e.g. `openssl rand -hex 32`)");
+    }
     // Before anything starts: a bad certificate or key is the first thing reported.
     let tls = match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => Some(sfu::signaling::tls::server_config(cert, key)?),
@@ -151,6 +192,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             ws_socket_send_buffer: cfg.ws_socket_send_buffer,
             origins: sfu::signaling::origin::OriginPolicy::new(&cfg.allowed_origins),
             tls,
+            access: access.clone(),
         },
     )
     .map_err(|e| {
@@ -210,6 +252,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         workers = cfg.workers,
         media = %format!("{} {}:{}-{}", if cfg.ice_tcp { "udp+tcp" } else { "udp" }, cfg.announced_ip, cfg.rtc_port, cfg.rtc_port as usize + cfg.workers - 1),
         web_root = %cfg.web_root.display(),
+        access = if access.is_some() { "tokens" } else { "open" },
         "serving on {scheme}://localhost:{}", edge.local_addr().port()
     );
     if !cfg.web_root.join("index.html").exists() {
@@ -227,6 +270,8 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             error_rate: cfg.ws_error_rate,
             error_burst: cfg.ws_error_burst,
             worker_stall: std::time::Duration::from_millis(cfg.worker_stall_ms),
+            join_rate_per_ip: cfg.join_rate_per_ip,
+            join_burst_per_ip: cfg.join_burst_per_ip,
         },
         Some(HlsManager::new(HlsConfig {
             root: hls_root.path.clone(),

@@ -298,6 +298,8 @@ pub enum ErrorCode {
     InvalidState,
     Unsupported,
     Limit,
+    /// The access token does not grant it (shared/protocol.md "Access").
+    Forbidden,
     Internal,
 }
 
@@ -309,6 +311,7 @@ impl ErrorCode {
             ErrorCode::InvalidState => "invalid-state",
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Limit => "limit",
+            ErrorCode::Forbidden => "forbidden",
             ErrorCode::Internal => "internal",
         }
     }
@@ -342,6 +345,9 @@ impl ApiError {
     }
     pub fn limit(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Limit, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorCode::Internal, message)

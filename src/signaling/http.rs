@@ -7,13 +7,28 @@ pub const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// One parsed HTTP request. `path` is percent-decoded and has no query string.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// `Debug` leaves out the query and header values: they may carry access tokens.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct HttpRequest {
     pub method: String,
     pub path: String,
     pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for HttpRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("HttpRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query_len", &self.query.len())
+            .field("headers", &names)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl HttpRequest {
@@ -231,10 +246,13 @@ pub fn encode_response(resp: &HttpResponse, head_only: bool, keep_alive: bool, o
             let _ = write!(out, "{name}: {value}\r\n");
         }
     }
+    // 204 and 304 never have a body, and must not announce one (RFC 9110 §8.6).
+    if !matches!(resp.status, 204 | 304) {
+        let _ = write!(out, "Content-Length: {}\r\n", resp.body.len());
+    }
     let _ = write!(
         out,
-        "Content-Length: {}\r\nConnection: {}\r\n\r\n",
-        resp.body.len(),
+        "Connection: {}\r\n\r\n",
         if keep_alive { "keep-alive" } else { "close" }
     );
     if !head_only {
@@ -255,6 +273,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         204 => "No Content",
         304 => "Not Modified",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",

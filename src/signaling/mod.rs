@@ -1,5 +1,6 @@
 //! The signaling thread: HTTP + WebSocket edge, JSON protocol, room placement.
 
+pub mod access;
 pub mod edge;
 pub mod http;
 pub mod origin;

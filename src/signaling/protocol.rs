@@ -262,10 +262,12 @@ pub fn parse_request(method: &str, data: Value) -> Result<Request, ApiError> {
             }
             let display_name = j.display_name.unwrap_or_default();
             if display_name.chars().count() > MAX_DISPLAY_NAME
-                || display_name.chars().any(char::is_control)
+                || display_name
+                    .chars()
+                    .any(super::access::is_forbidden_in_name)
             {
                 return Err(ApiError::bad_request(format!(
-                    "join-room: \"displayName\" must be at most {MAX_DISPLAY_NAME} printable characters"
+                    "join-room: \"displayName\" must be at most {MAX_DISPLAY_NAME} printable characters, without control or bidirectional-override characters"
                 )));
             }
             Request::JoinRoom {

@@ -5,18 +5,20 @@
 //! worker answers each with exactly one response. Answers given here (validation errors) are
 //! queued behind any in-flight worker requests so a socket always sees responses in order.
 
+use super::access::Claims;
 use super::edge::{ConnId, EdgeHandler, EdgeOut, HttpRequest, HttpResponse};
 use super::protocol::{
     error_notification, notification, parse_frame, parse_request, response_err, response_ok,
     ApiError, Frame, Request,
 };
-use super::rate::{SocketRates, Verdict};
+use super::rate::{SocketRates, TokenBucket, Verdict};
 use crate::channel::{Receiver, Sender};
 use crate::hls::{HlsAction, HlsManager};
 use crate::room::api::{Job, JobKind, Outbound};
 use crate::stats::{Counted, WorkerStats};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +49,9 @@ pub struct SignalingLimits {
     pub error_burst: u32,
     /// A worker whose heartbeat has not moved this long counts as dead (`/healthz` → 503).
     pub worker_stall: Duration,
+    /// `join-room`s per second from one IP address (token bucket) and the burst it may send.
+    pub join_rate_per_ip: f64,
+    pub join_burst_per_ip: u32,
 }
 
 impl Default for SignalingLimits {
@@ -60,6 +65,8 @@ impl Default for SignalingLimits {
             error_rate: 10.0,
             error_burst: 100,
             worker_stall: Duration::from_secs(5),
+            join_rate_per_ip: 100.0,
+            join_burst_per_ip: 1000,
         }
     }
 }
@@ -94,6 +101,10 @@ struct Conn {
     /// Since when the socket has not been in a room (None while joined or joining).
     unjoined_since: Option<Instant>,
     rates: SocketRates,
+    /// Where the socket comes from (per-IP join rate).
+    ip: IpAddr,
+    /// The socket's verified token (access on), else None: everything is allowed.
+    claims: Option<Claims>,
 }
 
 impl Conn {
@@ -135,6 +146,8 @@ pub struct Signaling {
     limits: SignalingLimits,
     /// Per worker: the last heartbeat seen and when it last moved.
     heartbeats: Vec<(u64, Instant)>,
+    /// Joins per source address; an address whose bucket refilled is forgotten.
+    join_rates: HashMap<IpAddr, TokenBucket>,
 }
 
 impl Signaling {
@@ -154,6 +167,7 @@ impl Signaling {
             rooms: HashMap::new(),
             limits,
             heartbeats: vec![(0, Instant::now()); n],
+            join_rates: HashMap::new(),
         }
     }
 
@@ -212,8 +226,24 @@ impl Signaling {
                 },
                 None,
             ) => {
+                let claims = self.conns.get(&conn).and_then(|c| c.claims.as_ref());
+                if claims.is_some_and(|c| !c.admits_room(room_id)) {
+                    let e = ApiError::forbidden(
+                        "join-room: this token is for another room; ask for a link to this room",
+                    );
+                    return self.answer(conn, req_id, Err(e), out);
+                }
+                // The token's name wins (shared/protocol.md "Access").
+                let display_name = claims
+                    .and_then(|c| c.name.clone())
+                    .unwrap_or_else(|| display_name.clone());
+                if !self.take_join(conn) {
+                    let e = ApiError::limit(
+                        "join-room: too many joins from this address; try again in a moment",
+                    );
+                    return self.answer(conn, req_id, Err(e), out);
+                }
                 let room_id: Arc<str> = Arc::from(room_id.as_str());
-                let display_name = display_name.clone();
                 self.join(conn, req_id, room_id, display_name, out)
             }
             (Request::LeaveRoom, None) => self.answer(conn, req_id, Ok(json!({})), out),
@@ -227,6 +257,9 @@ impl Signaling {
                 out,
             ),
             (_, Some((room_id, peer_id, worker))) => {
+                if let Some(e) = self.not_granted(conn, &request) {
+                    return self.answer(conn, req_id, Err(e), out);
+                }
                 let command = match super::wire::command(request) {
                     Ok(c) => c,
                     Err(e) => return self.answer(conn, req_id, Err(e), out),
@@ -242,6 +275,108 @@ impl Signaling {
                 };
                 self.send_job(worker, job, req_id, false);
             }
+        }
+    }
+
+    /// A token bucket per source address bounds how fast one host can join (and so create
+    /// rooms); it holds for every socket of that address together.
+    fn take_join(&mut self, conn: ConnId) -> bool {
+        let Some(ip) = self.conns.get(&conn).map(|c| c.ip) else {
+            return false;
+        };
+        let now = Instant::now();
+        let (rate, burst) = (self.limits.join_rate_per_ip, self.limits.join_burst_per_ip);
+        self.join_rates
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(rate, burst, now))
+            .take(now)
+    }
+
+    /// `forbidden` when the socket's token lacks the grant `request` needs.
+    fn not_granted(&self, conn: ConnId, request: &Request) -> Option<ApiError> {
+        let grants = self.conns.get(&conn)?.claims.as_ref()?.grants;
+        let (granted, grant) = match request {
+            Request::Produce { .. } => (grants.publish, "publish"),
+            Request::ConsumeMedia { .. } => (grants.subscribe, "subscribe"),
+            _ => return None,
+        };
+        (!granted).then(|| {
+            ApiError::forbidden(format!(
+                "{}: this token has no {grant} grant",
+                request.method()
+            ))
+        })
+    }
+
+    /// Takes the socket out of its room at once (the admin API): the membership view forgets
+    /// the peer, its home worker is told, and the socket closes after `notice`.
+    fn evict(&mut self, conn: ConnId, method: &'static str, data: Value, out: &mut EdgeOut) {
+        send_notification(out, conn, method, data);
+        out.close(conn, 1000, method);
+        let Some(j) = self.conns.get_mut(&conn).and_then(|c| c.joined.take()) else {
+            return;
+        };
+        self.leave(conn, j);
+    }
+
+    /// The peer of `j` is gone (socket closed or evicted): forget it and tell its room's home,
+    /// which orders this after the peer's join and forwards it to the worker hosting the peer.
+    fn leave(&mut self, conn: ConnId, j: Joined) {
+        let home = self.rooms.get(&j.room_id).map(|e| e.home);
+        self.forget_peer(conn, &j.room_id, &j.peer_id);
+        let job = Job {
+            conn,
+            room_id: j.room_id,
+            peer_id: j.peer_id,
+            kind: JobKind::Disconnected,
+        };
+        if let Some(home) = home {
+            let _ = self.workers[home].jobs.send(job);
+        }
+    }
+
+    /// `DELETE /api/rooms/<roomId>` (every peer gets `room-closed`) and `DELETE
+    /// /api/rooms/<roomId>/peers/<peerId>` (the peer gets `kicked`, the others `peer-left`).
+    fn admin_delete(&mut self, rest: &str, out: &mut EdgeOut) -> HttpResponse {
+        let (room, peer) = match rest.split_once('/') {
+            None => (rest, None),
+            Some((room, tail)) => match tail.strip_prefix("peers/") {
+                Some(peer) if !peer.is_empty() && !peer.contains('/') => (room, Some(peer)),
+                _ => return api_not_found("no such API"),
+            },
+        };
+        let live = self.rooms.get(room).is_some_and(|e| !e.peers.is_empty());
+        if !super::protocol::is_valid_room_id(room) || !live {
+            return api_not_found("no such room");
+        }
+        let targets: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                c.joined
+                    .as_ref()
+                    .is_some_and(|j| &*j.room_id == room && peer.is_none_or(|p| &*j.peer_id == p))
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        if targets.is_empty() {
+            return api_not_found("no such peer in this room");
+        }
+        for conn in targets {
+            match peer {
+                Some(_) => {
+                    let data = json!({"reason": "removed from the room by an administrator"});
+                    self.evict(conn, "kicked", data, out);
+                }
+                None => self.evict(conn, "room-closed", json!({ "roomId": room }), out),
+            }
+        }
+        tracing::info!(room, kicked = peer.is_some(), "admin API: removed");
+        HttpResponse {
+            status: 204,
+            content_type: String::new(),
+            body: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -504,7 +639,7 @@ impl Signaling {
 }
 
 impl EdgeHandler for Signaling {
-    fn http(&mut self, req: &HttpRequest) -> Option<HttpResponse> {
+    fn http(&mut self, req: &HttpRequest, out: &mut EdgeOut) -> Option<HttpResponse> {
         let path = req.path.as_str();
         match (req.method.as_str(), path) {
             ("GET" | "HEAD", "/healthz") => Some(self.healthz()),
@@ -531,22 +666,25 @@ impl EdgeHandler for Signaling {
                             }),
                         )
                     }
-                    _ => HttpResponse::json(
-                        404,
-                        &json!({"error": {"code": "not-found", "message": "no such room"}}),
-                    ),
+                    _ => api_not_found("no such room"),
                 })
             }
+            ("DELETE", p) if p.starts_with("/api/rooms/") => {
+                Some(self.admin_delete(&p["/api/rooms/".len()..], out))
+            }
             ("GET" | "HEAD", p) if p.starts_with("/hls/") => self.hls_request(p),
-            (_, p) if p.starts_with("/api/") => Some(HttpResponse::json(
-                404,
-                &json!({"error": {"code": "not-found", "message": "no such API"}}),
-            )),
+            (_, p) if p.starts_with("/api/") => Some(api_not_found("no such API")),
             _ => None,
         }
     }
 
-    fn ws_open(&mut self, conn: ConnId, _peer: std::net::SocketAddr, _out: &mut EdgeOut) {
+    fn ws_open(
+        &mut self,
+        conn: ConnId,
+        peer: std::net::SocketAddr,
+        claims: Option<Claims>,
+        _out: &mut EdgeOut,
+    ) {
         let now = Instant::now();
         let l = &self.limits;
         self.conns.insert(
@@ -563,6 +701,8 @@ impl EdgeHandler for Signaling {
                     l.error_burst,
                     now,
                 ),
+                ip: peer.ip(),
+                claims,
             },
         );
     }
@@ -605,19 +745,7 @@ impl EdgeHandler for Signaling {
             return;
         };
         if let Some(j) = c.joined {
-            // To the room's home, which orders it after the peer's join (it forwards it to
-            // the worker hosting the peer).
-            let home = self.rooms.get(&j.room_id).map(|e| e.home);
-            self.forget_peer(conn, &j.room_id, &j.peer_id);
-            let job = Job {
-                conn,
-                room_id: j.room_id,
-                peer_id: j.peer_id,
-                kind: JobKind::Disconnected,
-            };
-            if let Some(home) = home {
-                let _ = self.workers[home].jobs.send(job);
-            }
+            self.leave(conn, j);
         }
     }
 
@@ -625,6 +753,7 @@ impl EdgeHandler for Signaling {
         let now = Instant::now();
         self.watch_heartbeats(now);
         self.enforce_join_deadline(now, out);
+        self.join_rates.retain(|_, bucket| !bucket.is_full(now));
         self.hls_tick();
     }
 
@@ -665,6 +794,13 @@ impl EdgeHandler for Signaling {
             out.wake_again();
         }
     }
+}
+
+fn api_not_found(message: &str) -> HttpResponse {
+    HttpResponse::json(
+        404,
+        &json!({"error": {"code": "not-found", "message": message}}),
+    )
 }
 
 #[path = "session_guard.rs"]

@@ -37,7 +37,7 @@ fn healthz(s: &mut Signaling) -> u16 {
         path: "/healthz".into(),
         ..HttpRequest::default()
     };
-    s.http(&req).unwrap().status
+    s.http(&req, &mut EdgeOut::default()).unwrap().status
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn a_socket_out_of_a_room_past_the_deadline_is_closed_once() {
     });
     let mut out = EdgeOut::default();
     f.signaling
-        .ws_open(7, "127.0.0.1:1".parse().unwrap(), &mut out);
+        .ws_open(7, "127.0.0.1:1".parse().unwrap(), None, &mut out);
     f.signaling.tick(&mut out);
     assert!(out.is_empty(), "closed before the deadline");
     std::thread::sleep(Duration::from_millis(40));

@@ -85,6 +85,49 @@ impl Server {
         Some((status, body))
     }
 
+    /// A request with extra header lines (`"Authorization: Bearer …"`); returns (status, body).
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[&str],
+    ) -> Option<(u16, String)> {
+        use std::io::Write;
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n"
+        )
+        .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status = text.split(' ').nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((status, body))
+    }
+
+    /// Opens `/ws` with `?token=`; Err is the HTTP status of a refused upgrade.
+    pub fn client_with_token(&self, token: &str) -> Result<Client, u16> {
+        let url = format!("ws://127.0.0.1:{}/ws?token={token}", self.port);
+        match tungstenite::connect(url) {
+            Ok((ws, _)) => {
+                if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+                    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                }
+                Ok(Client {
+                    ws,
+                    next_id: 1,
+                    notifications: Vec::new(),
+                })
+            }
+            Err(tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("websocket connect failed: {e}"),
+        }
+    }
+
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         self.request("GET", path)
     }

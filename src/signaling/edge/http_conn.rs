@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use super::stream::Stream;
 use super::{
-    ConnId, ConnState, EdgeConfig, EdgeHandler, EdgeLoop, HttpRequest, HttpResponse,
+    ConnId, ConnState, EdgeConfig, EdgeHandler, EdgeLoop, EdgeOut, HttpRequest, HttpResponse,
     HTTP_REQUEST_TIMEOUT, READ_CHUNK,
 };
+use crate::signaling::access::{self, Claims};
 use crate::signaling::http::{encode_response, parse_request, ParseOutcome, ParsedRequest};
 use crate::signaling::static_files;
 
@@ -18,6 +19,8 @@ pub(super) struct HttpConn {
     pub(super) outbuf: Vec<u8>,
     pub(super) written: usize,
     pub(super) after_flush: AfterFlush,
+    /// The verified token of an upgrade request, handed to `ws_open` (access on only).
+    pub(super) claims: Option<Claims>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -68,11 +71,21 @@ impl EdgeLoop {
                     if !conn.probation {
                         conn.deadline = Some(Instant::now() + HTTP_REQUEST_TIMEOUT);
                     }
+                    let mut out = EdgeOut::default();
                     http.after_flush = if conn.probation {
                         answer_on_probation(handler, parsed, &mut http.outbuf)
                     } else {
-                        answer(&self.cfg, handler, parsed, &mut http.outbuf)
+                        let reply = Reply {
+                            out: &mut http.outbuf,
+                            claims: &mut http.claims,
+                            actions: &mut out,
+                        };
+                        answer(&self.cfg, handler, parsed, reply)
                     };
+                    // What the request did to WebSockets (an admin kick, a room closed).
+                    if !out.is_empty() {
+                        self.apply(handler, &mut out);
+                    }
                     continue;
                 }
                 ParseOutcome::Reject(status) => {
@@ -112,7 +125,10 @@ fn answer_on_probation<H: EdgeHandler>(
 ) -> AfterFlush {
     let req = &parsed.request;
     let healthz = parsed.path_ok && req.path == "/healthz";
-    let resp = match healthz.then(|| handler.http(req)).flatten() {
+    let resp = match healthz
+        .then(|| handler.http(req, &mut EdgeOut::default()))
+        .flatten()
+    {
         Some(resp) => resp,
         None => HttpResponse::text(503, "too many connections\n").with_header("Retry-After", "5"),
     };
@@ -120,13 +136,24 @@ fn answer_on_probation<H: EdgeHandler>(
     AfterFlush::Close
 }
 
-/// Builds the response for one request into `out` and says what follows it.
+/// Where [`answer`] puts what it produces.
+struct Reply<'a> {
+    /// The encoded response.
+    out: &'a mut Vec<u8>,
+    /// The verified token of a WebSocket upgrade.
+    claims: &'a mut Option<Claims>,
+    /// Actions on WebSockets the handler asked for.
+    actions: &'a mut EdgeOut,
+}
+
+/// Builds the response for one request and says what follows it.
 fn answer<H: EdgeHandler>(
     cfg: &EdgeConfig,
     handler: &mut H,
     parsed: ParsedRequest,
-    out: &mut Vec<u8>,
+    reply: Reply<'_>,
 ) -> AfterFlush {
+    let out = reply.out;
     let req = &parsed.request;
     let after = if parsed.keep_alive {
         AfterFlush::NextRequest
@@ -140,7 +167,22 @@ fn answer<H: EdgeHandler>(
             encode_response(&resp, false, false, out);
             return AfterFlush::Close;
         }
+        let claims = match &cfg.access {
+            None => None,
+            Some(checker) => {
+                let token = access::query_param(&req.query, "token").unwrap_or_default();
+                match checker.verify(&token) {
+                    Ok(claims) => Some(claims),
+                    Err(reason) => {
+                        tracing::debug!(%reason, "websocket upgrade refused");
+                        encode_response(&unauthorized(reason), false, parsed.keep_alive, out);
+                        return after;
+                    }
+                }
+            }
+        };
         if let Some(accept) = websocket_accept(req) {
+            *reply.claims = claims;
             out.extend_from_slice(
                 format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
@@ -156,18 +198,69 @@ fn answer<H: EdgeHandler>(
     }
     let resp = if !parsed.path_ok {
         HttpResponse::not_found()
+    } else if let Err(refused) = authorize(cfg, req) {
+        refused
     } else {
-        handler.http(req).unwrap_or_else(|| {
+        let resp = handler.http(req, reply.actions).unwrap_or_else(|| {
             static_files::serve(
                 &req.method,
                 &req.path,
                 cfg.web_root.as_deref(),
                 &cfg.hls_root,
             )
-        })
+        });
+        carry_hls_token(cfg, req, resp)
     };
     encode_response(&resp, req.method == "HEAD", parsed.keep_alive, out);
     after
+}
+
+/// With access on: `/api/*` needs an admin Bearer token, `/hls/<room>/…` a `?token=` for that
+/// room with `subscribe` (shared/protocol.md "Access"). Everything else is open.
+fn authorize(cfg: &EdgeConfig, req: &HttpRequest) -> Result<(), HttpResponse> {
+    let Some(checker) = &cfg.access else {
+        return Ok(());
+    };
+    let path = req.path.as_str();
+    if path == "/api" || path.starts_with("/api/") {
+        let token = access::bearer(req.header("authorization")).unwrap_or_default();
+        let claims = checker.verify(token).map_err(unauthorized)?;
+        if !claims.grants.admin {
+            return Err(forbidden("this token has no admin grant"));
+        }
+    } else if let Some(rest) = path.strip_prefix("/hls/") {
+        let token = access::query_param(&req.query, "token").unwrap_or_default();
+        let claims = checker.verify(&token).map_err(unauthorized)?;
+        let room = rest.split('/').next().unwrap_or_default();
+        if !claims.admits_room(room) {
+            return Err(forbidden("this token is for another room"));
+        }
+        if !claims.grants.subscribe {
+            return Err(forbidden("this token has no subscribe grant"));
+        }
+    }
+    Ok(())
+}
+
+/// A served HLS playlist passes its `?token=` on to the URIs in it.
+fn carry_hls_token(cfg: &EdgeConfig, req: &HttpRequest, mut resp: HttpResponse) -> HttpResponse {
+    let playlist = req.path.starts_with("/hls/") && req.path.ends_with(".m3u8");
+    if cfg.access.is_some() && playlist && resp.status == 200 {
+        if let Some(token) = access::query_param(&req.query, "token") {
+            resp.body = access::carry_token(&resp.body, &token);
+        }
+    }
+    resp
+}
+
+fn unauthorized(reason: access::TokenError) -> HttpResponse {
+    let body = serde_json::json!({"error": {"code": "unauthorized", "message": format!("{reason}; ask for a new token")}});
+    HttpResponse::json(401, &body).with_header("WWW-Authenticate", "Bearer")
+}
+
+fn forbidden(message: &str) -> HttpResponse {
+    let body = serde_json::json!({"error": {"code": "forbidden", "message": message}});
+    HttpResponse::json(403, &body)
 }
 
 /// The `Sec-WebSocket-Accept` value if `req` is a valid WebSocket upgrade.

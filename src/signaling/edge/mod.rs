@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+pub use super::access::Claims;
 pub use super::http::{HttpRequest, HttpResponse};
 use http_conn::{AfterFlush, HttpConn};
 use stream::Stream;
@@ -64,8 +65,16 @@ const READ_CHUNK: usize = 16 * 1024;
 /// What the edge hands its events to. Implemented by the signaling logic.
 pub trait EdgeHandler {
     /// An HTTP request not for /ws. Return None to let the edge serve static files / HLS.
-    fn http(&mut self, req: &HttpRequest) -> Option<HttpResponse>;
-    fn ws_open(&mut self, conn: ConnId, peer: SocketAddr, out: &mut EdgeOut);
+    /// `out` carries what the request does to open WebSockets (the admin API).
+    fn http(&mut self, req: &HttpRequest, out: &mut EdgeOut) -> Option<HttpResponse>;
+    /// A WebSocket opened; `claims` is its verified token when access is on.
+    fn ws_open(
+        &mut self,
+        conn: ConnId,
+        peer: SocketAddr,
+        claims: Option<Claims>,
+        out: &mut EdgeOut,
+    );
     fn ws_text(&mut self, conn: ConnId, text: &str, out: &mut EdgeOut);
     /// Called exactly once per opened WebSocket, however it ends.
     fn ws_closed(&mut self, conn: ConnId, out: &mut EdgeOut);
@@ -140,6 +149,8 @@ pub struct EdgeConfig {
     pub origins: super::origin::OriginPolicy,
     /// HTTPS and WSS instead of HTTP and WS (`--tls-cert`/`--tls-key`, see `signaling::tls`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Tokens checked at the WebSocket upgrade, on `/api/*` and `/hls/*` (`--auth-secret`).
+    pub access: Option<Arc<super::access::Access>>,
 }
 
 impl Default for EdgeConfig {
@@ -157,6 +168,7 @@ impl Default for EdgeConfig {
             ws_socket_send_buffer: 256 * 1024,
             origins: super::origin::OriginPolicy::default(),
             tls: None,
+            access: None,
         }
     }
 }
@@ -397,6 +409,7 @@ impl EdgeLoop {
                         outbuf: Vec::new(),
                         written: 0,
                         after_flush: AfterFlush::NextRequest,
+                        claims: None,
                     }),
                     deadline: Some(Instant::now() + timeout),
                 },

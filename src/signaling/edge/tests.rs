@@ -13,12 +13,14 @@ struct Shared {
     open: Vec<ConnId>,
     closed: Vec<ConnId>,
     to_send_on_wake: Vec<String>,
+    /// The token identity of each opened WebSocket (access on).
+    identities: Vec<String>,
 }
 
 struct TestHandler(Arc<Mutex<Shared>>);
 
 impl EdgeHandler for TestHandler {
-    fn http(&mut self, req: &HttpRequest) -> Option<HttpResponse> {
+    fn http(&mut self, req: &HttpRequest, _out: &mut EdgeOut) -> Option<HttpResponse> {
         match req.path.as_str() {
             "/api/echo" => Some(HttpResponse::json(
                 200,
@@ -28,8 +30,16 @@ impl EdgeHandler for TestHandler {
             _ => None,
         }
     }
-    fn ws_open(&mut self, conn: ConnId, _peer: SocketAddr, _out: &mut EdgeOut) {
-        self.0.lock().unwrap().open.push(conn);
+    fn ws_open(
+        &mut self,
+        conn: ConnId,
+        _peer: SocketAddr,
+        claims: Option<Claims>,
+        _out: &mut EdgeOut,
+    ) {
+        let mut shared = self.0.lock().unwrap();
+        shared.open.push(conn);
+        shared.identities.extend(claims.map(|c| c.identity));
     }
     fn ws_text(&mut self, conn: ConnId, text: &str, out: &mut EdgeOut) {
         out.send_text(conn, text.to_string());
@@ -565,4 +575,87 @@ fn a_client_that_never_answers_pings_is_closed_with_1001_and_ws_closed_is_called
     let shared = shared.lock().unwrap();
     assert_eq!(shared.closed, vec![id]);
     assert!(shared.open.is_empty());
+}
+
+#[test]
+fn with_access_on_upgrades_api_and_hls_need_tokens_and_playlists_carry_theirs_on() {
+    use crate::signaling::access::{Access, Grants, TokenSpec};
+    let root = TempDir::new("edge");
+    root.write(
+        "hls/room1/index.m3u8",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nseg-1.ts\n#EXTINF:1.0,\nseg-2.ts\n",
+    );
+    root.write("hls/room1/seg-1.ts", "ts");
+    let access = Arc::new(Access::new("edge-secret"));
+    let cfg = EdgeConfig {
+        hls_root: root.0.join("hls"),
+        access: Some(access.clone()),
+        ..EdgeConfig::default()
+    };
+    let edge = Edge::bind("127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    let (addr, shutdown) = (edge.local_addr(), edge.shutdown_handle());
+    let shared = Arc::new(Mutex::new(Shared::default()));
+    let mut handler = TestHandler(shared.clone());
+    let thread = std::thread::spawn(move || edge.run(&mut handler));
+    let sign = |room: &str, grants: Grants| {
+        access.sign(&TokenSpec {
+            room: room.into(),
+            identity: "viewer".into(),
+            name: None,
+            ttl_secs: 60,
+            grants,
+        })
+    };
+    let viewer = sign("room1", Grants::default());
+    let get = |target: &str, header: &str| {
+        let mut s = connect(addr);
+        write!(s, "GET {target} HTTP/1.1\r\n{header}\r\n").unwrap();
+        read_response(&mut s)
+    };
+
+    let playlist = get(&format!("/hls/room1/index.m3u8?token={viewer}"), "");
+    assert_eq!(playlist.status, 200);
+    let uris: Vec<&str> = playlist
+        .text()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            format!("seg-1.ts?token={viewer}"),
+            format!("seg-2.ts?token={viewer}")
+        ]
+    );
+    assert_eq!(get(&format!("/hls/room1/{}", uris[0]), "").status, 200);
+    assert_eq!(get("/hls/room1/seg-1.ts", "").status, 401);
+    let other = sign("room2", Grants::default());
+    assert_eq!(
+        get(&format!("/hls/room1/index.m3u8?token={other}"), "").status,
+        403
+    );
+
+    // The API: a valid admin token passes to the handler, others stop at the edge.
+    let admin = sign(
+        "*",
+        Grants {
+            admin: true,
+            ..Grants::default()
+        },
+    );
+    let api = |token: &str| get("/api/echo", &format!("Authorization: Bearer {token}\r\n")).status;
+    assert_eq!((api(&admin), api(&viewer), api("junk")), (200, 403, 401));
+    assert_eq!(get("/api/echo", "").status, 401);
+    assert_eq!(get("/healthz", "").status, 200);
+
+    // The upgrade: refused before a WebSocket exists, accepted with the claims handed over.
+    let refused = tungstenite::connect(format!("ws://{addr}/ws?token=junk"));
+    assert!(matches!(refused, Err(tungstenite::Error::Http(r)) if r.status() == 401));
+    assert!(shared.lock().unwrap().open.is_empty());
+    let (ws, _) = tungstenite::connect(format!("ws://{addr}/ws?token={viewer}")).unwrap();
+    wait_until(|| shared.lock().unwrap().open.len() == 1);
+    assert_eq!(shared.lock().unwrap().identities, ["viewer"]);
+    drop(ws);
+    shutdown.shutdown();
+    thread.join().unwrap().unwrap();
 }

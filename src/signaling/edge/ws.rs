@@ -126,6 +126,7 @@ impl EdgeLoop {
             .max_write_buffer_size(backstop)
             .max_message_size(Some(self.cfg.max_ws_message))
             .max_frame_size(Some(self.cfg.max_ws_message));
+        let claims = http.claims;
         // Frames the client sent right after its handshake are already in `inbuf`.
         let ws =
             WebSocket::from_partially_read(http.stream, http.inbuf, Role::Server, Some(config));
@@ -142,7 +143,7 @@ impl EdgeLoop {
         let peer = conn.peer;
         tracing::debug!(conn = id, %peer, "websocket open");
         let mut out = EdgeOut::default();
-        handler.ws_open(id, peer, &mut out);
+        handler.ws_open(id, peer, claims, &mut out);
         self.apply(handler, &mut out);
         self.drive_ws(id, handler);
     }

@@ -26,6 +26,20 @@ const state = {
   socketClosed: null, // {code, reason} once closed
 };
 
+const REQUEST_TIMEOUT_MS = 20_000;
+
+/** Rejects when `promise` has not settled within `ms` (a hang becomes a named failure). */
+function withTimeout(promise, what, ms = 2 * REQUEST_TIMEOUT_MS) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => {
+      state.errors.push(`${what} did not finish within ${ms} ms`);
+      reject(new Error(`${what} did not finish within ${ms} ms`));
+    }, ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 class RequestError extends Error {
   constructor(method, error) {
     super(`${method} failed: ${error?.code}: ${error?.message}`);
@@ -81,7 +95,19 @@ function request(method, data = {}) {
   if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error(`socket not open for ${method}`));
   const id = state.nextId++;
   return new Promise((resolve, reject) => {
-    state.pending.set(id, { resolve, reject, method });
+    // Every request gets exactly one response (shared/protocol.md): one that never comes is a
+    // server bug, reported as such instead of hanging the test until its own timeout.
+    const timer = setTimeout(() => {
+      if (!state.pending.delete(id)) return;
+      const error = new Error(`${method} (request ${id}) got no response within ${REQUEST_TIMEOUT_MS} ms`);
+      state.errors.push(error.message);
+      reject(error);
+    }, REQUEST_TIMEOUT_MS);
+    const done = (fn) => (value) => {
+      clearTimeout(timer);
+      fn(value);
+    };
+    state.pending.set(id, { resolve: done(resolve), reject: done(reject), method });
     state.ws.send(JSON.stringify({ request: true, id, method, data }));
   });
 }
@@ -188,10 +214,10 @@ function clockTrack() {
 }
 
 async function publish({ video = true, audio = true, codec = 'vp8', clock = false } = {}) {
-  const stream = await navigator.mediaDevices.getUserMedia({
+  const stream = await withTimeout(navigator.mediaDevices.getUserMedia({
     video: video && !clock ? { width: 640, height: 480, frameRate: 15 } : false,
     audio: !!audio,
-  });
+  }), 'getUserMedia');
   if (video && clock) stream.addTrack(clockTrack());
   state.localStream = stream;
   const out = [];
@@ -203,7 +229,7 @@ async function publish({ video = true, audio = true, codec = 'vp8', clock = fals
       if (!c) throw new Error(`device cannot send ${codec}: ${state.device.rtpCapabilities.codecs.map((x) => x.mimeType).join(',')}`);
       opts.codec = c;
     }
-    const producer = await state.sendTransport.produce(opts);
+    const producer = await withTimeout(state.sendTransport.produce(opts), `produce ${track.kind}`);
     state.producers.set(producer.id, producer);
     out.push({ producerId: producer.id, kind: producer.kind, codec: producer.rtpParameters.codecs[0].mimeType });
   }
