@@ -86,6 +86,7 @@ test-browser: build deps-browser
 	  TEST_PORT=18004 TEST_RTC_PORT=31400 ../run-with-server.sh node --test turn.test.mjs
 	@# Built-in TLS: the web app over HTTPS and a room over WSS (self-signed certificate, openssl).
 	tests/run-tls-browser-test.sh
+	tests/run-tokens-browser-test.sh
 	@# ICE-TCP: UDP to the media port dropped on loopback (iptables, root); Chromium peers over TCP.
 	tests/run-ice-tcp-browser-test.sh
 	@# A subscriber's network drops for 5 s (network namespace; needs root).

@@ -35,12 +35,12 @@ const INITIAL: LocalMedia = {
 /**
  * Owns the local camera and microphone tracks: opens them on mount, swaps devices, turns the
  * camera off (stopping the track, so the camera light goes out) and on, and stops everything on
- * unmount.
+ * unmount. `enabled: false` (a receive-only token) opens nothing: ready at once, without tracks.
  */
 export type LocalMediaControls = ReturnType<typeof useLocalMedia>;
 
-export function useLocalMedia() {
-  const [media, setMedia] = useState<LocalMedia>(INITIAL);
+export function useLocalMedia({ enabled = true }: { enabled?: boolean } = {}) {
+  const [media, setMedia] = useState<LocalMedia>(() => ({ ...INITIAL, ready: !enabled }));
   const tracks = useRef<{ audio: MediaStreamTrack | null; video: MediaStreamTrack | null }>({
     audio: null,
     video: null,
@@ -68,6 +68,11 @@ export function useLocalMedia() {
 
   useEffect(() => {
     alive.current = true;
+    if (!enabled) {
+      return () => {
+        alive.current = false;
+      };
+    }
     // Per-run flag: under StrictMode the first run's open must not outlive its cleanup.
     let active = true;
     void (async () => {
@@ -101,7 +106,7 @@ export function useLocalMedia() {
       current.audio = null;
       current.video = null;
     };
-  }, [refreshDevices, replace]);
+  }, [enabled, refreshDevices, replace]);
 
   const open = useCallback(
     async (kind: "audio" | "video", deviceId?: string): Promise<MediaStreamTrack | null> => {

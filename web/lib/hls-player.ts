@@ -1,12 +1,15 @@
 /**
  * Plays a live HLS stream that may not exist yet: probes the playlist, plays it with hls.js
  * (or the browser's own HLS where MSE is missing, e.g. iOS), and while the room is offline or
- * after a fatal error, tries again every few seconds. No React.
+ * after a fatal error, tries again every few seconds. A playlist answered 401 or 403 (access on,
+ * the token missing or not admitting this room) ends the attempts: retrying cannot fix it.
+ * No React.
  */
 import type Hls from "hls.js";
 import { Emitter } from "./emitter";
 
-export type HlsStatus = "connecting" | "live" | "offline";
+/** "unauthorized": the playlist answered 401; "forbidden": 403. */
+export type HlsStatus = "connecting" | "live" | "offline" | "unauthorized" | "forbidden";
 
 const RETRY_MS = 3_000;
 
@@ -43,7 +46,13 @@ export class HlsPlayer extends Emitter<PlayerEvents> {
   private async attempt(): Promise<void> {
     if (this.destroyed) return;
     this.teardown();
-    if (!(await this.playlistExists())) {
+    const playlist = await this.probePlaylist();
+    if (this.destroyed) return;
+    if (playlist === "unauthorized" || playlist === "forbidden") {
+      this.setStatus(playlist);
+      return;
+    }
+    if (playlist === "missing") {
       this.setStatus("offline");
       this.scheduleRetry();
       return;
@@ -60,12 +69,14 @@ export class HlsPlayer extends Emitter<PlayerEvents> {
     }
   }
 
-  private async playlistExists(): Promise<boolean> {
+  private async probePlaylist(): Promise<"ok" | "missing" | "unauthorized" | "forbidden"> {
     try {
       const response = await fetch(this.url, { cache: "no-store" });
-      return response.ok;
+      if (response.status === 401) return "unauthorized";
+      if (response.status === 403) return "forbidden";
+      return response.ok ? "ok" : "missing";
     } catch {
-      return false;
+      return "missing";
     }
   }
 

@@ -20,10 +20,15 @@ export type ErrorCode =
   | "unsupported"
   | "limit"
   | "internal"
+  /** The token does not admit this (another room, or no publish/subscribe grant). */
+  | "forbidden"
   // client-side
   | "timeout"
   | "closed"
-  | "unreachable";
+  | "unreachable"
+  /** The server is up (GET /healthz answers) but refused the WebSocket: access is on and the
+   * token is missing or not accepted. */
+  | "unauthorized";
 
 export interface PeerInfo {
   peerId: string;

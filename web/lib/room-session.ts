@@ -5,6 +5,7 @@
  * subscribes to `change` and renders `snapshot`.
  */
 import { Device, type types } from "mediasoup-client";
+import { withToken } from "./access-token";
 import { Emitter } from "./emitter";
 import type { ErrorCode, MediaKind, Notifications, NotificationMethod, ProducerInfo } from "./protocol";
 import { RemotePeers, type RemotePeerView } from "./remote-peers";
@@ -37,12 +38,14 @@ export interface JoinOptions {
   /** e.g. "h264": pick that video codec from the device's capabilities when available. */
   preferredVideoCodec?: string | null;
   url?: string;
+  /** Access token (`?token=` of the page), sent as `/ws?token=`. */
+  token?: string | null;
 }
 
 const MAX_RECONNECT_ATTEMPTS = 10;
 const LEAVE_TIMEOUT_MS = 2_000;
-/** Errors a retry cannot fix. */
-const FATAL_CODES: ReadonlySet<ErrorCode> = new Set(["bad-request", "limit"]);
+/** Errors a retry cannot fix (a refused or expired token stays refused). */
+const FATAL_CODES: ReadonlySet<ErrorCode> = new Set(["bad-request", "limit", "forbidden", "unauthorized"]);
 
 class Superseded extends Error {}
 
@@ -154,7 +157,7 @@ export class RoomSession extends Emitter<SessionEvents> {
       if (generation !== this.generation) throw new Superseded();
     };
 
-    const signaling = await Signaling.connect(options.url ?? signalingUrl());
+    const signaling = await Signaling.connect(withToken(options.url ?? signalingUrl(), options.token ?? null));
     if (generation !== this.generation) {
       signaling.close();
       throw new Superseded();
@@ -314,12 +317,20 @@ export class RoomSession extends Emitter<SessionEvents> {
     if (!device.canProduce(kind)) return;
     await this.closeProducer(kind);
 
-    const producer = await transport.produce({
-      track,
-      stopTracks: false,
-      codec: kind === "video" ? this.preferredVideoCodec(device) : undefined,
-      appData: { kind },
-    });
+    let producer: types.Producer;
+    try {
+      producer = await transport.produce({
+        track,
+        stopTracks: false,
+        codec: kind === "video" ? this.preferredVideoCodec(device) : undefined,
+        appData: { kind },
+      });
+    } catch (error) {
+      // A token without `publish`: stay in the room, receive only.
+      if (errorCode(error) !== "forbidden") throw error;
+      console.warn(`not allowed to send ${kind}`);
+      return;
+    }
     if (generation !== this.generation || this.localTracks[kind] !== track) {
       producer.close();
       return;

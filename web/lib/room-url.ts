@@ -11,6 +11,8 @@ export interface RoomLocation {
   displayName: string;
   /** `?codec=h264` etc.: preferred video codec for the producer. */
   codec: string | null;
+  /** `?token=`: the signed access token of an invite link (null without one). */
+  token: string | null;
 }
 
 /**
@@ -30,21 +32,39 @@ export function parseRoomLocation(href: string): RoomLocation {
     valid: isValidRoomId(roomId),
     displayName: url.searchParams.get("name") ?? "",
     codec: url.searchParams.get("codec"),
+    token: url.searchParams.get("token") || null,
   };
 }
 
-/** The link to share: the clean /stream/<id>/ URL, keeping a development `?ws=` override. */
+/**
+ * The link to share: the clean /stream/<id>/ URL, keeping a development `?ws=` override. Never
+ * the inviter's own `?token=` (it carries their identity and grants): with access on, the host
+ * hands out a token per guest.
+ */
 export function inviteLink(roomId: string, href: string): string {
   const current = new URL(href);
   const link = new URL(`/stream/${encodeURIComponent(roomId)}/`, current.origin);
-  const ws = current.searchParams.get("ws");
+  const ws = wsOverride(current.search);
   if (ws) link.searchParams.set("ws", ws);
   return link.toString();
 }
 
-/** Path of a room page, keeping a development `?ws=` override. */
+/** Path of a room page, keeping a development `?ws=` override (never a token: it is per room). */
 export function roomPath(roomId: string, search: string): string {
-  const ws = new URLSearchParams(search).get("ws");
+  const ws = wsOverride(search);
   const query = ws ? `?ws=${encodeURIComponent(ws)}` : "";
   return `/stream/${encodeURIComponent(roomId)}/${query}`;
+}
+
+/** The development `?ws=` override, minus any token written into it. */
+function wsOverride(search: string): string | null {
+  const ws = new URLSearchParams(search).get("ws");
+  if (!ws) return null;
+  try {
+    const url = new URL(ws);
+    url.searchParams.delete("token");
+    return url.toString();
+  } catch {
+    return ws;
+  }
 }

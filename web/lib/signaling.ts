@@ -37,6 +37,22 @@ export function signalingUrl(location: Location = window.location): string {
   return `${scheme}://${location.host}/ws`;
 }
 
+const HEALTH_TIMEOUT_MS = 3_000;
+
+/** Whether GET /healthz of the signaling URL's server answers 200. */
+async function serverIsUp(wsUrl: string): Promise<boolean> {
+  try {
+    const health = new URL(wsUrl);
+    health.protocol = health.protocol === "wss:" ? "https:" : "http:";
+    health.pathname = "/healthz";
+    health.search = "";
+    const response = await fetch(health, { cache: "no-store", signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
+    return response.ok;
+  } catch {
+    return false;
+  }
+}
+
 type NotificationHandlerArgs = {
   [M in NotificationMethod]: [method: M, data: Notifications[M]];
 }[NotificationMethod];
@@ -65,7 +81,11 @@ export class Signaling extends Emitter<SignalingEvents> {
     socket.addEventListener("close", (event) => this.onClose(event.code, event.reason));
   }
 
-  /** Opens the socket; rejects with `unreachable` when it cannot be opened. */
+  /**
+   * Opens the socket; rejects with `unreachable` when it cannot be opened, or `unauthorized` when
+   * the server is up but refused it (a browser only sees the socket fail, not the HTTP 401, so
+   * GET /healthz tells the two apart).
+   */
   static connect(url: string = signalingUrl()): Promise<Signaling> {
     return new Promise((resolve, reject) => {
       let socket: WebSocket;
@@ -85,7 +105,17 @@ export class Signaling extends Emitter<SignalingEvents> {
         cleanup();
         resolve(new Signaling(socket));
       };
-      const onFail = () => fail("could not reach the server");
+      const onFail = () => {
+        cleanup();
+        socket.close();
+        void serverIsUp(url).then((up) =>
+          reject(
+            up
+              ? new SignalingError("unauthorized", "the server refused the connection")
+              : new SignalingError("unreachable", "could not reach the server"),
+          ),
+        );
+      };
       const cleanup = () => {
         clearTimeout(timer);
         socket.removeEventListener("open", onOpen);

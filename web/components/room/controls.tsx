@@ -7,6 +7,8 @@ import { Tooltip } from "@/components/ui/tooltip";
 interface ControlsProps {
   micAvailable: boolean;
   micMuted: boolean;
+  /** False with a receive-only token: the camera cannot be started. */
+  cameraAvailable: boolean;
   cameraOn: boolean;
   cameraBusy: boolean;
   onToggleMic: () => void;
@@ -18,6 +20,7 @@ interface ControlsProps {
 export function Controls({
   micAvailable,
   micMuted,
+  cameraAvailable,
   cameraOn,
   cameraBusy,
   onToggleMic,
@@ -41,13 +44,13 @@ export function Controls({
           {micMuted || !micAvailable ? <MicOff /> : <Mic />}
         </Button>
       </Tooltip>
-      <Tooltip content={cameraLabel}>
+      <Tooltip content={cameraAvailable ? cameraLabel : "This link is receive-only"}>
         <Button
           size="icon"
           variant={cameraOn ? "secondary" : "destructive"}
           aria-label={cameraLabel}
           aria-pressed={!cameraOn}
-          disabled={cameraBusy}
+          disabled={cameraBusy || !cameraAvailable}
           onClick={onToggleCamera}
         >
           {cameraOn ? <Video /> : <VideoOff />}

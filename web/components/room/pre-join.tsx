@@ -1,6 +1,6 @@
 "use client";
 
-import { AlertCircle, Link2, Loader2, LogIn } from "lucide-react";
+import { AlertCircle, Eye, Link2, Loader2, LogIn } from "lucide-react";
 import type { FormEvent } from "react";
 import { Alert } from "@/components/ui/alert";
 import { Button } from "@/components/ui/button";
@@ -10,11 +10,16 @@ import { Label } from "@/components/ui/label";
 import type { LocalMediaControls } from "@/hooks/use-local-media";
 import type { SessionError } from "@/lib/room-session";
 import { DeviceSettings, MediaNotices, MediaPreview } from "./media-preview";
+import { VideoTile } from "./video-tile";
 
 interface PreJoinProps {
   roomId: string;
   media: LocalMediaControls;
   name: string;
+  /** The invite link's token sets the name: shown, not editable. */
+  nameFixed: boolean;
+  /** The token does not allow sending: no camera or mic, the user watches and listens. */
+  receiveOnly: boolean;
   onNameChange: (name: string) => void;
   micMuted: boolean;
   onToggleMic: () => void;
@@ -26,7 +31,8 @@ interface PreJoinProps {
 }
 
 export function PreJoin(props: PreJoinProps) {
-  const { roomId, media, name, onNameChange, micMuted, onToggleMic, joining, error, canJoin } = props;
+  const { roomId, media, name, nameFixed, receiveOnly, onNameChange, micMuted, onToggleMic, joining, error, canJoin } =
+    props;
   const submit = (event: FormEvent) => {
     event.preventDefault();
     if (canJoin && !joining) props.onJoin();
@@ -34,8 +40,14 @@ export function PreJoin(props: PreJoinProps) {
   return (
     <div className="mx-auto grid max-w-6xl gap-6 px-4 py-8 lg:grid-cols-[1.4fr_1fr] lg:py-14">
       <div className="grid content-start gap-4">
-        <MediaPreview media={media} name={name} micMuted={micMuted} onToggleMic={onToggleMic} />
-        <DeviceSettings media={media} />
+        {receiveOnly ? (
+          <VideoTile local name={name || "You"} videoTrack={null} cameraOn={false} mic="off" />
+        ) : (
+          <>
+            <MediaPreview media={media} name={name} micMuted={micMuted} onToggleMic={onToggleMic} />
+            <DeviceSettings media={media} />
+          </>
+        )}
       </div>
       <Card className="h-fit">
         <CardHeader>
@@ -52,10 +64,18 @@ export function PreJoin(props: PreJoinProps) {
                 maxLength={64}
                 autoComplete="nickname"
                 value={name}
+                readOnly={nameFixed}
+                aria-describedby={nameFixed ? "display-name-fixed" : undefined}
+                className={nameFixed ? "text-muted-foreground" : undefined}
                 onChange={(event) => onNameChange(event.target.value)}
               />
+              {nameFixed && (
+                <p id="display-name-fixed" className="text-xs text-muted-foreground">
+                  Set by your invite link.
+                </p>
+              )}
             </div>
-            <MediaNotices media={media} />
+            {receiveOnly ? <ReceiveOnlyNotice /> : <MediaNotices media={media} />}
             {error && <JoinError error={error} />}
             <Button type="submit" size="lg" disabled={!canJoin || joining}>
               {joining ? <Loader2 className="animate-spin" /> : <LogIn />}
@@ -68,6 +88,18 @@ export function PreJoin(props: PreJoinProps) {
         </CardContent>
       </Card>
     </div>
+  );
+}
+
+function ReceiveOnlyNotice() {
+  return (
+    <Alert>
+      <Eye />
+      <div>
+        <p className="font-medium">Watch and listen</p>
+        <p className="text-muted-foreground">This invite link lets you see and hear the room, not send video or audio.</p>
+      </div>
+    </Alert>
   );
 }
 

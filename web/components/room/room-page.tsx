@@ -17,6 +17,7 @@ export function RoomPage() {
       roomId={location.roomId}
       initialName={location.displayName}
       codec={location.codec}
+      token={location.token}
     />
   );
 }

@@ -4,12 +4,20 @@ import { useCallback, useEffect, useState } from "react";
 import { toast } from "sonner";
 import { useLocalMedia } from "@/hooks/use-local-media";
 import { useRoomSession } from "@/hooks/use-room-session";
+import {
+  refusalProblem,
+  tokenCanPublish,
+  tokenDisplayName,
+  tokenProblem,
+  type AccessProblem,
+} from "@/lib/access-token";
+import type { SessionError } from "@/lib/room-session";
 import { inviteLink } from "@/lib/room-url";
 import { setTrackEnabled } from "@/lib/local-media";
 import { Controls } from "./controls";
 import { PreJoin } from "./pre-join";
 import { RoomGrid } from "./room-grid";
-import { ReconnectingBanner } from "./status-screens";
+import { AccessError, ReconnectingBanner } from "./status-screens";
 import { RoomHeader } from "./room-header";
 
 const NAME_KEY = "rooms.displayName";
@@ -18,12 +26,21 @@ interface RoomProps {
   roomId: string;
   initialName: string;
   codec: string | null;
+  /** `?token=` of the page: sent to the server; its claims shape the UI (never trusted). */
+  token: string | null;
 }
 
-export function Room({ roomId, initialName, codec }: RoomProps) {
-  const media = useLocalMedia();
+export function Room({ roomId, initialName, codec, token }: RoomProps) {
+  const tokenName = tokenDisplayName(token);
+  const canPublish = tokenCanPublish(token);
   const { session, snapshot } = useRoomSession(roomId);
-  const [name, setName] = useState(() => initialName || readStoredName());
+  // Checked before connecting: an expired or other room's link never opens a socket.
+  const [tokenCheck, setTokenCheck] = useState<AccessProblem | null>(() => tokenProblem(token, roomId));
+  const accessProblem =
+    tokenCheck ?? (snapshot.status === "failed" ? refusedBecause(snapshot.error, token) : null);
+  // No camera behind an access screen (nor ever for a receive-only token).
+  const media = useLocalMedia({ enabled: canPublish && !accessProblem });
+  const [name, setName] = useState(() => tokenName ?? (initialName || readStoredName()));
   const [micMuted, setMicMuted] = useState(false);
   const [cameraBusy, setCameraBusy] = useState(false);
 
@@ -35,15 +52,21 @@ export function Room({ roomId, initialName, codec }: RoomProps) {
   const inRoom = status === "joined" || status === "reconnecting";
 
   const join = useCallback(() => {
-    storeName(name);
+    const problem = tokenProblem(token, roomId);
+    if (problem) {
+      setTokenCheck(problem);
+      return;
+    }
+    if (!tokenName) storeName(name);
     void session.join({
       displayName: name.trim(),
-      audioTrack: media.audioTrack,
-      videoTrack: media.videoTrack,
+      audioTrack: canPublish ? media.audioTrack : null,
+      videoTrack: canPublish ? media.videoTrack : null,
       micMuted,
       preferredVideoCodec: codec,
+      token,
     });
-  }, [session, name, media.audioTrack, media.videoTrack, micMuted, codec]);
+  }, [session, name, tokenName, canPublish, media.audioTrack, media.videoTrack, micMuted, codec, token, roomId]);
 
   const toggleMic = useCallback(() => {
     const muted = !micMuted;
@@ -83,12 +106,16 @@ export function Room({ roomId, initialName, codec }: RoomProps) {
     void session.leave();
   }, [session]);
 
+  if (accessProblem) return <AccessError reason={accessProblem} />;
+
   if (!inRoom) {
     return (
       <PreJoin
         roomId={roomId}
         media={media}
         name={name}
+        nameFixed={tokenName !== null}
+        receiveOnly={!canPublish}
         onNameChange={setName}
         micMuted={micMuted}
         onToggleMic={toggleMic}
@@ -120,6 +147,7 @@ export function Room({ roomId, initialName, codec }: RoomProps) {
       <div className="fixed inset-x-0 bottom-4 z-30 flex justify-center px-3">
         <Controls
           micAvailable={media.audioTrack !== null}
+          cameraAvailable={canPublish}
           micMuted={micMuted}
           cameraOn={media.videoTrack !== null}
           cameraBusy={cameraBusy}
@@ -131,6 +159,13 @@ export function Room({ roomId, initialName, codec }: RoomProps) {
       </div>
     </div>
   );
+}
+
+/** The access screen for a failed join: refused at the socket, or join-room was `forbidden`. */
+function refusedBecause(error: SessionError | null, token: string | null): AccessProblem | null {
+  if (error?.code === "unauthorized") return refusalProblem(token);
+  if (error?.code === "forbidden") return "wrong-room";
+  return null;
 }
 
 function readStoredName(): string {

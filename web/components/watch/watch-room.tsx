@@ -7,7 +7,9 @@ import { Button } from "@/components/ui/button";
 import { Input } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
 import { useClientHref } from "@/hooks/use-client-href";
+import { AccessErrorCard } from "@/components/room/status-screens";
 import { useHlsPlayer } from "@/hooks/use-hls-player";
+import { refusalProblem, tokenProblem, withToken, type AccessProblem } from "@/lib/access-token";
 import type { HlsStatus } from "@/lib/hls-player";
 import { isValidRoomId } from "@/lib/protocol";
 
@@ -17,12 +19,30 @@ function roomIdFrom(href: string | null): string | null {
   return roomId && isValidRoomId(roomId) ? roomId : null;
 }
 
+function tokenFrom(href: string | null): string | null {
+  return href ? new URL(href).searchParams.get("token") || null : null;
+}
+
+/** Why the player shows an access screen: the token checked here first, then the server's answer. */
+function accessProblemOf(roomId: string | null, token: string | null, status: HlsStatus): AccessProblem | null {
+  if (!roomId) return null;
+  const local = tokenProblem(token, roomId);
+  if (local) return local;
+  if (status === "unauthorized") return refusalProblem(token);
+  if (status === "forbidden") return "wrong-room";
+  return null;
+}
+
 export function WatchRoom() {
   const href = useClientHref();
   const [chosen, setChosen] = useState<string | null>(null);
   const roomId = chosen ?? roomIdFrom(href);
-  const url = roomId ? `/hls/${encodeURIComponent(roomId)}/index.m3u8` : null;
+  const token = tokenFrom(href);
+  const blocked = roomId !== null && tokenProblem(token, roomId) !== null;
+  // The playlist carries the token; the server puts it on the segment URIs it lists.
+  const url = roomId && !blocked ? withToken(`/hls/${encodeURIComponent(roomId)}/index.m3u8`, token) : null;
   const { videoRef, status } = useHlsPlayer(url);
+  const accessProblem = accessProblemOf(roomId, token, status);
   const [draft, setDraft] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
 
@@ -84,14 +104,19 @@ export function WatchRoom() {
           playsInline
           className="size-full bg-black object-contain"
         />
-        {roomId && status !== "live" && <PlayerOverlay status={status} />}
+        {roomId && accessProblem && (
+          <div className="absolute inset-0 flex items-center justify-center bg-black/80 p-4">
+            <AccessErrorCard reason={accessProblem} className="w-full max-w-sm" />
+          </div>
+        )}
+        {roomId && !accessProblem && status !== "live" && <PlayerOverlay status={status} />}
         {!roomId && (
           <div className="absolute inset-0 flex flex-col items-center justify-center gap-2 text-muted-foreground">
             <Radio className="size-8" />
             <p className="text-sm">Enter a room id to start watching.</p>
           </div>
         )}
-        {roomId && (
+        {roomId && !accessProblem && (
           <div className="absolute left-3 top-3">
             <StatusBadge status={status} />
           </div>
