@@ -35,10 +35,14 @@ export interface PeerInfo {
   displayName: string;
 }
 
+/** What a producer shows (`appData.source` of produce). */
+export type ProducerSource = "camera" | "microphone" | "screen" | "screen-audio";
+
 export interface ProducerInfo {
   producerId: string;
   peerId: string;
   kind: MediaKind;
+  source?: ProducerSource;
   /** In join-room answers: the producer is paused right now. */
   paused?: boolean;
 }
@@ -83,6 +87,7 @@ export interface Requests {
       producerId: string;
       kind: MediaKind;
       rtpParameters: types.RtpParameters;
+      appData?: { source: ProducerSource; peerId: string };
       producerPaused?: boolean;
     },
   ];
