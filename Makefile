@@ -8,7 +8,7 @@ export CARGO_TERM_COLOR ?= never
 WEB_SOURCES := $(shell find web/app web/components web/lib web/hooks web/public -type f 2>/dev/null) \
 	web/package.json web/package-lock.json $(wildcard web/next.config.* web/tsconfig.json web/postcss.config.* web/tailwind.config.*)
 
-.PHONY: run test build web deps-run deps-system deps-web deps-browser lint test-rust test-web test-browser bench bench-hls
+.PHONY: run test build web deps-run deps-system deps-python deps-web deps-browser lint test-rust test-web test-browser bench bench-hls
 
 ## run: build everything and serve the app on http://localhost:$(PORT)
 run: deps-run build
@@ -16,7 +16,7 @@ run: deps-run build
 	exec ./target/release/sfu --listen 0.0.0.0:$(PORT) --web-root web/out
 
 ## test: every test (Rust unit + integration, web lint/typecheck, real-browser tests)
-test: deps-system lint test-rust test-web test-browser
+test: deps-system deps-python lint test-rust test-web test-browser
 
 build: web target/release/sfu
 
@@ -46,6 +46,14 @@ deps-system:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -q >/dev/null && apt-get install -y -q coturn openssl iptables >/dev/null; \
 	fi
+
+# A real Prometheus text-format parser for the /metrics test (Python prometheus_client, in a
+# virtualenv under target/ so nothing is installed system-wide).
+deps-python: target/py/.installed
+target/py/.installed:
+	python3 -m venv target/py || { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null && python3 -m venv target/py; }
+	target/py/bin/python3 -m pip install --quiet --disable-pip-version-check prometheus-client
+	touch $@
 
 deps-web: web/node_modules/.installed
 web/node_modules/.installed: web/package.json web/package-lock.json

@@ -58,10 +58,30 @@ pub struct WorkerStats {
     pub latency_p999_ns: AtomicU64,
     pub latency_max_ns: AtomicU64,
     pub latency_samples: AtomicU64,
+    /// Cumulative forwarding-latency histogram for `/metrics`: samples ≤ each bound of
+    /// [`LATENCY_BUCKETS_NS`], and the sum of all samples (ns).
+    pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_NS.len()],
+    pub latency_sum_ns: AtomicU64,
     /// Incremented by the worker's timer task every tick (250 ms): the signaling thread
     /// reports a worker whose heartbeat stopped as dead on `/healthz`.
     pub heartbeat: AtomicU64,
 }
+
+/// Upper bounds (ns) of the latency buckets `/metrics` exports (plus +Inf = all samples).
+pub const LATENCY_BUCKETS_NS: [u64; 12] = [
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    100_000_000,
+];
 
 /// Object kinds counted live.
 #[derive(Debug, Clone, Copy)]

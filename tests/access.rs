@@ -237,6 +237,7 @@ fn the_admin_api_needs_an_admin_token_and_healthz_stays_open() {
     let user = token("r", json!({}));
     for (method, path) in [
         ("GET", "/api/stats"),
+        ("GET", "/metrics"),
         ("POST", "/api/rooms"),
         ("GET", "/api/rooms/r"),
         ("DELETE", "/api/rooms/r"),
@@ -263,6 +264,7 @@ fn the_admin_api_needs_an_admin_token_and_healthz_stays_open() {
         );
     }
     assert_eq!(api(&server, "GET", "/api/stats").0, 200);
+    assert_eq!(api(&server, "GET", "/metrics").0, 200);
     let (status, body) = api(&server, "POST", "/api/rooms");
     assert_eq!(status, 200);
     assert!(serde_json::from_str::<Value>(&body).unwrap()["roomId"].is_string());

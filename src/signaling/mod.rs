@@ -3,6 +3,7 @@
 pub mod access;
 pub mod edge;
 pub mod http;
+pub mod metrics;
 pub mod origin;
 pub mod protocol;
 pub mod rate;

@@ -644,6 +644,15 @@ impl EdgeHandler for Signaling {
         match (req.method.as_str(), path) {
             ("GET" | "HEAD", "/healthz") => Some(self.healthz()),
             ("GET", "/api/stats") => Some(HttpResponse::json(200, &self.stats_json())),
+            ("GET", "/metrics") => {
+                let workers: Vec<&WorkerStats> = self.workers.iter().map(|w| &*w.stats).collect();
+                Some(HttpResponse {
+                    status: 200,
+                    content_type: super::metrics::CONTENT_TYPE.into(),
+                    body: super::metrics::render(&workers, self.conns.len()).into_bytes(),
+                    headers: Vec::new(),
+                })
+            }
             ("POST", "/api/rooms") => Some(HttpResponse::json(
                 200,
                 &json!({ "roomId": crate::ids::room_id() }),

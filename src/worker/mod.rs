@@ -416,6 +416,15 @@ async fn run(
                     .store(h.value_at_quantile(0.999), Ordering::Relaxed);
                 st.latency_max_ns.store(h.max(), Ordering::Relaxed);
                 st.latency_samples.store(h.len(), Ordering::Relaxed);
+                for (bucket, &le) in st
+                    .latency_buckets
+                    .iter()
+                    .zip(&crate::stats::LATENCY_BUCKETS_NS)
+                {
+                    bucket.store(h.count_between(0, le), Ordering::Relaxed);
+                }
+                let sum = h.mean() * h.len() as f64;
+                st.latency_sum_ns.store(sum as u64, Ordering::Relaxed);
             }
         }
     })

@@ -215,14 +215,15 @@ fn answer<H: EdgeHandler>(
     after
 }
 
-/// With access on: `/api/*` needs an admin Bearer token, `/hls/<room>/…` a `?token=` for that
-/// room with `subscribe` (shared/protocol.md "Access"). Everything else is open.
+/// With access on: `/api/*` and `/metrics` need an admin Bearer token, `/hls/<room>/…` a
+/// `?token=` for that room with `subscribe` (shared/protocol.md "Access"). Everything else is
+/// open.
 fn authorize(cfg: &EdgeConfig, req: &HttpRequest) -> Result<(), HttpResponse> {
     let Some(checker) = &cfg.access else {
         return Ok(());
     };
     let path = req.path.as_str();
-    if path == "/api" || path.starts_with("/api/") {
+    if path == "/api" || path.starts_with("/api/") || path == "/metrics" {
         let token = access::bearer(req.header("authorization")).unwrap_or_default();
         let claims = checker.verify(token).map_err(unauthorized)?;
         if !claims.grants.admin {
