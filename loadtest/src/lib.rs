@@ -81,6 +81,21 @@ pub struct Args {
     /// RFC 4571 framing) instead of UDP
     #[arg(long)]
     pub tcp: bool,
+    /// Conference rooms of this many peers: every peer publishes (video, plus audio with
+    /// --audio) and consumes every other peer's tracks (overrides --publishers/--subscribers)
+    #[arg(long)]
+    pub conference: Option<usize>,
+    /// Room counts, one run each, e.g. "10,25,50" (overrides --rooms)
+    #[arg(long, value_delimiter = ',')]
+    pub rooms_sweep: Vec<usize>,
+}
+
+/// The shape of one step of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct Step {
+    pub rooms: usize,
+    /// Subscribers per room (or, in conference rooms, peers per room).
+    pub subscribers: usize,
 }
 
 impl Args {
@@ -94,21 +109,51 @@ impl Args {
     }
 }
 
-/// Every step of a run (one unless --sweep).
+/// The steps of a run: one, or one per --sweep / --rooms-sweep entry.
+pub fn steps(args: &Args) -> Result<Vec<Step>, String> {
+    let per_room = args.conference.unwrap_or(args.subscribers);
+    if args.conference.is_some_and(|n| n < 2) {
+        return Err("--conference needs at least 2 peers per room".into());
+    }
+    match (args.sweep.is_empty(), args.rooms_sweep.is_empty()) {
+        (false, false) => Err("--sweep and --rooms-sweep cannot be combined".into()),
+        (false, true) if args.conference.is_some() => {
+            Err("--sweep varies subscribers; with --conference use --rooms-sweep".into())
+        }
+        (false, true) => Ok(args
+            .sweep
+            .iter()
+            .map(|&subscribers| Step {
+                rooms: args.rooms,
+                subscribers,
+            })
+            .collect()),
+        (true, false) => Ok(args
+            .rooms_sweep
+            .iter()
+            .map(|&rooms| Step {
+                rooms,
+                subscribers: per_room,
+            })
+            .collect()),
+        (true, true) => Ok(vec![Step {
+            rooms: args.rooms,
+            subscribers: per_room,
+        }]),
+    }
+}
+
+/// Every step of a run (one unless --sweep or --rooms-sweep).
 pub fn run(args: &Args) -> Result<Vec<StepResult>, String> {
+    let steps = steps(args)?;
     let dtls = DtlsClient::start()?;
-    let steps = if args.sweep.is_empty() {
-        vec![args.subscribers]
-    } else {
-        args.sweep.clone()
-    };
     let mut results = Vec::new();
-    for (i, &subscribers) in steps.iter().enumerate() {
+    for (i, &step) in steps.iter().enumerate() {
         if i > 0 {
             // Let the server finish closing the previous step's peers.
             std::thread::sleep(Duration::from_secs(2));
         }
-        let result = run_step(args, subscribers, &dtls)?;
+        let result = run_step(args, step, &dtls)?;
         eprintln!("{}", result.summary_line());
         results.push(result);
     }
@@ -121,25 +166,31 @@ struct RoomSetup {
     subscribers: Vec<Subscriber>,
 }
 
+/// A joined peer publishing video (and audio with --audio) on a send transport.
+struct Published {
+    sig: Signaling,
+    caps: Value,
+    producer_ids: Vec<Value>,
+    publisher: Publisher,
+}
+
 fn setup_publisher(
     args: &Args,
     room: &str,
     dtls: &DtlsClient,
-    out: &mut RoomSetup,
-) -> Result<(), String> {
+    name: &str,
+) -> Result<Published, String> {
     let mut sig = Signaling::connect(&args.url)?;
-    sig.request(
-        "join-room",
-        json!({"roomId": room, "displayName": "loadtest-pub"}),
-    )?;
+    let joined = sig.request("join-room", json!({"roomId": room, "displayName": name}))?;
     let t = transport::open_link(&mut sig, "send", dtls, args.protocol())?;
     let cname = format!("lt{}", rand::random::<u32>());
     let video_ssrc = rand::random::<u32>() & !1;
-    sig.request(
+    let video = sig.request(
         "produce",
         json!({"transportId": t.id, "kind": "video",
                "rtpParameters": media::vp8_rtp_parameters(video_ssrc, &cname)}),
     )?;
+    let mut producer_ids = vec![video["producerId"].clone()];
     let mut tracks = vec![Track::video(
         video_ssrc,
         args.bitrate_kbps,
@@ -147,21 +198,25 @@ fn setup_publisher(
     )];
     if args.audio {
         let audio_ssrc = video_ssrc.wrapping_add(2);
-        sig.request(
+        let audio = sig.request(
             "produce",
             json!({"transportId": t.id, "kind": "audio",
                    "rtpParameters": media::opus_rtp_parameters(audio_ssrc, &cname)}),
         )?;
+        producer_ids.push(audio["producerId"].clone());
         tracks.push(Track::audio(audio_ssrc));
     }
-    out.publishers.push(Publisher {
-        socket: t.socket,
-        srtp: t.srtp,
-        tracks,
-        _dtls: t._dtls,
-    });
-    out.signaling.push(sig);
-    Ok(())
+    Ok(Published {
+        sig,
+        caps: joined["routerRtpCapabilities"].clone(),
+        producer_ids,
+        publisher: Publisher {
+            socket: t.socket,
+            srtp: t.srtp,
+            tracks,
+            _dtls: t._dtls,
+        },
+    })
 }
 
 fn setup_subscriber(
@@ -175,13 +230,28 @@ fn setup_subscriber(
         json!({"roomId": room, "displayName": "loadtest-sub"}),
     )?;
     let caps = joined["routerRtpCapabilities"].clone();
-    let producers: Vec<Value> = joined["producers"].as_array().cloned().unwrap_or_default();
-    let t = transport::open_link(&mut sig, "recv", dtls, args.protocol())?;
+    let producers: Vec<Value> = joined["producers"]
+        .as_array()
+        .map(|ps| ps.iter().map(|p| p["producerId"].clone()).collect())
+        .unwrap_or_default();
+    let subscriber = attach_subscriber(args, &mut sig, &caps, &producers, dtls)?;
+    Ok((sig, subscriber))
+}
+
+/// A recv transport on `sig`'s peer consuming (and resuming) `producers`.
+fn attach_subscriber(
+    args: &Args,
+    sig: &mut Signaling,
+    caps: &Value,
+    producers: &[Value],
+    dtls: &DtlsClient,
+) -> Result<Subscriber, String> {
+    let t = transport::open_link(sig, "recv", dtls, args.protocol())?;
     let mut streams = Vec::new();
-    for p in producers {
+    for producer_id in producers {
         let consumer = sig.request(
             "consume-media",
-            json!({"transportId": t.id, "producerId": p["producerId"], "rtpCapabilities": caps}),
+            json!({"transportId": t.id, "producerId": producer_id, "rtpCapabilities": caps}),
         )?;
         let ssrc = consumer["rtpParameters"]["encodings"][0]["ssrc"]
             .as_u64()
@@ -197,8 +267,40 @@ fn setup_subscriber(
         )?;
         streams.push(Stream::new(ssrc, kind));
     }
-    let subscriber = Subscriber::new(t.socket, t.srtp, streams, t._dtls, t.consent);
-    Ok((sig, subscriber))
+    Ok(Subscriber::new(
+        t.socket, t.srtp, streams, t._dtls, t.consent,
+    ))
+}
+
+/// A conference room: every peer publishes first, then consumes every other peer's tracks.
+fn setup_conference_room(
+    args: &Args,
+    room: &str,
+    peers: usize,
+    dtls: &DtlsClient,
+) -> Result<RoomSetup, String> {
+    let published = (0..peers)
+        .map(|_| setup_publisher(args, room, dtls, "loadtest-peer"))
+        .collect::<Result<Vec<_>, String>>()?;
+    let all: Vec<Vec<Value>> = published.iter().map(|p| p.producer_ids.clone()).collect();
+    let mut setup = RoomSetup {
+        signaling: Vec::new(),
+        publishers: Vec::new(),
+        subscribers: Vec::new(),
+    };
+    for (i, mut p) in published.into_iter().enumerate() {
+        let others: Vec<Value> = all
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, ids)| ids.iter().cloned())
+            .collect();
+        let subscriber = attach_subscriber(args, &mut p.sig, &p.caps, &others, dtls)?;
+        setup.subscribers.push(subscriber);
+        setup.publishers.push(p.publisher);
+        setup.signaling.push(p.sig);
+    }
+    Ok(setup)
 }
 
 fn setup_room(
@@ -213,7 +315,9 @@ fn setup_room(
         subscribers: Vec::new(),
     };
     for _ in 0..args.publishers {
-        setup_publisher(args, room, dtls, &mut setup)?;
+        let p = setup_publisher(args, room, dtls, "loadtest-pub")?;
+        setup.publishers.push(p.publisher);
+        setup.signaling.push(p.sig);
     }
     let threads = args.setup_threads.clamp(1, subscribers.max(1));
     let made: Vec<Result<Vec<(Signaling, Subscriber)>, String>> = std::thread::scope(|scope| {
@@ -244,15 +348,46 @@ fn setup_room(
     Ok(setup)
 }
 
-fn run_step(args: &Args, subscribers: usize, dtls: &DtlsClient) -> Result<StepResult, String> {
-    let setup_started = Instant::now();
+/// Sets up the step's rooms; conference rooms in parallel (--setup-threads), fan-out rooms one
+/// after the other (their subscribers in parallel).
+fn setup_rooms(args: &Args, step: Step, dtls: &DtlsClient) -> Result<Vec<RoomSetup>, String> {
     let run_id = format!("{:08x}", rand::random::<u32>());
+    let room = |r: usize| format!("lt-{run_id}-{r}");
+    let Some(peers) = args.conference else {
+        return (0..step.rooms)
+            .map(|r| setup_room(args, &room(r), step.subscribers, dtls))
+            .collect();
+    };
+    let threads = args.setup_threads.clamp(1, step.rooms.max(1));
+    std::thread::scope(|scope| {
+        let room = &room;
+        let handles: Vec<_> = (0..threads)
+            .map(|k| {
+                scope.spawn(move || {
+                    (k..step.rooms)
+                        .step_by(threads)
+                        .map(|r| setup_conference_room(args, &room(r), peers, dtls))
+                        .collect::<Result<Vec<_>, String>>()
+                })
+            })
+            .collect();
+        let mut rooms = Vec::new();
+        for h in handles {
+            rooms.extend(
+                h.join()
+                    .unwrap_or_else(|_| Err("setup thread panicked".into()))?,
+            );
+        }
+        Ok(rooms)
+    })
+}
+
+fn run_step(args: &Args, step: Step, dtls: &DtlsClient) -> Result<StepResult, String> {
+    let setup_started = Instant::now();
     let mut signaling = Vec::new();
     let mut publishers = Vec::new();
     let mut subs = Vec::new();
-    for r in 0..args.rooms {
-        let room = format!("lt-{run_id}-{r}");
-        let setup = setup_room(args, &room, subscribers, dtls)?;
+    for setup in setup_rooms(args, step, dtls)? {
         signaling.extend(setup.signaling);
         publishers.extend(setup.publishers);
         subs.extend(setup.subscribers);
@@ -324,7 +459,7 @@ fn run_step(args: &Args, subscribers: usize, dtls: &DtlsClient) -> Result<StepRe
     drop(signaling);
     Ok(StepResult::new(
         args,
-        subscribers,
+        step,
         consumers,
         setup_secs,
         send,

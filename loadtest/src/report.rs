@@ -29,6 +29,9 @@ pub struct StepResult {
     /// What the media ran over: "udp", or "tcp" (ICE-TCP, `--tcp`).
     pub transport: Protocol,
     pub rooms: usize,
+    /// Conference rooms: every peer publishes and consumes every other peer (`--conference`),
+    /// so publishers and subscribers per room are the same peers.
+    pub conference: bool,
     pub publishers_per_room: usize,
     pub subscribers_per_room: usize,
     pub consumers: usize,
@@ -68,7 +71,7 @@ impl StepResult {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         args: &Args,
-        subscribers: usize,
+        step: crate::Step,
         consumers: usize,
         setup_s: f64,
         send: SendTotals,
@@ -117,9 +120,10 @@ impl StepResult {
             label: args.label.clone(),
             url: args.url.clone(),
             transport: args.protocol(),
-            rooms: args.rooms,
-            publishers_per_room: args.publishers,
-            subscribers_per_room: subscribers,
+            rooms: step.rooms,
+            conference: args.conference.is_some(),
+            publishers_per_room: args.conference.unwrap_or(args.publishers),
+            subscribers_per_room: step.subscribers,
             consumers,
             audio: args.audio,
             bitrate_kbps: args.bitrate_kbps,
@@ -166,14 +170,22 @@ impl StepResult {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
         let l = &self.latency;
+        let shape = if self.conference {
+            format!(
+                "{} conference room(s) × {} peers (each publishes and consumes the others)",
+                self.rooms, self.subscribers_per_room
+            )
+        } else {
+            format!(
+                "{} room(s) × {} publisher(s) × {} subscriber(s)",
+                self.rooms, self.publishers_per_room, self.subscribers_per_room
+            )
+        };
         let _ = writeln!(
             s,
-            "== {} over {} — {} room(s) × {} publisher(s) × {} subscriber(s) = {} consumers, {} s (setup {} s)",
+            "== {} over {} — {shape} = {} consumers, {} s (setup {} s)",
             self.label,
             self.transport.name(),
-            self.rooms,
-            self.publishers_per_room,
-            self.subscribers_per_room,
             self.consumers,
             self.duration_s,
             self.setup_s
