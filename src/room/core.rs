@@ -10,6 +10,7 @@ use super::api::{ApiError, ConnId, Job, JobKind, Notice, Outbound};
 use super::env::{Env, Faults};
 use super::limits::{CacheBudget, MediaLimits};
 use super::mesh::{Mesh, PipeMsg, RoomTag};
+use super::remote::Remote;
 use super::router::Router;
 use super::{PKey, TKey};
 use crate::stats::{Counted, WorkerStats};
@@ -372,6 +373,30 @@ impl WorkerCore {
         if closed.is_err() {
             tracing::error!(worker = self.env.worker, room = %room_id, "closing a failed transport panicked; room closed");
             self.evict_room(room_id);
+        }
+    }
+
+    /// An ICE-TCP connection ended. A transport that was using it has no path left: it is
+    /// closed now and its client told (`transport-closed`: it can reconnect at once), not after
+    /// the 30 s consent timeout. A transport that only had it as a spare candidate forgets it.
+    pub fn tcp_closed(&mut self, remote: Remote) {
+        let Some(route) = self.env.index.by_addr.get(&remote).cloned() else {
+            return;
+        };
+        let transport = self
+            .routers
+            .get_mut(&route.room)
+            .and_then(|r| r.transports.get_mut(&route.transport));
+        let Some(t) = transport else {
+            return;
+        };
+        if t.remote == Some(remote) {
+            tracing::info!(transport = %t.id, "its ICE-TCP connection closed; closing the transport");
+            let room = route.room.clone();
+            self.fail_transport(&room, route.transport);
+        } else {
+            t.candidates.retain(|(c, _)| *c != remote);
+            self.env.index.forget_tuple(route.transport, Some(remote));
         }
     }
 

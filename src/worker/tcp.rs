@@ -225,6 +225,12 @@ pub(super) async fn accept_loop(
             let _writer = glommio::spawn_local(write_loop(writer, conn.clone(), woken));
             serve(reader, peer, id, &conn, &conns, &core, &sending).await;
             conns.close(id, peer.ip());
+            let remote = Remote::Tcp {
+                addr: peer,
+                conn: id,
+            };
+            let _ = guarded(&core, |c| c.tcp_closed(remote), |_| {});
+            sending.flush(&core, Instant::now()).await;
         })
         .detach();
     }
