@@ -304,6 +304,11 @@ pub enum Notice {
     },
     /// The room failed on the server; the peer is out of it and may join again.
     RoomFailed,
+    /// The room's dominant speaker changed; `None`: nobody has spoken for a while.
+    ActiveSpeaker {
+        peer_id: Option<Arc<str>>,
+        producer_id: Option<String>,
+    },
 }
 
 /// Messages from a worker to the signaling thread.

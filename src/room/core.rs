@@ -292,6 +292,15 @@ impl WorkerCore {
                     r.on_unsubscribe(origin_key, worker, key);
                 }
             }
+            PipeMsg::ActiveSpeaker {
+                room,
+                from,
+                speaker,
+            } => {
+                if let Some(r) = self.routers.get_mut(&room.id) {
+                    r.on_active_speaker(&self.env, &room, from, speaker);
+                }
+            }
             PipeMsg::KeyFrame { origin_key, force } => {
                 let room = self.env.index.producers.get(&origin_key).cloned();
                 if let Some(r) = room.and_then(|room| self.routers.get_mut(&room)) {

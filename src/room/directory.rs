@@ -107,7 +107,8 @@ impl Router {
             (!local).then_some(host),
         );
         if let Some(answer) = joined {
-            return env.respond(conn, req_id, answer);
+            env.respond(conn, req_id, answer);
+            return self.tell_speaker(env, conn);
         }
         if let Some((peers, producers)) = snapshot {
             let generation = env.key();
@@ -121,6 +122,7 @@ impl Router {
                     producers,
                 },
             );
+            self.send_speaker(env, host);
             if let Role::Home {
                 satellites,
                 snapshots,
@@ -366,7 +368,8 @@ pub fn host_peer(
     peer: PeerInfo,
     req_id: u32,
 ) {
-    let result = match replica.filter(|r| r.is_replica_of(env, room, from)) {
+    let mut replica = replica.filter(|r| r.is_replica_of(env, room, from));
+    let result = match replica.as_deref_mut() {
         Some(r) => r.add_local_peer(env, peer.conn, &peer.id, peer.display_name.clone()),
         None => Err(ApiError::internal(
             "the room moved while joining; join again",
@@ -382,5 +385,9 @@ pub fn host_peer(
             },
         );
     }
+    let joined = result.is_ok();
     env.respond(peer.conn, req_id, result);
+    if let Some(r) = replica.filter(|_| joined) {
+        r.tell_speaker(env, peer.conn);
+    }
 }

@@ -329,7 +329,7 @@ impl Router {
     }
 
     /// Periodic work (about every 250 ms): the consent timeout, HLS flow changes, deferred
-    /// key-frame requests and (`send_reports`) sender reports.
+    /// key-frame requests, the active speaker and (`send_reports`) sender reports.
     pub fn tick(&mut self, env: &mut Env, now: Instant, send_reports: bool) {
         self.close_dead_transports(env, now);
         self.announce_flow_changes(env, now);
@@ -341,6 +341,7 @@ impl Router {
         for (p, forced) in due {
             self.send_keyframe_request(env, p, forced);
         }
+        self.evaluate_speaker(env, now);
         if !send_reports {
             return;
         }

@@ -141,6 +141,12 @@ pub enum PipeMsg {
     },
     /// Subscriber → origin: a consumer needs a key frame.
     KeyFrame { origin_key: PKey, force: bool },
+    /// Home → satellites: the room's dominant speaker changed (room/speaker.rs).
+    ActiveSpeaker {
+        room: RoomTag,
+        from: usize,
+        speaker: super::speaker::Announced,
+    },
 }
 
 impl PipeMsg {
@@ -165,7 +171,8 @@ impl PipeMsg {
             | PipeMsg::DropReplica { room, .. }
             | PipeMsg::ReplicaDropped { room, .. }
             | PipeMsg::Disconnect { room, .. }
-            | PipeMsg::Evict { room, .. } => Some(room),
+            | PipeMsg::Evict { room, .. }
+            | PipeMsg::ActiveSpeaker { room, .. } => Some(room),
             PipeMsg::Subscribe { .. } | PipeMsg::Unsubscribe { .. } | PipeMsg::KeyFrame { .. } => {
                 None
             }

@@ -24,6 +24,7 @@ pub mod producer;
 pub mod remote;
 pub mod requests;
 pub mod router;
+pub mod speaker;
 pub mod tap;
 pub mod transport;
 pub mod turn;

@@ -468,10 +468,15 @@ impl Router {
         hdr: &rtp::RtpHeader,
         now: Instant,
     ) {
+        // The room's home decides its active speaker (room/speaker.rs).
+        let home = self.is_home();
         let Some(p) = self.producers.get_mut(&pkey) else {
             return;
         };
         let kind = p.kind;
+        if home && kind == MediaKind::Audio && !p.paused {
+            p.level.on_packet(plain, hdr, now);
+        }
         // Piped in from another worker: that worker asks the producer for lost packets.
         let tkey = p.transport();
         let piping = !p.pipes().is_empty() && !p.paused;

@@ -5,6 +5,7 @@ use super::api::{ApiError, SourceLabel};
 use super::limits::LeasedCache;
 use super::mesh::{Origin, ProducerInfo};
 use super::ortc::{self, MediaKind, ProducerMapping};
+use super::speaker::LevelMeter;
 use super::{CKey, PKey, TKey};
 use crate::rtc::keyframe::{KeyframeSpacer, VideoCodec};
 use crate::rtc::nack::NackGenerator;
@@ -32,6 +33,8 @@ pub struct Producer {
     pub cname: String,
     /// Loss recovery and layer state.
     pub quality: ProducerQuality,
+    /// Speech seen in its audio levels (room/speaker.rs; counted on the room's home only).
+    pub level: LevelMeter,
 }
 
 /// Where a producer's packets come from.
@@ -87,6 +90,7 @@ impl Producer {
             paused: false,
             consumers: Vec::new(),
             quality: ProducerQuality::new(&mapping),
+            level: LevelMeter::new(kind, &mapping),
             mapping,
         })
     }
@@ -110,6 +114,7 @@ impl Producer {
             paused: info.paused,
             consumers: Vec::new(),
             quality: ProducerQuality::new(&info.mapping),
+            level: LevelMeter::new(info.kind, &info.mapping),
             mapping: info.mapping,
         }
     }

@@ -13,6 +13,7 @@ use super::env::Env;
 use super::limits::SharedBucket;
 use super::mesh::{PeerInfo, PipeMsg, RoomTag};
 use super::producer::Producer;
+use super::speaker::ActiveSpeaker;
 use super::tap::Tap;
 use super::transport::Transport;
 use super::{CKey, PKey, TKey};
@@ -79,6 +80,8 @@ pub struct Router {
     pub taps: HashMap<PKey, Vec<Tap>>,
     /// Which producers were sending at the last look (tap.rs tells the HLS pipeline).
     pub sending: HashSet<PKey>,
+    /// The dominant speaker (decided on the home, relayed to replicas: room/speaker.rs).
+    pub speaker: ActiveSpeaker,
 }
 
 /// What a router holds, as the worker's live counters count it.
@@ -121,6 +124,7 @@ impl Router {
             consumers: HashMap::new(),
             taps: HashMap::new(),
             sending: HashSet::new(),
+            speaker: ActiveSpeaker::default(),
         }
     }
 

@@ -610,6 +610,9 @@ fn rtp_packet(ssrc: u32, seq: u16) -> Vec<u8> {
 
 // --- the tests -------------------------------------------------------------------------------
 
+#[path = "speaker_tests.rs"]
+mod speaker_tests;
+
 /// A on the home; B placed on worker 1, which becomes a satellite and answers B's join.
 fn two_peers(c: &mut Cluster) -> (Client, Client) {
     let (a, answer) = c.join(0, "a", 0);

@@ -199,6 +199,14 @@ pub fn find_extension<'a>(buf: &'a [u8], h: &RtpHeader, id: u8) -> Option<&'a [u
     extensions(buf, h).find(|&(i, _)| i == id).map(|(_, v)| v)
 }
 
+/// The RFC 6464 client-to-mixer audio level of a packet (extension `id`): the level in
+/// -dBov (0 = loudest, 127 = silence; masked to 7 bits) and the voice-activity bit. `None` when
+/// the packet carries no such element or it is empty.
+pub fn audio_level(buf: &[u8], h: &RtpHeader, id: u8) -> Option<(u8, bool)> {
+    let b = *find_extension(buf, h, id)?.first()?;
+    Some((b & 0x7f, b & 0x80 != 0))
+}
+
 /// Maps incoming extension ids to a consumer's ids (index = incoming, value = outgoing, 0 = drop).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExtIdMap(pub [u8; 256]);
@@ -346,6 +354,18 @@ mod tests {
         0x01, 0x02, 0x03, 0x04, // payload
         0x00, 0x00, 0x00, 0x04, // padding
     ];
+
+    #[test]
+    fn audio_level_reads_the_level_and_the_voice_bit_of_its_element() {
+        let h = parse_rtp(PACKET).unwrap();
+        // id 1 carries b'a' (0x61): V=0, level 97.
+        assert_eq!(audio_level(PACKET, &h, 1), Some((0x61, false)));
+        assert_eq!(audio_level(PACKET, &h, 9), None, "no such element");
+        let mut p = PACKET.to_vec();
+        p[21] = 0x80 | 12;
+        let h = parse_rtp(&p).unwrap();
+        assert_eq!(audio_level(&p, &h, 1), Some((12, true)));
+    }
 
     #[test]
     fn packet_with_csrc_extensions_and_padding_is_parsed() {

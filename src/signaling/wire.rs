@@ -255,6 +255,14 @@ pub fn notice(notice: &Notice) -> (&'static str, Value) {
             "error",
             json!({"code": "internal", "message": "the room failed on the server; join again"}),
         ),
+        Notice::ActiveSpeaker {
+            peer_id: Some(peer_id),
+            producer_id,
+        } => (
+            "active-speaker",
+            json!({"peerId": &**peer_id, "producerId": producer_id}),
+        ),
+        Notice::ActiveSpeaker { peer_id: None, .. } => ("active-speaker", json!({"peerId": null})),
     }
 }
 

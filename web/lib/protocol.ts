@@ -116,6 +116,7 @@ export interface Notifications {
   /** Extra to shared/protocol.md: the server closed one of our transports (its DTLS ended, or
    * handling its packets failed). */
   "transport-closed": { transportId: string };
+  "active-speaker": { peerId: string | null; producerId?: string | null };
   error: { code: ErrorCode; message: string };
 }
 

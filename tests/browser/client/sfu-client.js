@@ -146,6 +146,7 @@ function onNotification(method, data) {
     case 'producer-paused':
     case 'producer-resumed':
     case 'consumer-layers-changed':
+    case 'active-speaker':
     case 'error':
       break;
     default:
@@ -213,12 +214,14 @@ function clockTrack() {
   return canvas.captureStream(30).getVideoTracks()[0];
 }
 
-async function publish({ video = true, audio = true, codec = 'vp8', clock = false } = {}) {
+async function publish({ video = true, audio = true, codec = 'vp8', clock = false, audioEnabled = true } = {}) {
   const stream = await withTimeout(navigator.mediaDevices.getUserMedia({
     video: video && !clock ? { width: 640, height: 480, frameRate: 15 } : false,
     audio: !!audio,
   }), 'getUserMedia');
   if (video && clock) stream.addTrack(clockTrack());
+  // audioEnabled false: the microphone is muted from its first packet (it sends silence).
+  for (const t of stream.getAudioTracks()) t.enabled = audioEnabled;
   state.localStream = stream;
   const out = [];
   for (const track of stream.getTracks()) {
@@ -287,6 +290,13 @@ async function stats() {
   return out;
 }
 
+/** Sets `enabled` of the published tracks of `kind` (disabled: the browser sends silence / black). */
+function setTrackEnabled(kind, enabled) {
+  const tracks = state.localStream?.getTracks().filter((t) => t.kind === kind) ?? [];
+  for (const t of tracks) t.enabled = !!enabled;
+  return tracks.length;
+}
+
 /** 'relay' limits the next transports to TURN relay candidates (before join). */
 function setIceTransportPolicy(policy) {
   state.iceTransportPolicy = policy;
@@ -352,6 +362,7 @@ window.sfu = {
   leave,
   info,
   setIceTransportPolicy,
+  setTrackEnabled,
   selectedCandidatePairs,
   notifications: () => state.notifications.filter((n) => !n.method.startsWith('local:')),
   setAutoConsume: (v) => { state.autoConsume = !!v; },
