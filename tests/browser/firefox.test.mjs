@@ -147,15 +147,28 @@ async function expectRemoteAudio(name, evaluate, { webAudio }) {
   return last;
 }
 
-test('a Firefox and a Chromium user join one room through the web app and see and hear each other', { timeout: 240_000 }, async (t) => {
-  const room = roomId('firefox');
+/** A Firefox and a Chromium user, each having clicked Join in `room`. */
+async function joinBoth(t, room) {
   const fox = await firefox.newPage();
-  const foxErrors = [];
-  fox.on('pageerror', (e) => foxErrors.push(`firefox: ${e.message}`));
+  const errors = [];
+  fox.on('pageerror', (e) => errors.push(`firefox: ${e.message}`));
   const context = await chrome.newContext({ viewport: { width: 1280, height: 800 } });
   const chromePage = await context.newPage();
-  const chromeErrors = [];
-  chromePage.on('pageerror', (e) => chromeErrors.push(`chromium: ${e.message}`));
+  chromePage.on('pageerror', (e) => errors.push(`chromium: ${e.message}`));
+  // What the server answered Chromium (does it offer data channels?).
+  const chromeFrames = [];
+  chromePage.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => {
+    try { chromeFrames.push(JSON.parse(String(payload))); } catch { /* not JSON */ }
+  }));
+  const both = {
+    fox, chromePage, errors, chromeFrames,
+    foxEval: (fn, arg) => fox.evaluate(fn, arg),
+    chromeEval: (fn, arg) => chromePage.evaluate(fn, arg),
+    close: async () => {
+      await fox.close().catch(() => {});
+      await context.close().catch(() => {});
+    },
+  };
   try {
     const ua = await fox.evaluate(() => navigator.userAgent);
     assert.match(ua, /Firefox\//, `the puppeteer browser is Firefox (${ua})`);
@@ -174,9 +187,16 @@ test('a Firefox and a Chromium user join one room through the web app and see an
     // Chromium joins the same room.
     await chromePage.goto(roomUrl(room, 'Chrome'));
     await joinInUi({ name: 'Chromium', page: chromePage });
+    return both;
+  } catch (error) {
+    await both.close();
+    throw error;
+  }
+}
 
-    const foxEval = (fn, arg) => fox.evaluate(fn, arg);
-    const chromeEval = (fn, arg) => chromePage.evaluate(fn, arg);
+test('a Firefox and a Chromium user join one room through the web app and see and hear each other', { timeout: 240_000 }, async (t) => {
+  const { foxEval, chromeEval, fox, chromePage, errors, close } = await joinBoth(t, roomId('firefox'));
+  try {
     const atFox = await expectRemoteVideo('Firefox', foxEval);
     const atChrome = await expectRemoteVideo('Chromium', chromeEval);
     t.diagnostic(`video: Firefox decodes ${JSON.stringify(atFox)}, Chromium decodes ${JSON.stringify(atChrome)}`);
@@ -193,9 +213,55 @@ test('a Firefox and a Chromium user join one room through the web app and see an
     await fs.mkdir(SCREENSHOT_DIR, { recursive: true });
     await fox.screenshot({ path: path.join(SCREENSHOT_DIR, 'firefox-room.png') });
     await chromePage.screenshot({ path: path.join(SCREENSHOT_DIR, 'firefox-room-chromium-side.png') });
-    assert.deepEqual([...foxErrors, ...chromeErrors], [], 'no uncaught page errors');
+    assert.deepEqual(errors, [], 'no uncaught page errors');
   } finally {
-    await fox.close().catch(() => {});
-    await context.close().catch(() => {});
+    await close();
+  }
+});
+
+/** Runs in the page: opens the chat panel (if closed) and returns its status. */
+function chatStatus() {
+  if (!document.querySelector('[data-testid="chat-panel"]')) document.querySelector('button[aria-label="Chat"]')?.click();
+  return document.querySelector('[data-testid="chat-panel"]')?.dataset.chatStatus ?? null;
+}
+
+/** Runs in the page: sends `text` through the chat form (React sees a real input event). */
+function sendChat(text) {
+  const box = document.querySelector('textarea[aria-label="Message"]');
+  const setValue = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value').set;
+  setValue.call(box, text);
+  box.dispatchEvent(new Event('input', { bubbles: true }));
+  return new Promise((resolve) => setTimeout(() => {
+    document.querySelector('button[aria-label="Send"]').click();
+    resolve(true);
+  }, 100));
+}
+
+const chatTexts = () => [...document.querySelectorAll('[data-testid="chat-message"]')]
+  .map((m) => `${m.querySelector('[data-testid="chat-sender"]')?.textContent}: ${m.querySelector('[data-testid="chat-text"]')?.textContent}`);
+
+test('chat between Firefox and Chromium over data channels', { timeout: 240_000 }, async (t) => {
+  const { foxEval, chromeEval, chromeFrames, errors, close } = await joinBoth(t, roomId('firefox-chat'));
+  try {
+    await waitFor(() => chromeFrames.filter((f) => f.response && f.data?.iceParameters).length >= 2,
+      { timeout: FIRST_MEDIA_TIMEOUT, message: 'both create-transport answers (Chromium)' });
+    if (!chromeFrames.some((f) => f.response && f.ok && f.data?.iceParameters && f.data.sctpParameters)) {
+      t.skip('the server answered create-transport {sctp: true} without sctpParameters (no data channels yet)');
+      return;
+    }
+    for (const [name, evaluate] of [['Firefox', foxEval], ['Chromium', chromeEval]]) {
+      await waitFor(async () => (await evaluate(chatStatus)) === 'ready', { timeout: FIRST_MEDIA_TIMEOUT, message: `${name}: chat ready` });
+    }
+    await waitFor(() => chromeFrames.some((f) => f.response && f.ok && f.data?.dataConsumerId),
+      { timeout: FIRST_MEDIA_TIMEOUT, message: "Chromium consumes Firefox's chat producer" });
+    await foxEval(sendChat, 'from Firefox');
+    await waitFor(async () => (await chromeEval(chatTexts)).includes('Fox: from Firefox'),
+      { timeout: FIRST_MEDIA_TIMEOUT, message: "Chromium shows Firefox's message" });
+    await chromeEval(sendChat, 'from Chromium');
+    await waitFor(async () => JSON.stringify(await foxEval(chatTexts)) === JSON.stringify(['You: from Firefox', 'Chrome: from Chromium']),
+      { timeout: FIRST_MEDIA_TIMEOUT, message: "Firefox shows its message and Chromium's reply" });
+    assert.deepEqual(errors, [], 'no uncaught page errors');
+  } finally {
+    await close();
   }
 });
