@@ -121,6 +121,12 @@ export function Room({ roomId, initialName, codec, token }: RoomProps) {
       setScreenTrack(track);
       track.addEventListener("ended", () => setScreenTrack((current) => (current === track ? null : current)));
       await session.startScreenShare(track);
+      // Not produced after all (e.g. the token does not allow sending): do not pretend it is.
+      if (session.snapshot.screen !== "live") {
+        setScreenTrack(null);
+        await session.stopScreenShare();
+        toast.error("Could not share the screen");
+      }
     } catch (error) {
       setScreenTrack(null);
       toast.error("Could not share the screen", { description: error instanceof Error ? error.message : undefined });
