@@ -33,12 +33,12 @@ deps-run:
 	  apt-get update -q >/dev/null && apt-get install -y -q ffmpeg >/dev/null; \
 	fi
 
-# System packages (Debian): Chromium for browser tests, FFmpeg for HLS.
+# System packages (Debian): Chromium and Firefox ESR for browser tests, FFmpeg for HLS.
 deps-system:
-	@if ! command -v chromium >/dev/null || ! command -v ffmpeg >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install chromium ffmpeg" >&2; exit 1; fi; \
+	@if ! command -v chromium >/dev/null || ! command -v ffmpeg >/dev/null || ! command -v firefox-esr >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install chromium firefox-esr ffmpeg" >&2; exit 1; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q >/dev/null && apt-get install -y -q chromium ffmpeg >/dev/null; \
+	  apt-get update -q >/dev/null && apt-get install -y -q chromium firefox-esr ffmpeg >/dev/null; \
 	fi
 	@# coturn (turnserver) for the TURN relay browser test, openssl for the TLS one, iptables for ICE-TCP.
 	@if ! command -v turnserver >/dev/null || ! command -v openssl >/dev/null || ! command -v iptables >/dev/null; then \

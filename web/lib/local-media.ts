@@ -110,3 +110,29 @@ export async function openBoth(
 export function setTrackEnabled(track: MediaStreamTrack | null, enabled: boolean): void {
   if (track) track.enabled = enabled;
 }
+
+/** Whether this browser can share a screen at all (getDisplayMedia; not on most phones). */
+export function canShareScreen(): boolean {
+  return typeof navigator !== "undefined" && typeof navigator.mediaDevices?.getDisplayMedia === "function";
+}
+
+/**
+ * Asks the user for a screen, window or tab: its video track tuned for text (`contentHint`
+ * "detail" keeps resolution over frame rate), or null when they cancel. Throws other errors.
+ */
+export async function openScreen(): Promise<MediaStreamTrack | null> {
+  let stream: MediaStream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({
+      video: { frameRate: { ideal: 15, max: 30 } },
+      audio: false,
+    });
+  } catch (error) {
+    if (error instanceof DOMException && (error.name === "NotAllowedError" || error.name === "AbortError")) return null;
+    throw error;
+  }
+  const [track] = stream.getVideoTracks();
+  if (!track) return null;
+  track.contentHint = "detail";
+  return track;
+}

@@ -54,6 +54,16 @@ export interface TransportInfo {
   dtlsParameters: types.DtlsParameters;
   /** TURN servers with short-lived credentials, when the server has TURN configured. */
   iceServers?: RTCIceServer[];
+  /** Only when asked with `sctp: true` and the server supports data channels. */
+  sctpParameters?: types.SctpParameters;
+}
+
+/** A peer's data producer (chat is one per peer with label `chat`). */
+export interface DataProducerInfo {
+  dataProducerId: string;
+  peerId: string;
+  label: string;
+  protocol: string;
 }
 
 type Empty = Record<string, never>;
@@ -67,9 +77,11 @@ export interface Requests {
       routerRtpCapabilities: types.RtpCapabilities;
       peers: PeerInfo[];
       producers: ProducerInfo[];
+      /** Servers without data channels leave it out. */
+      dataProducers?: DataProducerInfo[];
     },
   ];
-  "create-transport": [{ direction: "send" | "recv" }, TransportInfo];
+  "create-transport": [{ direction: "send" | "recv"; sctp?: true }, TransportInfo];
   "connect-transport": [{ transportId: string; dtlsParameters: types.DtlsParameters }, Empty];
   produce: [
     {
@@ -98,6 +110,27 @@ export interface Requests {
   "close-producer": [{ producerId: string }, Empty];
   "restart-ice": [{ transportId: string }, { iceParameters: types.IceParameters }];
   "leave-room": [Empty, Empty];
+  "produce-data": [
+    {
+      transportId: string;
+      sctpStreamParameters: types.SctpStreamParameters;
+      label: string;
+      protocol: string;
+      appData?: types.AppData;
+    },
+    { dataProducerId: string },
+  ];
+  "consume-data": [
+    { transportId: string; dataProducerId: string },
+    {
+      dataConsumerId: string;
+      dataProducerId: string;
+      sctpStreamParameters: types.SctpStreamParameters;
+      label: string;
+      protocol: string;
+    },
+  ];
+  "close-data-producer": [{ dataProducerId: string }, Empty];
 }
 
 export type Method = keyof Requests;
@@ -113,6 +146,11 @@ export interface Notifications {
   "producer-resumed": { producerId: string };
   "consumer-closed": { consumerId: string };
   "consumer-layers-changed": { consumerId: string; spatialLayer: number; temporalLayer: number };
+  /** The room's dominant speaker changed; `peerId: null` when nobody spoke for a while. */
+  "active-speaker": { peerId: string | null; producerId?: string };
+  "new-data-producer": DataProducerInfo;
+  "data-producer-closed": { dataProducerId: string };
+  "data-consumer-closed": { dataConsumerId: string };
   /** Extra to shared/protocol.md: the server closed one of our transports (its DTLS ended, or
    * handling its packets failed). */
   "transport-closed": { transportId: string };

@@ -3,12 +3,13 @@
  * which local consumer (if any) receives each producer. Pure state, no I/O.
  */
 import type { types } from "mediasoup-client";
-import type { MediaKind, PeerInfo, ProducerInfo } from "./protocol";
+import type { MediaKind, PeerInfo, ProducerInfo, ProducerSource } from "./protocol";
 
 export interface RemoteProducer {
   producerId: string;
   peerId: string;
   kind: MediaKind;
+  source: ProducerSource;
   paused: boolean;
   consumer: types.Consumer | null;
   /** A consume is in flight; guards against consuming one producer twice. */
@@ -25,8 +26,12 @@ export interface RemoteMediaView {
 export interface RemotePeerView {
   peerId: string;
   displayName: string;
+  /** Microphone. */
   audio: RemoteMediaView | null;
+  /** Camera. */
   video: RemoteMediaView | null;
+  screen: RemoteMediaView | null;
+  screenAudio: RemoteMediaView | null;
 }
 
 interface RemotePeer {
@@ -70,6 +75,7 @@ export class RemotePeers {
     if (!this.peers.has(info.peerId)) this.addPeer({ peerId: info.peerId, displayName: "" });
     const producer: RemoteProducer = {
       ...info,
+      source: info.source ?? defaultSource(info.kind),
       paused: info.paused ?? false,
       consumer: null,
       consuming: false,
@@ -77,6 +83,10 @@ export class RemotePeers {
     this.producers.set(info.producerId, producer);
     this.peers.get(info.peerId)?.producers.set(info.producerId, producer);
     return producer;
+  }
+
+  displayName(peerId: string): string {
+    return this.peers.get(peerId)?.displayName ?? "";
   }
 
   producer(producerId: string): RemoteProducer | undefined {
@@ -125,17 +135,24 @@ export class RemotePeers {
       .map((peer) => ({
         peerId: peer.peerId,
         displayName: peer.displayName,
-        audio: mediaView(peer, "audio"),
-        video: mediaView(peer, "video"),
+        audio: mediaView(peer, "microphone"),
+        video: mediaView(peer, "camera"),
+        screen: mediaView(peer, "screen"),
+        screenAudio: mediaView(peer, "screen-audio"),
       }));
   }
 }
 
-/** The newest producer of that kind, if a peer has several. */
-function mediaView(peer: RemotePeer, kind: MediaKind): RemoteMediaView | null {
+/** What a producer announced without `source` is (servers before source labels). */
+function defaultSource(kind: MediaKind): ProducerSource {
+  return kind === "audio" ? "microphone" : "camera";
+}
+
+/** The newest producer of that source, if a peer has several. */
+function mediaView(peer: RemotePeer, source: ProducerSource): RemoteMediaView | null {
   let latest: RemoteProducer | null = null;
   for (const producer of peer.producers.values()) {
-    if (producer.kind === kind) latest = producer;
+    if (producer.source === source) latest = producer;
   }
   if (!latest) return null;
   return {

@@ -6,8 +6,18 @@
  */
 import { Device, type types } from "mediasoup-client";
 import { withToken } from "./access-token";
+import { MAX_CHAT_HISTORY, chatTextProblem, type ChatMessage, type ChatStatus } from "./chat";
+import { ChatChannels } from "./chat-channels";
 import { Emitter } from "./emitter";
-import type { ErrorCode, MediaKind, Notifications, NotificationMethod, ProducerInfo } from "./protocol";
+import type {
+  DataProducerInfo,
+  ErrorCode,
+  MediaKind,
+  Notifications,
+  NotificationMethod,
+  ProducerInfo,
+  ProducerSource,
+} from "./protocol";
 import { RemotePeers, type RemotePeerView } from "./remote-peers";
 import { Signaling, SignalingError, errorCode, signalingUrl } from "./signaling";
 
@@ -27,8 +37,17 @@ export interface SessionSnapshot {
   /** "off": no audio producer (listen-only or no mic). */
   mic: "off" | "live" | "muted";
   camera: "off" | "live";
+  screen: "off" | "live";
+  /** The room's dominant speaker (our own peerId when it is us), from `active-speaker`. */
+  activeSpeakerId: string | null;
+  chat: { status: ChatStatus; messages: ChatMessage[] };
   reconnectAttempt: number;
 }
+
+/** What this client sends. */
+type LocalSource = Extract<ProducerSource, "microphone" | "camera" | "screen">;
+const LOCAL_SOURCES: readonly LocalSource[] = ["microphone", "camera", "screen"];
+const KIND_OF: Record<LocalSource, MediaKind> = { microphone: "audio", camera: "video", screen: "video" };
 
 export interface JoinOptions {
   displayName: string;
@@ -43,6 +62,7 @@ export interface JoinOptions {
 }
 
 const MAX_RECONNECT_ATTEMPTS = 10;
+const MAX_PENDING_DATA_PRODUCERS = 256;
 const LEAVE_TIMEOUT_MS = 2_000;
 /** Errors a retry cannot fix (a refused or expired token stays refused). */
 const FATAL_CODES: ReadonlySet<ErrorCode> = new Set(["bad-request", "limit", "forbidden", "unauthorized"]);
@@ -64,8 +84,16 @@ export class RoomSession extends Emitter<SessionEvents> {
   private device: Device | null = null;
   private sendTransport: types.Transport | null = null;
   private recvTransport: types.Transport | null = null;
-  private readonly producers: Partial<Record<MediaKind, types.Producer>> = {};
-  private readonly localTracks: Record<MediaKind, MediaStreamTrack | null> = { audio: null, video: null };
+  private readonly producers: Partial<Record<LocalSource, types.Producer>> = {};
+  private readonly localTracks: Record<LocalSource, MediaStreamTrack | null> = {
+    microphone: null,
+    camera: null,
+    screen: null,
+  };
+  private chat: ChatChannels | null = null;
+  /** Chat producers announced before our chat channels exist (between join and transports). */
+  private pendingDataProducers: DataProducerInfo[] = [];
+  private chatMessageCounter = 0;
   private micMuted = false;
   private readonly remote = new RemotePeers();
   /** Bumped on every (re)connect and on leave, so late async results of an old one are dropped. */
@@ -83,6 +111,9 @@ export class RoomSession extends Emitter<SessionEvents> {
       peers: [],
       mic: "off",
       camera: "off",
+      screen: "off",
+      activeSpeakerId: null,
+      chat: { status: "connecting", messages: [] },
       reconnectAttempt: 0,
     };
   }
@@ -94,8 +125,8 @@ export class RoomSession extends Emitter<SessionEvents> {
   async join(options: JoinOptions): Promise<void> {
     if (this.current.status === "joining" || this.current.status === "joined") return;
     this.options = options;
-    this.localTracks.audio = options.audioTrack;
-    this.localTracks.video = options.videoTrack;
+    this.localTracks.microphone = options.audioTrack;
+    this.localTracks.camera = options.videoTrack;
     this.micMuted = options.micMuted ?? false;
     this.update({ status: "joining", error: null, reconnectAttempt: 0 });
     try {
@@ -127,7 +158,7 @@ export class RoomSession extends Emitter<SessionEvents> {
 
   async setMicMuted(muted: boolean): Promise<void> {
     this.micMuted = muted;
-    const producer = this.producers.audio;
+    const producer = this.producers.microphone;
     if (!producer || producer.closed) return;
     if (muted) producer.pause();
     else producer.resume();
@@ -139,12 +170,47 @@ export class RoomSession extends Emitter<SessionEvents> {
 
   /** Starts the camera with `track`, or stops it (close-producer) with null. */
   async setCameraTrack(track: MediaStreamTrack | null): Promise<void> {
-    this.localTracks.video = track;
+    this.localTracks.camera = track;
     if (track) {
-      await this.produce("video", this.generation);
+      await this.produce("camera", this.generation);
     } else {
-      await this.closeProducer("video");
+      await this.closeProducer("camera");
     }
+  }
+
+  /**
+   * Shares `track` (a getDisplayMedia video track; the session owns it from here and stops it
+   * when sharing ends, also when the browser's own "stop sharing" ends the track).
+   */
+  async startScreenShare(track: MediaStreamTrack): Promise<void> {
+    this.localTracks.screen?.stop();
+    this.localTracks.screen = track;
+    track.addEventListener("ended", () => {
+      if (this.localTracks.screen === track) void this.stopScreenShare();
+    });
+    try {
+      await this.produce("screen", this.generation);
+    } catch (error) {
+      await this.stopScreenShare();
+      throw error;
+    }
+  }
+
+  async stopScreenShare(): Promise<void> {
+    const track = this.localTracks.screen;
+    this.localTracks.screen = null;
+    track?.stop();
+    this.update({ screen: "off" });
+    await this.closeProducer("screen");
+  }
+
+  /** Sends a chat message; returns why not when it cannot be sent (too long, chat not open). */
+  sendChat(text: string): string | null {
+    const problem = chatTextProblem(text);
+    if (problem) return problem;
+    if (!this.chat?.send(text)) return "chat is not connected";
+    this.addChatMessage(null, this.options?.displayName ?? "", text);
+    return null;
   }
 
   // ---- connection lifecycle -------------------------------------------------------------
@@ -183,16 +249,69 @@ export class RoomSession extends Emitter<SessionEvents> {
     check();
     this.device = device;
 
-    this.sendTransport = await this.createTransport("send", generation);
+    const send = await this.createTransport("send", generation);
+    this.sendTransport = send.transport;
     check();
-    this.recvTransport = await this.createTransport("recv", generation);
+    const recv = await this.createTransport("recv", generation);
+    this.recvTransport = recv.transport;
     check();
 
     for (const producer of this.remote.unconsumedProducers()) {
       void this.consume(producer.producerId, generation);
     }
-    await this.produce("audio", generation);
-    await this.produce("video", generation);
+    if (send.sctp && recv.sctp) {
+      const existing = [...(joined.dataProducers ?? []), ...this.pendingDataProducers];
+      this.pendingDataProducers = [];
+      void this.openChat(signaling, existing, generation);
+    } else {
+      this.updateChat({ status: "unavailable" });
+    }
+    await this.produce("microphone", generation);
+    await this.produce("camera", generation);
+    await this.produce("screen", generation);
+  }
+
+  private async openChat(signaling: Signaling, existing: DataProducerInfo[], generation: number): Promise<void> {
+    const { sendTransport, recvTransport } = this;
+    if (!sendTransport || !recvTransport) return;
+    const chat = new ChatChannels({
+      signaling,
+      sendTransport,
+      recvTransport,
+      onMessage: (peerId, text) => {
+        if (generation === this.generation) this.addChatMessage(peerId, this.remote.displayName(peerId), text);
+      },
+      onReady: () => {
+        if (generation === this.generation) this.updateChat({ status: "ready" });
+      },
+    });
+    this.chat = chat;
+    try {
+      await chat.open(existing);
+    } catch (error) {
+      if (generation !== this.generation) return;
+      // e.g. a token without the `data` grant: the call goes on without chat.
+      console.warn("chat unavailable", error);
+      chat.close();
+      if (this.chat === chat) this.chat = null;
+      this.updateChat({ status: "unavailable" });
+    }
+  }
+
+  private addChatMessage(peerId: string | null, senderName: string, text: string): void {
+    const message: ChatMessage = {
+      seq: ++this.chatMessageCounter,
+      peerId,
+      senderName,
+      text,
+      at: Date.now(),
+    };
+    const messages = [...this.current.chat.messages, message].slice(-MAX_CHAT_HISTORY);
+    this.updateChat({ messages });
+  }
+
+  private updateChat(patch: Partial<SessionSnapshot["chat"]>): void {
+    this.update({ chat: { ...this.current.chat, ...patch } });
   }
 
   /** The server closed one of our transports: its media is gone, so join again afresh. */
@@ -241,6 +360,8 @@ export class RoomSession extends Emitter<SessionEvents> {
     if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
     this.reconnectTimer = null;
     this.teardown();
+    this.localTracks.screen?.stop();
+    this.localTracks.screen = null;
     this.update({ status: "left", peerId: null, reconnectAttempt: 0 });
   }
 
@@ -250,25 +371,39 @@ export class RoomSession extends Emitter<SessionEvents> {
     this.signaling = null;
     if (signaling && !signaling.closed) signaling.close();
     this.remote.clear();
-    for (const kind of ["audio", "video"] as const) {
-      this.producers[kind]?.close();
-      delete this.producers[kind];
+    this.chat?.close();
+    this.chat = null;
+    this.pendingDataProducers = [];
+    for (const source of LOCAL_SOURCES) {
+      this.producers[source]?.close();
+      delete this.producers[source];
     }
     this.sendTransport?.close();
     this.recvTransport?.close();
     this.sendTransport = null;
     this.recvTransport = null;
     this.device = null;
-    this.update({ peers: [], mic: "off", camera: "off" });
+    this.update({
+      peers: [],
+      mic: "off",
+      camera: "off",
+      screen: "off",
+      activeSpeakerId: null,
+      chat: { ...this.current.chat, status: "connecting" },
+    });
   }
 
   // ---- transports -------------------------------------------------------------------------
 
-  private async createTransport(direction: "send" | "recv", generation: number): Promise<types.Transport> {
+  /** `sctp`: the server gave it data channels (older servers ignore `sctp: true`). */
+  private async createTransport(
+    direction: "send" | "recv",
+    generation: number,
+  ): Promise<{ transport: types.Transport; sctp: boolean }> {
     const signaling = this.requireSignaling();
     const device = this.device;
     if (!device) throw new Error("device not loaded");
-    const info = await signaling.request("create-transport", { direction });
+    const info = await signaling.request("create-transport", { direction, sctp: true });
     if (generation !== this.generation) throw new Superseded();
     const options: types.TransportOptions = { ...info, iceServers: info.iceServers ?? [] };
     const policy = iceTransportPolicy();
@@ -289,11 +424,23 @@ export class RoomSession extends Emitter<SessionEvents> {
           .then(({ producerId }) => callback({ id: producerId }))
           .catch(errback);
       });
+      transport.on("producedata", ({ sctpStreamParameters, label, protocol, appData }, callback, errback) => {
+        signaling
+          .request("produce-data", {
+            transportId: transport.id,
+            sctpStreamParameters,
+            label: label ?? "",
+            protocol: protocol ?? "",
+            appData,
+          })
+          .then(({ dataProducerId }) => callback({ id: dataProducerId }))
+          .catch(errback);
+      });
     }
     transport.on("connectionstatechange", (state) => {
       if (state === "failed" && !transport.closed) void this.restartIce(transport);
     });
-    return transport;
+    return { transport, sctp: info.sctpParameters !== undefined };
   }
 
   private async restartIce(transport: types.Transport): Promise<void> {
@@ -309,13 +456,14 @@ export class RoomSession extends Emitter<SessionEvents> {
 
   // ---- local producers --------------------------------------------------------------------
 
-  private async produce(kind: MediaKind, generation: number): Promise<void> {
-    const track = this.localTracks[kind];
+  private async produce(source: LocalSource, generation: number): Promise<void> {
+    const kind = KIND_OF[source];
+    const track = this.localTracks[source];
     const transport = this.sendTransport;
     const device = this.device;
     if (!track || track.readyState === "ended" || !transport || !device) return;
     if (!device.canProduce(kind)) return;
-    await this.closeProducer(kind);
+    await this.closeProducer(source);
 
     let producer: types.Producer;
     try {
@@ -323,7 +471,7 @@ export class RoomSession extends Emitter<SessionEvents> {
         track,
         stopTracks: false,
         codec: kind === "video" ? this.preferredVideoCodec(device) : undefined,
-        appData: { kind },
+        appData: { source },
       });
     } catch (error) {
       // A token without `publish`: stay in the room, receive only.
@@ -331,26 +479,26 @@ export class RoomSession extends Emitter<SessionEvents> {
       console.warn(`not allowed to send ${kind}`);
       return;
     }
-    if (generation !== this.generation || this.localTracks[kind] !== track) {
+    if (generation !== this.generation || this.localTracks[source] !== track) {
       producer.close();
       return;
     }
-    this.producers[kind] = producer;
-    producer.on("trackended", () => void this.closeProducer(kind));
-    if (kind === "audio") {
+    this.producers[source] = producer;
+    producer.on("trackended", () => void this.closeProducer(source));
+    if (source === "microphone") {
       this.update({ mic: this.micMuted ? "muted" : "live" });
       if (this.micMuted) await this.setMicMuted(true);
     } else {
-      this.update({ camera: "live" });
+      this.update(source === "camera" ? { camera: "live" } : { screen: "live" });
     }
   }
 
-  private async closeProducer(kind: MediaKind): Promise<void> {
-    const producer = this.producers[kind];
+  private async closeProducer(source: LocalSource): Promise<void> {
+    const producer = this.producers[source];
     if (!producer) return;
-    delete this.producers[kind];
+    delete this.producers[source];
     producer.close();
-    this.update(kind === "audio" ? { mic: "off" } : { camera: "off" });
+    this.update(source === "microphone" ? { mic: "off" } : source === "camera" ? { camera: "off" } : { screen: "off" });
     await this.signaling
       ?.request("close-producer", { producerId: producer.id })
       .catch((error: unknown) => console.warn("close-producer failed", error));
@@ -410,9 +558,33 @@ export class RoomSession extends Emitter<SessionEvents> {
       case "peer-joined":
         this.remote.addPeer(data as Notifications["peer-joined"]);
         break;
-      case "peer-left":
-        this.remote.removePeer((data as Notifications["peer-left"]).peerId);
+      case "peer-left": {
+        const { peerId } = data as Notifications["peer-left"];
+        this.remote.removePeer(peerId);
+        this.chat?.removePeer(peerId);
+        if (this.current.activeSpeakerId === peerId) this.update({ activeSpeakerId: null });
         break;
+      }
+      case "active-speaker": {
+        const { peerId } = data as Notifications["active-speaker"];
+        this.update({ activeSpeakerId: typeof peerId === "string" ? peerId : null });
+        return;
+      }
+      case "new-data-producer":
+        if (this.chat) void this.chat.add(data as DataProducerInfo);
+        else if (this.pendingDataProducers.length < MAX_PENDING_DATA_PRODUCERS) {
+          this.pendingDataProducers.push(data as DataProducerInfo);
+        }
+        return;
+      case "data-producer-closed": {
+        const { dataProducerId } = data as Notifications["data-producer-closed"];
+        this.chat?.removeProducer(dataProducerId);
+        this.pendingDataProducers = this.pendingDataProducers.filter((p) => p.dataProducerId !== dataProducerId);
+        return;
+      }
+      case "data-consumer-closed":
+        this.chat?.removeConsumer((data as Notifications["data-consumer-closed"]).dataConsumerId);
+        return;
       case "new-producer": {
         const info = data as ProducerInfo;
         if (this.remote.addProducer(info)) void this.consume(info.producerId, generation);

@@ -1,6 +1,17 @@
 "use client";
 
-import { Link2, Mic, MicOff, PhoneOff, Video, VideoOff } from "lucide-react";
+import {
+  LayoutPanelTop,
+  Link2,
+  MessageSquare,
+  Mic,
+  MicOff,
+  MonitorUp,
+  MonitorX,
+  PhoneOff,
+  Video,
+  VideoOff,
+} from "lucide-react";
 import { Button } from "@/components/ui/button";
 import { Tooltip } from "@/components/ui/tooltip";
 
@@ -11,8 +22,17 @@ interface ControlsProps {
   cameraAvailable: boolean;
   cameraOn: boolean;
   cameraBusy: boolean;
+  /** null: this browser cannot share a screen (no button). */
+  screenSharing: boolean | null;
+  screenBusy: boolean;
+  speakerLayout: boolean;
+  chatOpen: boolean;
+  unreadChat: number;
   onToggleMic: () => void;
   onToggleCamera: () => void;
+  onToggleScreen: () => void;
+  onToggleSpeakerLayout: () => void;
+  onToggleChat: () => void;
   onCopyInvite: () => void;
   onLeave: () => void;
 }
@@ -23,8 +43,16 @@ export function Controls({
   cameraAvailable,
   cameraOn,
   cameraBusy,
+  screenSharing,
+  screenBusy,
+  speakerLayout,
+  chatOpen,
+  unreadChat,
   onToggleMic,
   onToggleCamera,
+  onToggleScreen,
+  onToggleSpeakerLayout,
+  onToggleChat,
   onCopyInvite,
   onLeave,
 }: ControlsProps) {
@@ -54,6 +82,53 @@ export function Controls({
           onClick={onToggleCamera}
         >
           {cameraOn ? <Video /> : <VideoOff />}
+        </Button>
+      </Tooltip>
+      {screenSharing !== null && (
+        <Tooltip content={cameraAvailable ? (screenSharing ? "Stop sharing" : "Share screen") : "This link is receive-only"}>
+          <Button
+            size="icon"
+            variant={screenSharing ? "default" : "secondary"}
+            aria-label={screenSharing ? "Stop sharing" : "Share screen"}
+            disabled={screenBusy || !cameraAvailable}
+            onClick={onToggleScreen}
+          >
+            {screenSharing ? <MonitorX /> : <MonitorUp />}
+          </Button>
+        </Tooltip>
+      )}
+      <Tooltip content={speakerLayout ? "Grid layout" : "Speaker layout"}>
+        <Button
+          size="icon"
+          variant={speakerLayout ? "default" : "secondary"}
+          aria-label="Speaker"
+          aria-pressed={speakerLayout}
+          onClick={onToggleSpeakerLayout}
+        >
+          <LayoutPanelTop />
+        </Button>
+      </Tooltip>
+      <Tooltip content={chatOpen ? "Close chat" : "Open chat"}>
+        <Button
+          size="icon"
+          variant={chatOpen ? "default" : "secondary"}
+          aria-label="Chat"
+          aria-pressed={chatOpen}
+          aria-describedby={unreadChat > 0 ? "chat-unread" : undefined}
+          className="relative"
+          onClick={onToggleChat}
+        >
+          <MessageSquare />
+          {unreadChat > 0 && (
+            <span
+              id="chat-unread"
+              data-testid="chat-unread"
+              className="absolute -right-1 -top-1 flex h-5 min-w-5 items-center justify-center rounded-full bg-destructive px-1 text-[10px] font-semibold text-destructive-foreground"
+            >
+              {unreadChat > 99 ? "99+" : unreadChat}
+              <span className="sr-only"> unread messages</span>
+            </span>
+          )}
         </Button>
       </Tooltip>
       <Tooltip content="Copy invite link">

@@ -13,7 +13,8 @@ import {
 } from "@/lib/access-token";
 import type { SessionError } from "@/lib/room-session";
 import { inviteLink } from "@/lib/room-url";
-import { setTrackEnabled } from "@/lib/local-media";
+import { canShareScreen, openScreen, setTrackEnabled } from "@/lib/local-media";
+import { ChatPanel } from "./chat-panel";
 import { Controls } from "./controls";
 import { PreJoin } from "./pre-join";
 import { RoomGrid } from "./room-grid";
@@ -43,8 +44,23 @@ export function Room({ roomId, initialName, codec, token }: RoomProps) {
   const [name, setName] = useState(() => tokenName ?? (initialName || readStoredName()));
   const [micMuted, setMicMuted] = useState(false);
   const [cameraBusy, setCameraBusy] = useState(false);
+  const [screenTrack, setScreenTrack] = useState<MediaStreamTrack | null>(null);
+  const [screenBusy, setScreenBusy] = useState(false);
+  const [speakerLayout, setSpeakerLayout] = useState(false);
+  const [chatOpen, setChatOpen] = useState(false);
+  /** Highest chat message seq the user has had on screen. */
+  const [seenChatSeq, setSeenChatSeq] = useState(0);
+  /** The last peer that was the active speaker: stays on stage through silences. */
+  const [stagePeerId, setStagePeerId] = useState<string | null>(null);
 
   const status = snapshot.status;
+  const messages = snapshot.chat.messages;
+  const lastChatSeq = messages.at(-1)?.seq ?? 0;
+  if (chatOpen && seenChatSeq !== lastChatSeq) setSeenChatSeq(lastChatSeq);
+  const unreadChat = chatOpen ? 0 : messages.filter((m) => m.peerId !== null && m.seq > seenChatSeq).length;
+  if (snapshot.activeSpeakerId && snapshot.activeSpeakerId !== stagePeerId) setStagePeerId(snapshot.activeSpeakerId);
+  // Leaving ends the share (the session stops the track; a stopped track fires no "ended").
+  if (screenTrack && (status === "left" || status === "failed")) setScreenTrack(null);
 
   useEffect(() => {
     document.title = `${roomId} · Rooms`;
@@ -92,6 +108,33 @@ export function Room({ roomId, initialName, codec, token }: RoomProps) {
     }
   }, [media, session]);
 
+  const toggleScreen = useCallback(async () => {
+    setScreenBusy(true);
+    try {
+      if (screenTrack) {
+        setScreenTrack(null);
+        await session.stopScreenShare();
+        return;
+      }
+      const track = await openScreen();
+      if (!track) return; // the user cancelled the picker
+      setScreenTrack(track);
+      track.addEventListener("ended", () => setScreenTrack((current) => (current === track ? null : current)));
+      await session.startScreenShare(track);
+      // Not produced after all (e.g. the token does not allow sending): do not pretend it is.
+      if (session.snapshot.screen !== "live") {
+        setScreenTrack(null);
+        await session.stopScreenShare();
+        toast.error("Could not share the screen");
+      }
+    } catch (error) {
+      setScreenTrack(null);
+      toast.error("Could not share the screen", { description: error instanceof Error ? error.message : undefined });
+    } finally {
+      setScreenBusy(false);
+    }
+  }, [screenTrack, session]);
+
   const copyInvite = useCallback(async () => {
     const link = inviteLink(roomId, window.location.href);
     try {
@@ -136,13 +179,30 @@ export function Room({ roomId, initialName, codec, token }: RoomProps) {
         peerCount={snapshot.peers.length + 1}
         reconnecting={status === "reconnecting"}
       />
-      <div className="flex-1 px-3 pb-28 sm:px-6">
-        <RoomGrid
-          localName={name.trim()}
-          localVideoTrack={media.videoTrack}
-          localMic={!media.audioTrack ? "off" : micMuted ? "muted" : "live"}
-          peers={snapshot.peers}
-        />
+      <div className="flex flex-1 gap-3 px-3 pb-28 sm:px-6">
+        <div className="min-w-0 flex-1">
+          <RoomGrid
+            localName={name.trim()}
+            localVideoTrack={media.videoTrack}
+            localMic={!media.audioTrack ? "off" : micMuted ? "muted" : "live"}
+            localPeerId={snapshot.peerId}
+            localScreenTrack={snapshot.screen === "live" ? screenTrack : null}
+            peers={snapshot.peers}
+            activeSpeakerId={snapshot.activeSpeakerId}
+            stagePeerId={stagePeerId}
+            speakerLayout={speakerLayout}
+          />
+        </div>
+        {chatOpen && (
+          <div className="fixed inset-x-3 bottom-24 top-20 z-20 sm:static sm:inset-auto sm:h-[calc(100dvh-12rem)] sm:w-80 sm:shrink-0">
+            <ChatPanel
+              status={snapshot.chat.status}
+              messages={messages}
+              onSend={(text) => session.sendChat(text)}
+              onClose={() => setChatOpen(false)}
+            />
+          </div>
+        )}
       </div>
       <div className="fixed inset-x-0 bottom-4 z-30 flex justify-center px-3">
         <Controls
@@ -151,8 +211,16 @@ export function Room({ roomId, initialName, codec, token }: RoomProps) {
           micMuted={micMuted}
           cameraOn={media.videoTrack !== null}
           cameraBusy={cameraBusy}
+          screenSharing={canShareScreen() ? screenTrack !== null : null}
+          screenBusy={screenBusy}
+          speakerLayout={speakerLayout}
+          chatOpen={chatOpen}
+          unreadChat={unreadChat}
           onToggleMic={toggleMic}
           onToggleCamera={() => void toggleCamera()}
+          onToggleScreen={() => void toggleScreen()}
+          onToggleSpeakerLayout={() => setSpeakerLayout((on) => !on)}
+          onToggleChat={() => setChatOpen((open) => !open)}
           onCopyInvite={() => void copyInvite()}
           onLeave={leave}
         />

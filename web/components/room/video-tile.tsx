@@ -15,6 +15,8 @@ interface VideoTileProps {
   mic: MicState;
   local?: boolean;
   peerId?: string;
+  /** The room's active speaker: ringed, and `data-speaking="true"` for tests. */
+  speaking?: boolean;
   /** Extra elements (e.g. the remote <audio>). */
   children?: ReactNode;
   className?: string;
@@ -27,6 +29,7 @@ export function VideoTile({
   mic,
   local = false,
   peerId,
+  speaking = false,
   children,
   className,
 }: VideoTileProps) {
@@ -34,10 +37,12 @@ export function VideoTile({
   return (
     <div
       className={cn(
-        "group relative aspect-video w-full overflow-hidden rounded-xl border border-border/60 bg-muted/40 shadow-lg shadow-black/30",
+        "group relative aspect-video w-full overflow-hidden rounded-xl border border-border/60 bg-muted/40 shadow-lg shadow-black/30 transition-shadow",
+        speaking && "ring-4 ring-success ring-offset-2 ring-offset-background",
         className,
       )}
       data-peer-tile={peerId ?? "local"}
+      data-speaking={speaking ? "true" : "false"}
     >
       <TrackVideo
         track={videoTrack}
