@@ -147,14 +147,13 @@ export interface Notifications {
   "consumer-closed": { consumerId: string };
   "consumer-layers-changed": { consumerId: string; spatialLayer: number; temporalLayer: number };
   /** The room's dominant speaker changed; `peerId: null` when nobody spoke for a while. */
-  "active-speaker": { peerId: string | null; producerId?: string };
+  "active-speaker": { peerId: string | null; producerId?: string | null };
   "new-data-producer": DataProducerInfo;
   "data-producer-closed": { dataProducerId: string };
   "data-consumer-closed": { dataConsumerId: string };
   /** Extra to shared/protocol.md: the server closed one of our transports (its DTLS ended, or
    * handling its packets failed). */
   "transport-closed": { transportId: string };
-  "active-speaker": { peerId: string | null; producerId?: string | null };
   error: { code: ErrorCode; message: string };
 }
 
