@@ -79,6 +79,8 @@ pub struct Router {
     pub taps: HashMap<PKey, Vec<Tap>>,
     /// Which producers were sending at the last look (tap.rs tells the HLS pipeline).
     pub sending: HashSet<PKey>,
+    /// Data producers and consumers (src/room/data.rs).
+    pub data: super::data::DataChannels,
 }
 
 /// What a router holds, as the worker's live counters count it.
@@ -121,6 +123,7 @@ impl Router {
             consumers: HashMap::new(),
             taps: HashMap::new(),
             sending: HashSet::new(),
+            data: Default::default(),
         }
     }
 
@@ -245,6 +248,7 @@ impl Router {
                 env.unsubscribe(key, origin);
             }
         }
+        self.release_data(env);
         let h = self.holdings(env.worker);
         let stats = &env.stats;
         stats.sub(Counted::Peer, h.peers);

@@ -298,6 +298,7 @@ impl Signaling {
         let (granted, grant) = match request {
             Request::Produce { .. } => (grants.publish, "publish"),
             Request::ConsumeMedia { .. } => (grants.subscribe, "subscribe"),
+            Request::ProduceData { .. } | Request::ConsumeData { .. } => (grants.data, "data"),
             _ => return None,
         };
         (!granted).then(|| {
