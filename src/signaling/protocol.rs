@@ -569,6 +569,58 @@ mod tests {
     }
 
     #[test]
+    fn create_transport_takes_an_optional_sctp_flag() {
+        let r = request(
+            r#"{"request":true,"id":1,"method":"create-transport","data":{"direction":"send","sctp":true}}"#,
+        );
+        assert!(matches!(r, Ok(Request::CreateTransport { sctp: true, .. })));
+        let r = request(
+            r#"{"request":true,"id":1,"method":"create-transport","data":{"direction":"recv"}}"#,
+        );
+        assert!(matches!(
+            r,
+            Ok(Request::CreateTransport { sctp: false, .. })
+        ));
+        let e = request(r#"{"request":true,"id":1,"method":"create-transport","data":{"direction":"recv","sctp":"yes"}}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn produce_data_validates_its_stream_parameters_and_labels() {
+        let ok = request(
+            r#"{"request":true,"id":1,"method":"produce-data","data":{"transportId":"t","sctpStreamParameters":{"streamId":3,"ordered":true},"label":"chat","protocol":""}}"#,
+        );
+        assert!(matches!(ok, Ok(Request::ProduceData { .. })), "{ok:?}");
+        for bad in [
+            r#"{"transportId":"t","sctpStreamParameters":{"streamId":1024},"label":"chat"}"#,
+            r#"{"transportId":"t","sctpStreamParameters":{"streamId":70000},"label":"chat"}"#,
+            r#"{"transportId":"t","sctpStreamParameters":{"streamId":1,"maxRetransmits":1,"maxPacketLifeTime":5}}"#,
+            r#"{"transportId":"t","label":"chat"}"#,
+            r#"{"transportId":"t","sctpStreamParameters":{"streamId":1},"label":"a\u0007b"}"#,
+        ] {
+            let frame =
+                format!(r#"{{"request":true,"id":1,"method":"produce-data","data":{bad}}}"#);
+            assert_eq!(
+                request(&frame).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+        let long = "x".repeat(MAX_DATA_LABEL + 1);
+        let frame = format!(
+            r#"{{"request":true,"id":1,"method":"produce-data","data":{{"transportId":"t","sctpStreamParameters":{{"streamId":1}},"protocol":"{long}"}}}}"#
+        );
+        assert_eq!(request(&frame).unwrap_err().code, ErrorCode::BadRequest);
+        let e = request(
+            r#"{"request":true,"id":1,"method":"consume-data","data":{"transportId":"t"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        let e = request(r#"{"request":true,"id":1,"method":"close-data-producer","data":{"dataProducerId":""}}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
     fn an_unknown_method_fails_with_bad_request() {
         let e = request(r#"{"request":true,"id":1,"method":"fly","data":{}}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);

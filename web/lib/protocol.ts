@@ -54,6 +54,16 @@ export interface TransportInfo {
   dtlsParameters: types.DtlsParameters;
   /** TURN servers with short-lived credentials, when the server has TURN configured. */
   iceServers?: RTCIceServer[];
+  /** Only when the transport was created with `sctp: true` (data channels). */
+  sctpParameters?: types.SctpParameters;
+}
+
+/** A live data producer (`new-data-producer`, join-room's `dataProducers[]`). */
+export interface DataProducerInfo {
+  dataProducerId: string;
+  peerId: string;
+  label: string;
+  protocol: string;
 }
 
 type Empty = Record<string, never>;
@@ -67,9 +77,10 @@ export interface Requests {
       routerRtpCapabilities: types.RtpCapabilities;
       peers: PeerInfo[];
       producers: ProducerInfo[];
+      dataProducers?: DataProducerInfo[];
     },
   ];
-  "create-transport": [{ direction: "send" | "recv" }, TransportInfo];
+  "create-transport": [{ direction: "send" | "recv"; sctp?: boolean }, TransportInfo];
   "connect-transport": [{ transportId: string; dtlsParameters: types.DtlsParameters }, Empty];
   produce: [
     {
@@ -98,6 +109,27 @@ export interface Requests {
   "close-producer": [{ producerId: string }, Empty];
   "restart-ice": [{ transportId: string }, { iceParameters: types.IceParameters }];
   "leave-room": [Empty, Empty];
+  "produce-data": [
+    {
+      transportId: string;
+      sctpStreamParameters: types.SctpStreamParameters;
+      label?: string;
+      protocol?: string;
+      appData?: types.AppData;
+    },
+    { dataProducerId: string },
+  ];
+  "consume-data": [
+    { transportId: string; dataProducerId: string },
+    {
+      dataConsumerId: string;
+      dataProducerId: string;
+      sctpStreamParameters: types.SctpStreamParameters;
+      label: string;
+      protocol: string;
+    },
+  ];
+  "close-data-producer": [{ dataProducerId: string }, Empty];
 }
 
 export type Method = keyof Requests;
@@ -116,6 +148,9 @@ export interface Notifications {
   /** Extra to shared/protocol.md: the server closed one of our transports (its DTLS ended, or
    * handling its packets failed). */
   "transport-closed": { transportId: string };
+  "new-data-producer": DataProducerInfo;
+  "data-producer-closed": { dataProducerId: string };
+  "data-consumer-closed": { dataConsumerId: string };
   error: { code: ErrorCode; message: string };
 }
 
