@@ -80,6 +80,7 @@ test('two peers exchange data-channel messages both ways, a late joiner consumes
     }, { id: pa.dataProducerId, n: 10 });
     const sorted = [...rtts].sort((x, y) => x - y);
     const median = sorted[Math.floor(sorted.length / 2)];
+    console.log(`data-channel round trip through the SFU: median ${median.toFixed(1)} ms`);
     assert.ok(median < 100, `round trip under 100 ms on loopback (median ${median.toFixed(1)} ms, all ${rtts.map((r) => r.toFixed(1)).join(', ')})`);
     await b.eval(() => window.sfu.setEcho(false));
 
