@@ -36,7 +36,7 @@ fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SFU_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| EnvFilter::new("sfu=info,webrtc_dtls=error,warn"));
+        .unwrap_or_else(|_| EnvFilter::new("sfu=info,webrtc_dtls=error,webrtc_sctp=error,warn"));
     let json = std::env::var("SFU_LOG_FORMAT").is_ok_and(|v| v == "json");
     // Colour codes only for a person at a terminal, never into files or journald.
     let builder = tracing_subscriber::fmt()

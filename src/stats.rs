@@ -17,6 +17,9 @@ pub struct WorkerStats {
     /// "Rooms spanning workers"), and the producers of other workers piped in for them.
     pub room_replicas: AtomicUsize,
     pub piped_producers: AtomicUsize,
+    /// Data producers and consumers (src/room/data.rs).
+    pub data_producers: AtomicUsize,
+    pub data_consumers: AtomicUsize,
     /// Media handed to / received from other workers, and batches dropped because the
     /// receiving worker's queue was full.
     pub pipe_packets_out: AtomicU64,
@@ -93,6 +96,8 @@ pub enum Counted {
     Consumer,
     RoomReplica,
     PipedProducer,
+    DataProducer,
+    DataConsumer,
 }
 
 impl WorkerStats {
@@ -113,6 +118,8 @@ impl WorkerStats {
             Counted::Consumer => &self.consumers,
             Counted::RoomReplica => &self.room_replicas,
             Counted::PipedProducer => &self.piped_producers,
+            Counted::DataProducer => &self.data_producers,
+            Counted::DataConsumer => &self.data_consumers,
         }
     }
 

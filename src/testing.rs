@@ -247,7 +247,15 @@ pub mod media {
             peer: &Arc<str>,
             direction: TransportDirection,
         ) -> String {
-            self.request(core, room, peer, Command::CreateTransport { direction });
+            self.request(
+                core,
+                room,
+                peer,
+                Command::CreateTransport {
+                    direction,
+                    sctp: false,
+                },
+            );
             let p = core
                 .router(room)
                 .and_then(|r| r.peer(peer))

@@ -170,6 +170,7 @@ fn handshake(p: Pending, alert_mid_handshake: bool) -> Result<Connected, String>
                 }
                 DtlsEvent::Failed(reason) => return Err(reason),
                 DtlsEvent::Closed => return Err("closed".into()),
+                DtlsEvent::Sctp(_) => {}
             }
         }
         if let Some(keys) = connected {

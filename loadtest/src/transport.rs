@@ -491,6 +491,8 @@ fn dtls_connect(
                 }
                 DtlsEvent::Failed(reason) => return Err(format!("DTLS failed: {reason}")),
                 DtlsEvent::Closed => return Err("DTLS closed during the handshake".into()),
+                // The load generator never asks for SCTP.
+                DtlsEvent::Sctp(_) => {}
             }
         }
         let received = socket.recv_packets(&mut buf, |packet| {

@@ -55,6 +55,8 @@ impl JobKind {
 pub enum Command {
     CreateTransport {
         direction: TransportDirection,
+        /// Whether the transport runs SCTP for data channels (`sctp: true`).
+        sctp: bool,
     },
     ConnectTransport {
         transport_id: String,
@@ -95,6 +97,26 @@ pub enum Command {
         temporal_layer: Option<u8>,
     },
     LeaveRoom,
+    ProduceData {
+        transport_id: String,
+        stream: SctpStreamParameters,
+        label: String,
+        protocol: String,
+    },
+    ConsumeData {
+        transport_id: String,
+        data_producer_id: String,
+    },
+    CloseDataProducer {
+        data_producer_id: String,
+    },
+}
+
+/// `sctpStreamParameters` of a data producer or consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SctpStreamParameters {
+    pub stream_id: u16,
+    pub reliability: crate::rtc::sctp::Reliability,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +194,10 @@ pub enum Answer {
         producer_id: String,
     },
     Consumed(Box<Consumed>),
+    DataProduced {
+        data_producer_id: String,
+    },
+    DataConsumed(Box<DataConsumed>),
     /// Nothing to say beyond success.
     Done,
 }
@@ -182,6 +208,26 @@ pub struct Joined {
     pub router_rtp_capabilities: RtpCapabilities,
     pub peers: Vec<PeerSummary>,
     pub producers: Vec<ProducerSummary>,
+    pub data_producers: Vec<DataProducerSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataProducerSummary {
+    pub data_producer_id: String,
+    pub peer_id: Arc<str>,
+    pub label: String,
+    pub protocol: String,
+}
+
+/// What `recvTransport.consumeData()` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataConsumed {
+    pub data_consumer_id: String,
+    pub data_producer_id: String,
+    /// The stream the server chose on the consumer's transport.
+    pub stream: SctpStreamParameters,
+    pub label: String,
+    pub protocol: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,6 +277,8 @@ pub struct TransportCreated {
     /// TURN servers with short-lived credentials for this peer (room/turn.rs); empty when
     /// TURN is not configured.
     pub ice_servers: Vec<IceServer>,
+    /// Whether the answer carries `sctpParameters` (create-transport with `sctp: true`).
+    pub sctp: bool,
 }
 
 /// One `iceServers` entry (RTCIceServer) with TURN REST-API credentials.
@@ -308,6 +356,13 @@ pub enum Notice {
     ActiveSpeaker {
         peer_id: Option<Arc<str>>,
         producer_id: Option<String>,
+    },
+    NewDataProducer(DataProducerSummary),
+    DataProducerClosed {
+        data_producer_id: String,
+    },
+    DataConsumerClosed {
+        data_consumer_id: String,
     },
 }
 

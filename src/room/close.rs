@@ -90,6 +90,10 @@ impl Router {
 
     /// Closes a transport with everything on it.
     pub fn close_transport(&mut self, env: &mut Env, tkey: TKey) {
+        if !self.transports.contains_key(&tkey) {
+            return;
+        }
+        self.close_data_of_transport(env, tkey);
         let Some(t) = self.transports.get(&tkey) else {
             return;
         };

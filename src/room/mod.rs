@@ -9,6 +9,7 @@ pub mod close;
 pub mod consent;
 pub mod consumer;
 pub mod core;
+pub mod data;
 pub mod demux;
 pub mod directory;
 pub mod env;

@@ -61,8 +61,8 @@ impl Router {
     ) -> Result<Answer, ApiError> {
         self.local_peer(peer_id, env.worker)?;
         match command {
-            Command::CreateTransport { direction } => {
-                self.create_transport(env, peer_id, direction, now)
+            Command::CreateTransport { direction, sctp } => {
+                self.create_transport(env, peer_id, (direction, sctp), now)
             }
             Command::ConnectTransport { transport_id, dtls } => {
                 self.connect_transport(env, peer_id, &transport_id, dtls)
@@ -111,6 +111,19 @@ impl Router {
             Command::LeaveRoom => {
                 self.remove_peer(env, peer_id);
                 Ok(Answer::Done)
+            }
+            Command::ProduceData {
+                transport_id,
+                stream,
+                label,
+                protocol,
+            } => self.produce_data(env, peer_id, &transport_id, stream, label, protocol),
+            Command::ConsumeData {
+                transport_id,
+                data_producer_id,
+            } => self.consume_data(env, peer_id, &transport_id, &data_producer_id),
+            Command::CloseDataProducer { data_producer_id } => {
+                self.close_own_data_producer(env, peer_id, &data_producer_id)
             }
         }
     }
@@ -171,6 +184,7 @@ impl Router {
             router_rtp_capabilities: env.caps.clone(),
             peers,
             producers,
+            data_producers: self.data.summaries(),
         })))
     }
 
@@ -178,7 +192,7 @@ impl Router {
         &mut self,
         env: &mut Env,
         peer_id: &Arc<str>,
-        direction: TransportDirection,
+        (direction, sctp): (TransportDirection, bool),
         now: Instant,
     ) -> Result<Answer, ApiError> {
         let peer = self.local_peer(peer_id, env.worker)?;
@@ -190,7 +204,8 @@ impl Router {
         }
         let egress = peer.egress.clone();
         let key = env.key();
-        let t = Transport::new(key, peer_id.clone(), direction, egress, now);
+        let mut t = Transport::new(key, peer_id.clone(), direction, egress, now);
+        t.sctp = sctp;
         let answer = TransportCreated {
             id: t.id.clone(),
             ice: ice_parameters(&t.ice),
@@ -201,6 +216,7 @@ impl Router {
                 .iter()
                 .map(|turn| turn.ice_server_now(peer_id))
                 .collect(),
+            sctp,
         };
         env.index
             .by_ufrag
@@ -288,9 +304,10 @@ impl Router {
                 event,
             });
         });
+        let sctp = t.sctp.then_some(crate::rtc::sctp::SctpRole::Listen);
         let session = env
             .dtls
-            .new_session_from(role, remote, Some(peer.ip()), sink);
+            .new_session_with(role, remote, Some(peer.ip()), sctp, sink);
         for rec in t.early_dtls.drain(..) {
             session.feed(&rec);
         }

@@ -64,6 +64,7 @@ fn setup() -> Setup {
             2,
             Command::CreateTransport {
                 direction: TransportDirection::Send,
+                sctp: false,
             },
         )),
         now,

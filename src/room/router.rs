@@ -82,6 +82,8 @@ pub struct Router {
     pub sending: HashSet<PKey>,
     /// The dominant speaker (decided on the home, relayed to replicas: room/speaker.rs).
     pub speaker: ActiveSpeaker,
+    /// Data producers and consumers (src/room/data.rs).
+    pub data: super::data::DataChannels,
 }
 
 /// What a router holds, as the worker's live counters count it.
@@ -125,6 +127,7 @@ impl Router {
             taps: HashMap::new(),
             sending: HashSet::new(),
             speaker: ActiveSpeaker::default(),
+            data: Default::default(),
         }
     }
 
@@ -249,6 +252,7 @@ impl Router {
                 env.unsubscribe(key, origin);
             }
         }
+        self.release_data(env);
         let h = self.holdings(env.worker);
         let stats = &env.stats;
         stats.sub(Counted::Peer, h.peers);

@@ -524,7 +524,13 @@ impl Cluster {
     }
 
     fn transport(&mut self, client: &Client, direction: Direction) -> String {
-        let answer = self.ok(client, Request::CreateTransport { direction });
+        let answer = self.ok(
+            client,
+            Request::CreateTransport {
+                direction,
+                sctp: false,
+            },
+        );
         answer["id"].as_str().expect("transport id").to_string()
     }
 
@@ -1965,6 +1971,7 @@ fn per_peer_caps_come_from_the_limits_setting() {
             &a,
             Request::CreateTransport {
                 direction: Direction::Recv,
+                sctp: false,
             },
         )
         .unwrap_err();

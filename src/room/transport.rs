@@ -69,6 +69,8 @@ pub struct Transport {
     /// Received SSRCs that routed to no producer (see `packet::learn_rid_ssrc`).
     pub route_misses: RouteMisses,
     pub feedback: Option<TransportFeedback>,
+    /// Created with `sctp: true`: runs SCTP for data channels (src/room/data.rs).
+    pub sctp: bool,
 }
 
 /// What the packet path last concluded about a received SSRC that routes to no producer, so
@@ -131,6 +133,7 @@ impl Transport {
             egress,
             route_misses: RouteMisses::default(),
             feedback: None,
+            sctp: false,
         }
     }
 

@@ -28,9 +28,11 @@ use webrtc_dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 
 pub use super::dtls_gate::DtlsLimits;
 use super::dtls_gate::{has_plaintext_alert, HandshakeGate, HandshakePermit};
+use super::sctp::{DataRate, Outgoing, SctpMessage, SctpOutbox, SctpRole};
 
-/// Per-session bound of queued incoming datagrams; beyond it datagrams are dropped.
-const INBOUND_QUEUE_LIMIT: usize = 128;
+/// Per-session bound of queued incoming datagrams; beyond it datagrams are dropped. Room for
+/// a burst of SCTP packets (a 256 KiB data-channel message is about 220 of them).
+const INBOUND_QUEUE_LIMIT: usize = 256;
 /// DTLS handshake records are fragmented to the MTU; anything larger is not ours.
 const MAX_DATAGRAM_LEN: usize = 2048;
 /// Limits how often the last flight is replayed to a peer that keeps retransmitting.
@@ -205,6 +207,8 @@ pub enum DtlsEvent {
     /// A datagram to send to the peer.
     Transmit(Vec<u8>),
     Connected(DtlsKeyingMaterial),
+    /// A data-channel message received on the transport's SCTP association (src/rtc/sctp.rs).
+    Sctp(SctpMessage),
     /// Terminal: the handshake failed (bad fingerprint, timeout, alert, ...).
     Failed(String),
     /// Terminal: closed by us or by the peer.
@@ -222,6 +226,7 @@ pub struct DtlsRuntime {
     live: Arc<AtomicUsize>,
     limits: DtlsLimits,
     gate: Arc<HandshakeGate>,
+    data_rate: DataRate,
 }
 
 impl DtlsRuntime {
@@ -253,7 +258,13 @@ impl DtlsRuntime {
             live: Arc::new(AtomicUsize::new(0)),
             limits,
             gate: Arc::new(HandshakeGate::default()),
+            data_rate: DataRate::default(),
         })
+    }
+
+    /// What one data producer may push (sessions started from now on).
+    pub fn set_data_rate(&mut self, rate: DataRate) {
+        self.data_rate = rate;
     }
 
     /// Starts the handshake in `role`; events go to `sink` (called on the dtls thread).
@@ -273,6 +284,19 @@ impl DtlsRuntime {
         role: DtlsRole,
         remote: Vec<RemoteFingerprint>,
         peer_ip: Option<IpAddr>,
+        sink: DtlsSink,
+    ) -> DtlsSession {
+        self.new_session_with(role, remote, peer_ip, None, sink)
+    }
+
+    /// [`Self::new_session_from`] that also runs SCTP (data channels) over the connection
+    /// once the handshake is done, in `sctp`'s role (src/rtc/sctp.rs).
+    pub fn new_session_with(
+        &self,
+        role: DtlsRole,
+        remote: Vec<RemoteFingerprint>,
+        peer_ip: Option<IpAddr>,
+        sctp: Option<SctpRole>,
         sink: DtlsSink,
     ) -> DtlsSession {
         let shared = Arc::new(Shared::default());
@@ -300,6 +324,7 @@ impl DtlsRuntime {
             sink,
             permit,
             timeout: self.limits.handshake_timeout,
+            sctp: sctp.map(|role| (role, self.data_rate)),
         };
         // If the runtime is already shut down the task is dropped at once, which is fine.
         drop(self.handle.spawn(run_session(session)));
@@ -355,6 +380,15 @@ impl DtlsSession {
         self.shared.inbound.notify_one();
     }
 
+    /// Queues a data-channel message for the session's SCTP association; false (counted)
+    /// when its bounded outbox is full. Without SCTP it waits in the outbox until dropped.
+    pub fn send_sctp(&self, outgoing: Outgoing) -> bool {
+        if self.shared.close_requested.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.shared.sctp_out.push(outgoing)
+    }
+
     /// Idempotent; also on Drop.
     pub fn close(&self) {
         if !self.shared.close_requested.swap(true, Ordering::SeqCst) {
@@ -380,6 +414,8 @@ struct Shared {
     /// Set once the conn is closed: recv() errors from then on.
     conn_closed: AtomicBool,
     handshake_done: AtomicBool,
+    /// Data-channel messages the worker queued for this transport's consumers.
+    sctp_out: SctpOutbox,
 }
 
 impl Shared {
@@ -591,6 +627,7 @@ struct SessionTask {
     sink: DtlsSink,
     permit: HandshakePermit,
     timeout: Duration,
+    sctp: Option<(SctpRole, DataRate)>,
 }
 
 async fn run_session(task: SessionTask) {
@@ -601,6 +638,7 @@ async fn run_session(task: SessionTask) {
         sink,
         permit,
         timeout,
+        sctp,
     } = task;
     let shared = Arc::clone(&conn.shared);
     let dtls_conn: Arc<dyn Conn + Send + Sync> = conn.clone();
@@ -656,8 +694,21 @@ async fn run_session(task: SessionTask) {
         }
     }
 
+    let connection = Arc::new(connection);
+    if let Some((sctp_role, rate)) = sctp {
+        let dtls: Arc<dyn Conn + Send + Sync> = connection.clone();
+        tokio::select! {
+            _ = &mut close_requested => {
+                let _ = connection.close().await;
+                sink(DtlsEvent::Closed);
+                return;
+            }
+            _ = super::sctp::run_association(dtls, sctp_role, &shared.sctp_out, &sink, rate) => {}
+        }
+    }
+
     // Keep the connection alive (and its reader answering) until closed by us or by the peer.
-    // Application data is not used in an SFU without data channels: read and drop it.
+    // Application data (without SCTP, or after its association ended) is read and dropped.
     let mut buf = vec![0u8; 8192];
     loop {
         tokio::select! {

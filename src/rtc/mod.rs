@@ -11,6 +11,7 @@ pub mod keyframe;
 pub mod nack;
 pub mod rtcp;
 pub mod rtp;
+pub mod sctp;
 pub mod srtcp_unprotect;
 pub mod srtp;
 pub mod srtp_inplace;

@@ -51,7 +51,7 @@ fn load_usize(a: &AtomicUsize) -> u64 {
 }
 
 /// The live objects, per worker.
-const GAUGES: [(&str, Counted, &str); 7] = [
+const GAUGES: [(&str, Counted, &str); 9] = [
     ("sfu_rooms", Counted::Room, "Rooms homed on the worker."),
     ("sfu_peers", Counted::Peer, "Peers hosted on the worker."),
     (
@@ -78,6 +78,16 @@ const GAUGES: [(&str, Counted, &str); 7] = [
         "sfu_piped_producers",
         Counted::PipedProducer,
         "Producers piped in from another worker.",
+    ),
+    (
+        "sfu_data_producers",
+        Counted::DataProducer,
+        "Data producers (SCTP) on the worker.",
+    ),
+    (
+        "sfu_data_consumers",
+        Counted::DataConsumer,
+        "Data consumers (SCTP) on the worker.",
     ),
 ];
 

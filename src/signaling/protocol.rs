@@ -104,6 +104,7 @@ pub enum Request {
     },
     CreateTransport {
         direction: Direction,
+        sctp: bool,
     },
     ConnectTransport {
         transport_id: String,
@@ -144,6 +145,35 @@ pub enum Request {
         temporal_layer: Option<u8>,
     },
     LeaveRoom,
+    ProduceData {
+        transport_id: String,
+        sctp_stream_parameters: SctpStreamParameters,
+        label: String,
+        protocol: String,
+    },
+    ConsumeData {
+        transport_id: String,
+        data_producer_id: String,
+    },
+    CloseDataProducer {
+        data_producer_id: String,
+    },
+}
+
+/// Longest data-channel `label` / `protocol` accepted (bytes).
+pub const MAX_DATA_LABEL: usize = 256;
+
+/// mediasoup-client's `SctpStreamParameters` of a produce-data request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SctpStreamParameters {
+    pub stream_id: u16,
+    #[serde(default)]
+    pub ordered: Option<bool>,
+    #[serde(default)]
+    pub max_packet_life_time: Option<u16>,
+    #[serde(default)]
+    pub max_retransmits: Option<u16>,
 }
 
 impl Request {
@@ -162,6 +192,9 @@ impl Request {
             Request::RestartIce { .. } => "restart-ice",
             Request::SetConsumerPreferredLayers { .. } => "set-consumer-preferred-layers",
             Request::LeaveRoom => "leave-room",
+            Request::ProduceData { .. } => "produce-data",
+            Request::ConsumeData { .. } => "consume-data",
+            Request::CloseDataProducer { .. } => "close-data-producer",
         }
     }
 }
@@ -204,6 +237,29 @@ pub fn parse_request(method: &str, data: Value) -> Result<Request, ApiError> {
     #[derive(Deserialize)]
     struct CreateTransport {
         direction: Direction,
+        #[serde(default)]
+        sctp: Option<bool>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ProduceData {
+        transport_id: String,
+        sctp_stream_parameters: SctpStreamParameters,
+        #[serde(default)]
+        label: String,
+        #[serde(default)]
+        protocol: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ConsumeData {
+        transport_id: String,
+        data_producer_id: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct DataProducerRef {
+        data_producer_id: String,
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -279,6 +335,7 @@ pub fn parse_request(method: &str, data: Value) -> Result<Request, ApiError> {
             let c: CreateTransport = fields(m, data)?;
             Request::CreateTransport {
                 direction: c.direction,
+                sctp: c.sctp.unwrap_or(false),
             }
         }
         "connect-transport" => {
@@ -373,6 +430,51 @@ pub fn parse_request(method: &str, data: Value) -> Result<Request, ApiError> {
             }
         }
         "leave-room" => Request::LeaveRoom,
+        "produce-data" => {
+            let p: ProduceData = fields(m, data)?;
+            check_id(m, "transportId", &p.transport_id)?;
+            let s = &p.sctp_stream_parameters;
+            if s.stream_id >= crate::rtc::sctp::SCTP_MIS {
+                return Err(ApiError::bad_request(format!(
+                    "produce-data: \"sctpStreamParameters.streamId\" must be below {}",
+                    crate::rtc::sctp::SCTP_MIS
+                )));
+            }
+            if s.max_packet_life_time.is_some() && s.max_retransmits.is_some() {
+                return Err(ApiError::bad_request(
+                    "produce-data: give maxPacketLifeTime or maxRetransmits, not both",
+                ));
+            }
+            for (field, value) in [("label", &p.label), ("protocol", &p.protocol)] {
+                if value.len() > MAX_DATA_LABEL || value.chars().any(char::is_control) {
+                    return Err(ApiError::bad_request(format!(
+                        "produce-data: \"{field}\" must be at most {MAX_DATA_LABEL} bytes without control characters"
+                    )));
+                }
+            }
+            Request::ProduceData {
+                transport_id: p.transport_id,
+                sctp_stream_parameters: p.sctp_stream_parameters,
+                label: p.label,
+                protocol: p.protocol,
+            }
+        }
+        "consume-data" => {
+            let c: ConsumeData = fields(m, data)?;
+            check_id(m, "transportId", &c.transport_id)?;
+            check_id(m, "dataProducerId", &c.data_producer_id)?;
+            Request::ConsumeData {
+                transport_id: c.transport_id,
+                data_producer_id: c.data_producer_id,
+            }
+        }
+        "close-data-producer" => {
+            let d: DataProducerRef = fields(m, data)?;
+            check_id(m, "dataProducerId", &d.data_producer_id)?;
+            Request::CloseDataProducer {
+                data_producer_id: d.data_producer_id,
+            }
+        }
         "" => return Err(ApiError::bad_request("request has no \"method\" string")),
         other => {
             let shown: String = other.chars().take(64).collect();
@@ -463,6 +565,58 @@ mod tests {
         assert!(e.message.contains("up"), "{}", e.message);
         let e =
             request(r#"{"request":true,"id":1,"method":"resume-consumer","data":[]}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn create_transport_takes_an_optional_sctp_flag() {
+        let r = request(
+            r#"{"request":true,"id":1,"method":"create-transport","data":{"direction":"send","sctp":true}}"#,
+        );
+        assert!(matches!(r, Ok(Request::CreateTransport { sctp: true, .. })));
+        let r = request(
+            r#"{"request":true,"id":1,"method":"create-transport","data":{"direction":"recv"}}"#,
+        );
+        assert!(matches!(
+            r,
+            Ok(Request::CreateTransport { sctp: false, .. })
+        ));
+        let e = request(r#"{"request":true,"id":1,"method":"create-transport","data":{"direction":"recv","sctp":"yes"}}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn produce_data_validates_its_stream_parameters_and_labels() {
+        let ok = request(
+            r#"{"request":true,"id":1,"method":"produce-data","data":{"transportId":"t","sctpStreamParameters":{"streamId":3,"ordered":true},"label":"chat","protocol":""}}"#,
+        );
+        assert!(matches!(ok, Ok(Request::ProduceData { .. })), "{ok:?}");
+        for bad in [
+            r#"{"transportId":"t","sctpStreamParameters":{"streamId":1024},"label":"chat"}"#,
+            r#"{"transportId":"t","sctpStreamParameters":{"streamId":70000},"label":"chat"}"#,
+            r#"{"transportId":"t","sctpStreamParameters":{"streamId":1,"maxRetransmits":1,"maxPacketLifeTime":5}}"#,
+            r#"{"transportId":"t","label":"chat"}"#,
+            r#"{"transportId":"t","sctpStreamParameters":{"streamId":1},"label":"a\u0007b"}"#,
+        ] {
+            let frame =
+                format!(r#"{{"request":true,"id":1,"method":"produce-data","data":{bad}}}"#);
+            assert_eq!(
+                request(&frame).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{bad}"
+            );
+        }
+        let long = "x".repeat(MAX_DATA_LABEL + 1);
+        let frame = format!(
+            r#"{{"request":true,"id":1,"method":"produce-data","data":{{"transportId":"t","sctpStreamParameters":{{"streamId":1}},"protocol":"{long}"}}}}"#
+        );
+        assert_eq!(request(&frame).unwrap_err().code, ErrorCode::BadRequest);
+        let e = request(
+            r#"{"request":true,"id":1,"method":"consume-data","data":{"transportId":"t"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        let e = request(r#"{"request":true,"id":1,"method":"close-data-producer","data":{"dataProducerId":""}}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::BadRequest);
     }
 

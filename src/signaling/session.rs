@@ -298,6 +298,7 @@ impl Signaling {
         let (granted, grant) = match request {
             Request::Produce { .. } => (grants.publish, "publish"),
             Request::ConsumeMedia { .. } => (grants.subscribe, "subscribe"),
+            Request::ProduceData { .. } | Request::ConsumeData { .. } => (grants.data, "data"),
             _ => return None,
         };
         (!granted).then(|| {
@@ -632,6 +633,8 @@ impl Signaling {
             "transports": sum(Counted::Transport),
             "producers": sum(Counted::Producer),
             "consumers": sum(Counted::Consumer),
+            "dataProducers": sum(Counted::DataProducer),
+            "dataConsumers": sum(Counted::DataConsumer),
             "connections": self.conns.len(),
             "workers": self.workers.iter().map(|w| super::wire::worker_stats(&w.stats)).collect::<Vec<_>>(),
         })

@@ -4,10 +4,12 @@
 
 use super::protocol::{self, Request};
 use crate::room::api::{
-    Answer, ApiError, CandidateProtocol, Command, DtlsParameters, DtlsRoleParam, Fingerprint,
-    IceCandidate, IceParameters, Notice, SourceLabel, TransportCreated, TransportDirection,
+    Answer, ApiError, CandidateProtocol, Command, DataProducerSummary, DtlsParameters,
+    DtlsRoleParam, Fingerprint, IceCandidate, IceParameters, Notice, SctpStreamParameters,
+    SourceLabel, TransportCreated, TransportDirection,
 };
 use crate::room::ortc::{MediaKind, RtpCapabilities, RtpParameters};
+use crate::rtc::sctp::{self, Reliability};
 use crate::stats::{Counted, WorkerStats};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,11 +22,12 @@ pub fn command(request: Request) -> Result<Command, ApiError> {
                 "this socket already joined a room; leave-room first",
             ))
         }
-        Request::CreateTransport { direction } => Command::CreateTransport {
+        Request::CreateTransport { direction, sctp } => Command::CreateTransport {
             direction: match direction {
                 protocol::Direction::Send => TransportDirection::Send,
                 protocol::Direction::Recv => TransportDirection::Recv,
             },
+            sctp,
         },
         Request::ConnectTransport {
             transport_id,
@@ -97,6 +100,58 @@ pub fn command(request: Request) -> Result<Command, ApiError> {
             temporal_layer,
         },
         Request::LeaveRoom => Command::LeaveRoom,
+        Request::ProduceData {
+            transport_id,
+            sctp_stream_parameters: p,
+            label,
+            protocol,
+        } => Command::ProduceData {
+            transport_id,
+            stream: SctpStreamParameters {
+                stream_id: p.stream_id,
+                reliability: Reliability {
+                    // mediasoup: unordered when a partial-reliability limit is given.
+                    ordered: p
+                        .ordered
+                        .unwrap_or(p.max_packet_life_time.is_none() && p.max_retransmits.is_none()),
+                    max_packet_life_time: p.max_packet_life_time,
+                    max_retransmits: p.max_retransmits,
+                },
+            },
+            label,
+            protocol,
+        },
+        Request::ConsumeData {
+            transport_id,
+            data_producer_id,
+        } => Command::ConsumeData {
+            transport_id,
+            data_producer_id,
+        },
+        Request::CloseDataProducer { data_producer_id } => {
+            Command::CloseDataProducer { data_producer_id }
+        }
+    })
+}
+
+/// `sctpStreamParameters` as mediasoup-client reads them.
+fn sctp_stream_parameters(s: &SctpStreamParameters) -> Value {
+    let mut v = json!({"streamId": s.stream_id, "ordered": s.reliability.ordered});
+    if let Some(ms) = s.reliability.max_packet_life_time {
+        v["maxPacketLifeTime"] = json!(ms);
+    }
+    if let Some(n) = s.reliability.max_retransmits {
+        v["maxRetransmits"] = json!(n);
+    }
+    v
+}
+
+fn data_producer_summary(p: &DataProducerSummary) -> Value {
+    json!({
+        "dataProducerId": p.data_producer_id,
+        "peerId": &*p.peer_id,
+        "label": p.label,
+        "protocol": p.protocol,
     })
 }
 
@@ -138,6 +193,14 @@ fn transport_created(t: &TransportCreated) -> Value {
             "fingerprints": [{"algorithm": "sha-256", "value": t.sha256_fingerprint}],
         },
     });
+    if t.sctp {
+        v["sctpParameters"] = json!({
+            "port": sctp::SCTP_PORT,
+            "OS": sctp::SCTP_OS,
+            "MIS": sctp::SCTP_MIS,
+            "maxMessageSize": sctp::MAX_MESSAGE_SIZE,
+        });
+    }
     if !t.ice_servers.is_empty() {
         v["iceServers"] = t
             .ice_servers
@@ -170,6 +233,7 @@ pub fn answer(answer: &Answer) -> Value {
                 "source": p.label.as_str(),
                 "paused": p.paused,
             })).collect::<Vec<_>>(),
+            "dataProducers": j.data_producers.iter().map(data_producer_summary).collect::<Vec<_>>(),
         }),
         Answer::TransportCreated(t) => transport_created(t),
         Answer::IceRestarted(ice) => ice_parameters(ice),
@@ -181,6 +245,16 @@ pub fn answer(answer: &Answer) -> Value {
             "rtpParameters": c.rtp_parameters,
             "appData": {"source": c.label.as_str(), "peerId": &*c.peer_id},
             "producerPaused": c.producer_paused,
+        }),
+        Answer::DataProduced { data_producer_id } => {
+            json!({ "dataProducerId": data_producer_id })
+        }
+        Answer::DataConsumed(c) => json!({
+            "dataConsumerId": c.data_consumer_id,
+            "dataProducerId": c.data_producer_id,
+            "sctpStreamParameters": sctp_stream_parameters(&c.stream),
+            "label": c.label,
+            "protocol": c.protocol,
         }),
         Answer::Done => json!({}),
     }
@@ -263,6 +337,15 @@ pub fn notice(notice: &Notice) -> (&'static str, Value) {
             json!({"peerId": &**peer_id, "producerId": producer_id}),
         ),
         Notice::ActiveSpeaker { peer_id: None, .. } => ("active-speaker", json!({"peerId": null})),
+        Notice::NewDataProducer(p) => ("new-data-producer", data_producer_summary(p)),
+        Notice::DataProducerClosed { data_producer_id } => (
+            "data-producer-closed",
+            json!({"dataProducerId": data_producer_id}),
+        ),
+        Notice::DataConsumerClosed { data_consumer_id } => (
+            "data-consumer-closed",
+            json!({"dataConsumerId": data_consumer_id}),
+        ),
     }
 }
 
@@ -279,6 +362,8 @@ pub fn worker_stats(s: &WorkerStats) -> Value {
         "consumers": s.get(Counted::Consumer),
         "roomReplicas": s.get(Counted::RoomReplica),
         "pipedProducers": s.get(Counted::PipedProducer),
+        "dataProducers": s.get(Counted::DataProducer),
+        "dataConsumers": s.get(Counted::DataConsumer),
         "pipePacketsOut": l(&s.pipe_packets_out),
         "pipePacketsIn": l(&s.pipe_packets_in),
         "pipeDrops": l(&s.pipe_drops),
@@ -304,6 +389,7 @@ pub fn worker_stats(s: &WorkerStats) -> Value {
             "framingErrors": l(&s.tcp_framing_errors),
             "sendDropped": l(&s.tcp_send_dropped),
         },
+        "dataChannels": data_channel_stats(),
         "forwardLatencyNs": {
             "p50": l(&s.latency_p50_ns),
             "p99": l(&s.latency_p99_ns),
@@ -311,5 +397,22 @@ pub fn worker_stats(s: &WorkerStats) -> Value {
             "max": l(&s.latency_max_ns),
             "samples": l(&s.latency_samples),
         },
+    })
+}
+
+/// The process-wide SCTP counters (src/rtc/sctp.rs; the same in every worker's entry).
+fn data_channel_stats() -> Value {
+    let c = &sctp::COUNTERS;
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    json!({
+        "associations": l(&c.associations),
+        "messagesIn": l(&c.messages_in),
+        "messagesOut": l(&c.messages_out),
+        "bytesIn": l(&c.bytes_in),
+        "bytesOut": l(&c.bytes_out),
+        "droppedOversize": l(&c.dropped_oversize),
+        "droppedRate": l(&c.dropped_rate),
+        "droppedQueue": l(&c.dropped_queue),
+        "droppedOther": l(&c.dropped_other),
     })
 }

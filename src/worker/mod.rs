@@ -572,6 +572,7 @@ mod tests {
             req_id: 5,
             command: Command::CreateTransport {
                 direction: TransportDirection::Send,
+                sctp: false,
             },
         };
         run_job(&h.core, job(1, "room", "p1", create), Instant::now());
@@ -625,6 +626,7 @@ mod tests {
             req_id: 6,
             command: Command::CreateTransport {
                 direction: TransportDirection::Send,
+                sctp: false,
             },
         };
         run_job(&h.core, job(1, "room", "p1", again), Instant::now());

@@ -54,11 +54,11 @@ export interface TransportInfo {
   dtlsParameters: types.DtlsParameters;
   /** TURN servers with short-lived credentials, when the server has TURN configured. */
   iceServers?: RTCIceServer[];
-  /** Only when asked with `sctp: true` and the server supports data channels. */
+  /** Only when the transport was created with `sctp: true` (data channels). */
   sctpParameters?: types.SctpParameters;
 }
 
-/** A peer's data producer (chat is one per peer with label `chat`). */
+/** A live data producer (`new-data-producer`, join-room's `dataProducers[]`). */
 export interface DataProducerInfo {
   dataProducerId: string;
   peerId: string;
@@ -77,11 +77,10 @@ export interface Requests {
       routerRtpCapabilities: types.RtpCapabilities;
       peers: PeerInfo[];
       producers: ProducerInfo[];
-      /** Servers without data channels leave it out. */
       dataProducers?: DataProducerInfo[];
     },
   ];
-  "create-transport": [{ direction: "send" | "recv"; sctp?: true }, TransportInfo];
+  "create-transport": [{ direction: "send" | "recv"; sctp?: boolean }, TransportInfo];
   "connect-transport": [{ transportId: string; dtlsParameters: types.DtlsParameters }, Empty];
   produce: [
     {
@@ -114,8 +113,8 @@ export interface Requests {
     {
       transportId: string;
       sctpStreamParameters: types.SctpStreamParameters;
-      label: string;
-      protocol: string;
+      label?: string;
+      protocol?: string;
       appData?: types.AppData;
     },
     { dataProducerId: string },

@@ -24,6 +24,15 @@ const state = {
   autoConsume: true,
   localStream: null,
   socketClosed: null, // {code, reason} once closed
+  // Data channels (enableDataChannels() before join): transports are created with sctp: true.
+  sctp: false,
+  sctpMaxMessageSize: null, // overrides the server's maxMessageSize towards the browser (tests)
+  knownDataProducers: new Map(), // dataProducerId -> {dataProducerId, peerId, label, protocol}
+  dataProducers: new Map(), // dataProducerId -> DataProducer
+  dataConsumers: new Map(), // dataConsumerId -> {dataConsumer, dataProducerId, peerId, label, messages}
+  consumingData: new Set(), // dataProducerIds being / already consumed
+  closedDataConsumers: [], // {dataConsumerId, dataProducerId, reason}
+  echo: false, // answer every received "ping:<x>" with "pong:<x>" on our first data producer
 };
 
 const REQUEST_TIMEOUT_MS = 20_000;
@@ -143,6 +152,19 @@ function onNotification(method, data) {
     case 'consumer-closed':
       closeConsumer(data.consumerId, 'consumer-closed');
       break;
+    case 'new-data-producer':
+      state.knownDataProducers.set(data.dataProducerId, data);
+      if (state.autoConsume && state.recvTransport && state.sctp) {
+        consumeDataOne(data).catch((e) => state.errors.push(`auto-consume-data ${data.dataProducerId}: ${e.message}`));
+      }
+      break;
+    case 'data-producer-closed':
+      state.knownDataProducers.delete(data.dataProducerId);
+      for (const [id, c] of [...state.dataConsumers]) if (c.dataProducerId === data.dataProducerId) closeDataConsumer(id, 'data-producer-closed');
+      break;
+    case 'data-consumer-closed':
+      closeDataConsumer(data.dataConsumerId, 'data-consumer-closed');
+      break;
     case 'producer-paused':
     case 'producer-resumed':
     case 'consumer-layers-changed':
@@ -160,6 +182,7 @@ async function join(roomId, displayName = '') {
   state.roomId = roomId;
   for (const p of res.peers || []) state.peers.set(p.peerId, p.displayName);
   for (const p of res.producers || []) state.knownProducers.set(p.producerId, p);
+  for (const p of res.dataProducers || []) state.knownDataProducers.set(p.dataProducerId, p);
 
   try {
     state.device = new Device();
@@ -171,14 +194,18 @@ async function join(roomId, displayName = '') {
 
   state.sendTransport = await makeTransport('send');
   state.recvTransport = await makeTransport('recv');
-  return { peerId: res.peerId, peers: res.peers, producers: res.producers, routerRtpCapabilities: res.routerRtpCapabilities, handlerName: state.device.handlerName };
+  return { peerId: res.peerId, peers: res.peers, producers: res.producers, dataProducers: res.dataProducers, routerRtpCapabilities: res.routerRtpCapabilities, handlerName: state.device.handlerName };
 }
 
 async function makeTransport(direction) {
-  const opts = await request('create-transport', { direction });
+  const opts = await request('create-transport', state.sctp ? { direction, sctp: true } : { direction });
   // iceServers: TURN credentials when the server has TURN configured (shared/protocol.md "Networks").
   const options = { id: opts.id, iceParameters: opts.iceParameters, iceCandidates: opts.iceCandidates, dtlsParameters: opts.dtlsParameters,
     iceServers: opts.iceServers, ...(state.iceTransportPolicy ? { iceTransportPolicy: state.iceTransportPolicy } : {}) };
+  if (opts.sctpParameters) {
+    options.sctpParameters = state.sctpMaxMessageSize
+      ? { ...opts.sctpParameters, maxMessageSize: state.sctpMaxMessageSize } : opts.sctpParameters;
+  }
   const transport = direction === 'send' ? state.device.createSendTransport(options) : state.device.createRecvTransport(options);
   transport.on('connect', ({ dtlsParameters }, callback, errback) => {
     request('connect-transport', { transportId: transport.id, dtlsParameters }).then(() => callback(), errback);
@@ -187,6 +214,10 @@ async function makeTransport(direction) {
     transport.on('produce', ({ kind, rtpParameters, appData }, callback, errback) => {
       request('produce', { transportId: transport.id, kind, rtpParameters, appData })
         .then(({ producerId }) => callback({ id: producerId }), errback);
+    });
+    transport.on('producedata', ({ sctpStreamParameters, label, protocol, appData }, callback, errback) => {
+      request('produce-data', { transportId: transport.id, sctpStreamParameters, label, protocol, appData })
+        .then(({ dataProducerId }) => callback({ id: dataProducerId }), errback);
     });
   }
   transport.on('connectionstatechange', (s) => state.notifications.push({ method: `local:${direction}-transport`, data: { state: s }, t: Date.now() }));
@@ -258,6 +289,78 @@ async function consumeOne({ producerId, peerId, kind }) {
   return { consumerId: consumer.id, producerId: res.producerId, kind: res.kind, codec: res.rtpParameters.codecs[0].mimeType };
 }
 
+function closeDataConsumer(dataConsumerId, reason) {
+  const c = state.dataConsumers.get(dataConsumerId);
+  if (!c) return;
+  state.dataConsumers.delete(dataConsumerId);
+  try { c.dataConsumer.close(); } catch {}
+  state.closedDataConsumers.push({ dataConsumerId, dataProducerId: c.dataProducerId, reason });
+}
+
+/** Transports created from now on run SCTP; `maxMessageSize` overrides what the browser is told. */
+function enableDataChannels({ maxMessageSize } = {}) {
+  state.sctp = true;
+  state.sctpMaxMessageSize = maxMessageSize ?? null;
+  return true;
+}
+
+/** transport.produceData() through produce-data; resolves once the channel is open. */
+async function produceData({ label = 'chat', protocol = '', ordered = true } = {}) {
+  const dp = await withTimeout(state.sendTransport.produceData({ label, protocol, ordered }), 'produceData');
+  state.dataProducers.set(dp.id, dp);
+  if (dp.readyState !== 'open') {
+    await withTimeout(new Promise((resolve, reject) => {
+      dp.on('open', resolve);
+      dp.on('error', reject);
+    }), `data producer ${dp.id} open`);
+  }
+  return { dataProducerId: dp.id, streamId: dp.sctpStreamParameters.streamId };
+}
+
+/** Sends `text` on a data producer; returns the send time. A send the browser refuses throws. */
+function sendData(dataProducerId, text) {
+  const dp = state.dataProducers.get(dataProducerId) ?? [...state.dataProducers.values()][0];
+  if (!dp) throw new Error('no data producer');
+  dp.send(text);
+  return Date.now();
+}
+
+/** consume-data and recvTransport.consumeData() for one data producer; records its messages. */
+async function consumeDataOne({ dataProducerId, peerId }) {
+  if (state.consumingData.has(dataProducerId)) return null;
+  state.consumingData.add(dataProducerId);
+  const res = await request('consume-data', { transportId: state.recvTransport.id, dataProducerId });
+  const dataConsumer = await withTimeout(state.recvTransport.consumeData({ id: res.dataConsumerId, dataProducerId: res.dataProducerId,
+    sctpStreamParameters: res.sctpStreamParameters, label: res.label, protocol: res.protocol }), 'consumeData');
+  const entry = { dataConsumer, dataProducerId: res.dataProducerId, label: res.label, messages: [],
+    peerId: peerId ?? state.knownDataProducers.get(dataProducerId)?.peerId ?? null };
+  state.dataConsumers.set(dataConsumer.id, entry);
+  dataConsumer.on('message', (data) => {
+    const text = typeof data === 'string' ? data : `binary:${data.byteLength}`;
+    entry.messages.push({ text: text.length > 64 ? `len:${text.length}` : text, t: Date.now() });
+    if (state.echo && text.startsWith('ping:')) {
+      const dp = [...state.dataProducers.values()][0];
+      if (dp && dp.readyState === 'open') dp.send(`pong:${text.slice(5)}`);
+    }
+  });
+  return { dataConsumerId: dataConsumer.id, dataProducerId: res.dataProducerId, streamId: res.sctpStreamParameters.streamId, label: res.label };
+}
+
+async function consumeAllData() {
+  const out = [];
+  for (const p of [...state.knownDataProducers.values()]) {
+    const r = await consumeDataOne(p);
+    if (r) out.push(r);
+  }
+  return out;
+}
+
+/** Messages received per data consumer. */
+function dataReceived() {
+  return [...state.dataConsumers.entries()].map(([dataConsumerId, c]) => ({ dataConsumerId, dataProducerId: c.dataProducerId,
+    peerId: c.peerId, label: c.label, readyState: c.dataConsumer.readyState, messages: c.messages }));
+}
+
 async function consumeAll() {
   const out = [];
   for (const p of [...state.knownProducers.values()]) {
@@ -327,6 +430,9 @@ async function leave() {
   for (const id of [...state.consumers.keys()]) closeConsumer(id, 'left');
   for (const p of state.producers.values()) p.close();
   state.producers.clear();
+  for (const id of [...state.dataConsumers.keys()]) closeDataConsumer(id, 'left');
+  for (const p of state.dataProducers.values()) p.close();
+  state.dataProducers.clear();
   state.sendTransport?.close();
   state.recvTransport?.close();
   state.sendTransport = state.recvTransport = null;
@@ -344,6 +450,10 @@ function info() {
     producers: [...state.producers.keys()],
     consumers: [...state.consumers.entries()].map(([consumerId, c]) => ({ consumerId, producerId: c.producerId, peerId: c.peerId, kind: c.kind })),
     closedConsumers: state.closedConsumers,
+    knownDataProducers: [...state.knownDataProducers.values()],
+    dataProducers: [...state.dataProducers.keys()],
+    dataConsumers: dataReceived().map(({ dataConsumerId, dataProducerId, peerId }) => ({ dataConsumerId, dataProducerId, peerId })),
+    closedDataConsumers: state.closedDataConsumers,
     notifications: state.notifications.filter((n) => !n.method.startsWith('local:')),
     transportStates: state.notifications.filter((n) => n.method.startsWith('local:')).map((n) => `${n.method}=${n.data.state}`),
     errors: state.errors,
@@ -366,5 +476,12 @@ window.sfu = {
   selectedCandidatePairs,
   notifications: () => state.notifications.filter((n) => !n.method.startsWith('local:')),
   setAutoConsume: (v) => { state.autoConsume = !!v; },
+  enableDataChannels,
+  produceData,
+  sendData,
+  consumeDataOne,
+  consumeAllData,
+  dataReceived,
+  setEcho: (v) => { state.echo = !!v; return true; },
 };
 window.sfuReady = true;
