@@ -146,3 +146,54 @@ test('two peers exchange data-channel messages both ways, a late joiner consumes
     await c?.close();
   }
 });
+
+test('10,000 messages a second from one peer are rate-limited while another peer\'s messages keep arriving promptly', { timeout: 120_000 }, async () => {
+  const room = roomId('flood');
+  const [a, b, c] = [await h.newPeer('flooder'), await h.newPeer('steady'), await h.newPeer('listener')];
+  try {
+    for (const p of [a, b, c]) await p.eval(() => window.sfu.enableDataChannels());
+    const ja = await a.join(room);
+    const jb = await b.join(room);
+    await c.join(room);
+    const pa = await a.eval(() => window.sfu.produceData({ label: 'chat' }));
+    const pb = await b.eval(() => window.sfu.produceData({ label: 'chat' }));
+    await waitForOpenConsumers(c, 2);
+    const droppedBefore = (await dataCounts()).dataChannels.droppedRate ?? 0;
+
+    // The flood: 10,000 messages of ~100 bytes within about a second, in 10 ms slices.
+    const flood = a.eval(async (id) => {
+      const body = 'f'.repeat(90);
+      for (let slice = 0; slice < 100; slice++) {
+        for (let i = 0; i < 100; i++) window.sfu.sendData(id, `${body}${slice * 100 + i}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }, pa.dataProducerId);
+    // Meanwhile the steady peer sends one message every 50 ms.
+    const sent = await b.eval(async (id) => {
+      const out = [];
+      for (let i = 0; i < 20; i++) {
+        out.push({ text: `steady-${i}`, t: window.sfu.sendData(id, `steady-${i}`) });
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return out;
+    }, pb.dataProducerId);
+    await flood;
+    for (const m of sent) await waitForMessage(c, jb.peerId, m.text);
+    const fromB = (await received(c, jb.peerId))[0].messages;
+    const delays = sent.map((m) => fromB.find((x) => x.text === m.text).t - m.t);
+    const worst = Math.max(...delays);
+    console.log(`steady peer's messages during the flood: worst delay ${worst} ms`);
+    assert.ok(worst < 500, `the steady peer's messages arrive within 500 ms during the flood (delays ${delays.join(', ')})`);
+
+    // The flooder is limited: the server drops (and counts) what is over its rate; the rest arrives.
+    await waitFor(async () => ((await dataCounts()).dataChannels.droppedRate ?? 0) > droppedBefore,
+      { timeout: 10_000, message: 'the server counts the flood\'s excess in droppedRate' });
+    const fromA = (await received(c, ja.peerId))[0].messages.length;
+    assert.ok(fromA > 0 && fromA < 10_000, `some but not all of the flood reached the listener (${fromA})`);
+    for (const e of [a, b, c]) assert.deepEqual((await e.info()).errors, [], `${e.name} client errors`);
+  } finally {
+    await a.close();
+    await b.close();
+    await c.close();
+  }
+});
