@@ -69,20 +69,7 @@ impl Server {
 
     /// A plain HTTP/1.1 request; returns (status, body).
     pub fn request(&self, method: &str, path: &str) -> Option<(u16, String)> {
-        use std::io::Write;
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-        )
-        .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).ok()?;
-        let text = String::from_utf8_lossy(&buf).to_string();
-        let status = text.split(' ').nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-        Some((status, body))
+        self.request_with(method, path, &[])
     }
 
     /// A request with extra header lines (`"Authorization: Bearer …"`); returns (status, body).
