@@ -88,7 +88,7 @@ test-browser: build deps-browser
 	@# Rooms spanning two workers: every other peer of a room on the second worker.
 	cd tests/browser && SFU_WORKERS=2 SFU_ROOM_SPILL_PEERS=1 TEST_PORT=18002 TEST_RTC_PORT=31200 \
 	  ../run-with-server.sh node --test --test-concurrency=1 spanning.test.mjs two-peers.test.mjs \
-	  late-join-and-leave.test.mjs hls.test.mjs active-speaker.test.mjs
+	  late-join-and-leave.test.mjs hls.test.mjs active-speaker.test.mjs data-channels.test.mjs
 	@# TURN relay: the test starts coturn on loopback with the same secret; relay-only Chromium peers.
 	cd tests/browser && SFU_TURN_URLS=turn:127.0.0.1:3478 SFU_TURN_SECRET=browser-test-turn-secret \
 	  TEST_PORT=18004 TEST_RTC_PORT=31400 ../run-with-server.sh node --test turn.test.mjs

@@ -161,6 +161,8 @@ impl Router {
         for p in rest {
             self.close_producer(env, p);
         }
+        // Data producers piped in from the peer's worker (room/data.rs).
+        self.close_piped_data_of_peer(env, peer_id);
         self.peers.retain(|p| &*p.id != peer_id);
         let peer_arc = Arc::<str>::from(peer_id);
         if local {

@@ -301,6 +301,35 @@ impl WorkerCore {
                     r.on_active_speaker(&self.env, &room, from, speaker);
                 }
             }
+            PipeMsg::DataProducerAdded {
+                room,
+                from,
+                producer,
+            } => {
+                if let Some(r) = self.routers.get_mut(&room.id) {
+                    r.on_data_producer_added(&self.env, &room, from, producer);
+                }
+            }
+            PipeMsg::DataProducerClosed {
+                room,
+                from,
+                data_producer_id,
+            } => {
+                if let Some(r) = self.routers.get_mut(&room.id) {
+                    r.on_data_producer_closed(&mut self.env, &room, from, &data_producer_id);
+                }
+            }
+            PipeMsg::DataMessage {
+                room,
+                from,
+                data_producer_id,
+                ppid,
+                data,
+            } => {
+                if let Some(r) = self.routers.get_mut(&room.id) {
+                    r.on_piped_data_message(&self.env, &room, from, data_producer_id, ppid, data);
+                }
+            }
             PipeMsg::KeyFrame { origin_key, force } => {
                 let room = self.env.index.producers.get(&origin_key).cloned();
                 if let Some(r) = room.and_then(|room| self.routers.get_mut(&room)) {

@@ -6,13 +6,19 @@
 //!
 //! Limits: a peer has at most [`MAX_DATA_PRODUCERS_PER_PEER`] data producers, a transport at
 //! most [`MAX_DATA_CONSUMERS_PER_TRANSPORT`] data consumers; stream ids are below
-//! `sctp::SCTP_MIS`. Rooms spanning workers: data producers reach the consumers of peers
-//! hosted on the same worker only (docs/architecture.md, "Data channels").
+//! `sctp::SCTP_MIS`.
+//!
+//! Rooms spanning workers: a data producer is announced to the room's other workers
+//! (`PipeMsg::DataProducerAdded`, relayed by the home; a new satellite gets the home's list
+//! after its snapshot), which keep a piped copy (`transport: None`) that their peers can list
+//! and consume. Each message then goes once to each other worker (`PipeMsg::DataMessage`, the
+//! payload shared), which queues it on its own consumers' transports.
 
 use super::api::{
     Answer, ApiError, DataConsumed, DataProducerSummary, Notice, SctpStreamParameters,
 };
 use super::env::Env;
+use super::mesh::{DataProducerInfo, PipeMsg, RoomTag};
 use super::router::Router;
 use super::transport::DtlsState;
 use super::TKey;
@@ -29,9 +35,10 @@ pub const MAX_DATA_CONSUMERS_PER_TRANSPORT: usize = 256;
 pub type DKey = u64;
 
 pub struct DataProducer {
-    pub id: String,
+    pub id: Arc<str>,
     pub peer: Arc<str>,
-    pub transport: TKey,
+    /// Its transport here; None: piped in from the worker hosting its peer.
+    pub transport: Option<TKey>,
     pub stream: SctpStreamParameters,
     pub label: String,
     pub protocol: String,
@@ -51,7 +58,7 @@ pub struct DataConsumer {
 pub struct DataChannels {
     next_key: DKey,
     pub producers: HashMap<DKey, DataProducer>,
-    pub producer_ids: HashMap<String, DKey>,
+    pub producer_ids: HashMap<Arc<str>, DKey>,
     pub consumers: HashMap<DKey, DataConsumer>,
     pub consumer_ids: HashMap<String, DKey>,
     /// (transport, stream id) → data producer.
@@ -85,7 +92,7 @@ impl DataChannels {
 
 fn summary(p: &DataProducer) -> DataProducerSummary {
     DataProducerSummary {
-        data_producer_id: p.id.clone(),
+        data_producer_id: p.id.to_string(),
         peer_id: p.peer.clone(),
         label: p.label.clone(),
         protocol: p.protocol.clone(),
@@ -123,7 +130,7 @@ impl Router {
             .data
             .producers
             .values()
-            .filter(|p| &p.peer == peer_id)
+            .filter(|p| &p.peer == peer_id && p.transport.is_some())
             .count();
         if own >= MAX_DATA_PRODUCERS_PER_PEER {
             return Err(ApiError::limit(format!(
@@ -137,23 +144,34 @@ impl Router {
             )));
         }
         let key = self.data.key();
-        let id = crate::ids::uuid_v4();
+        let id: Arc<str> = Arc::from(crate::ids::uuid_v4());
         let producer = DataProducer {
             id: id.clone(),
             peer: peer_id.clone(),
-            transport: tkey,
+            transport: Some(tkey),
             stream,
             label,
             protocol,
             consumers: Vec::new(),
         };
         self.notify_others(env, peer_id, Notice::NewDataProducer(summary(&producer)));
+        let info = info(&producer);
+        let from = env.worker;
+        self.propagate(
+            env,
+            |room| PipeMsg::DataProducerAdded {
+                room,
+                from,
+                producer: info.clone(),
+            },
+            None,
+        );
         self.data.by_stream.insert((tkey, stream.stream_id), key);
         self.data.producer_ids.insert(id.clone(), key);
         self.data.producers.insert(key, producer);
         env.stats.inc(Counted::DataProducer);
         Ok(Answer::DataProduced {
-            data_producer_id: id,
+            data_producer_id: id.to_string(),
         })
     }
 
@@ -195,7 +213,7 @@ impl Router {
         p.consumers.push(key);
         let answer = DataConsumed {
             data_consumer_id: id.clone(),
-            data_producer_id: p.id.clone(),
+            data_producer_id: p.id.to_string(),
             stream: SctpStreamParameters {
                 stream_id,
                 reliability: p.stream.reliability,
@@ -235,7 +253,7 @@ impl Router {
                 self.data
                     .producers
                     .get(k)
-                    .is_some_and(|p| &*p.peer == peer_id)
+                    .is_some_and(|p| &*p.peer == peer_id && p.transport.is_some())
             })
             .ok_or_else(|| {
                 ApiError::not_found(format!(
@@ -252,11 +270,21 @@ impl Router {
         let Some(p) = self.data.producers.remove(&key) else {
             return;
         };
-        env.stats.dec(Counted::DataProducer);
         self.data.producer_ids.remove(&p.id);
-        self.data
-            .by_stream
-            .remove(&(p.transport, p.stream.stream_id));
+        if let Some(tkey) = p.transport {
+            env.stats.dec(Counted::DataProducer);
+            self.data.by_stream.remove(&(tkey, p.stream.stream_id));
+            let (from, id) = (env.worker, p.id.clone());
+            self.propagate(
+                env,
+                |room| PipeMsg::DataProducerClosed {
+                    room,
+                    from,
+                    data_producer_id: id.clone(),
+                },
+                None,
+            );
+        }
         for c in &p.consumers {
             self.close_data_consumer(env, *c, true);
         }
@@ -264,7 +292,7 @@ impl Router {
             env,
             &p.peer,
             Notice::DataProducerClosed {
-                data_producer_id: p.id,
+                data_producer_id: p.id.to_string(),
             },
         );
     }
@@ -297,7 +325,7 @@ impl Router {
             .data
             .producers
             .iter()
-            .filter(|(_, p)| p.transport == tkey)
+            .filter(|(_, p)| p.transport == Some(tkey))
             .map(|(k, _)| *k)
             .collect();
         for p in producers {
@@ -317,8 +345,13 @@ impl Router {
 
     /// What the router's live data counters must lose when it is dropped.
     pub fn release_data(&mut self, env: &Env) {
-        env.stats
-            .sub(Counted::DataProducer, self.data.producers.len());
+        let local = self
+            .data
+            .producers
+            .values()
+            .filter(|p| p.transport.is_some())
+            .count();
+        env.stats.sub(Counted::DataProducer, local);
         env.stats
             .sub(Counted::DataConsumer, self.data.consumers.len());
         self.data = DataChannels::default();
@@ -326,14 +359,33 @@ impl Router {
 
     /// A message received on stream `message.stream_id` of transport `tkey`: queued on each
     /// of its data producer's consumers (their outboxes are bounded; a full one drops).
-    pub fn on_data_message(&mut self, tkey: TKey, message: SctpMessage) {
-        let Some(p) = self
-            .data
-            .by_stream
-            .get(&(tkey, message.stream_id))
-            .and_then(|k| self.data.producers.get(k))
-        else {
+    pub fn on_data_message(&mut self, env: &Env, tkey: TKey, message: SctpMessage) {
+        let Some(key) = self.data.by_stream.get(&(tkey, message.stream_id)).copied() else {
             sctp::COUNTERS.dropped_other.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if let Some(p) = self.data.producers.get(&key) {
+            if self.spans_workers() {
+                let (from, id) = (env.worker, p.id.clone());
+                self.propagate(
+                    env,
+                    |room| PipeMsg::DataMessage {
+                        room,
+                        from,
+                        data_producer_id: id.clone(),
+                        ppid: message.ppid,
+                        data: message.data.clone(),
+                    },
+                    None,
+                );
+            }
+        }
+        self.deliver_data(key, message.ppid, &message.data);
+    }
+
+    /// Queues one copy (payload shared) on each data consumer of `key` hosted here.
+    fn deliver_data(&self, key: DKey, ppid: u32, data: &bytes::Bytes) {
+        let Some(p) = self.data.producers.get(&key) else {
             return;
         };
         for ckey in &p.consumers {
@@ -348,11 +400,149 @@ impl Router {
             session.send_sctp(Outgoing {
                 message: SctpMessage {
                     stream_id: c.stream_id,
-                    ppid: message.ppid,
-                    data: message.data.clone(),
+                    ppid,
+                    data: data.clone(),
                 },
                 reliability: p.stream.reliability,
             });
+        }
+    }
+}
+
+/// How the other workers of a room know a data producer.
+fn info(p: &DataProducer) -> DataProducerInfo {
+    DataProducerInfo {
+        id: p.id.clone(),
+        peer: p.peer.clone(),
+        stream: p.stream,
+        label: p.label.clone(),
+        protocol: p.protocol.clone(),
+    }
+}
+
+impl Router {
+    /// Whether other workers host peers of this room (its data must reach them).
+    fn spans_workers(&self) -> bool {
+        match &self.role {
+            super::router::Role::Home { satellites, .. } => !satellites.is_empty(),
+            super::router::Role::Replica { .. } => true,
+        }
+    }
+
+    /// A new satellite of this (home) room learns every data producer the home knows.
+    pub(crate) fn send_data_producers(&self, env: &Env, worker: usize) {
+        let mut all: Vec<(&DKey, &DataProducer)> = self.data.producers.iter().collect();
+        all.sort_by_key(|(k, _)| **k);
+        for (_, p) in all {
+            env.mesh.send(
+                worker,
+                PipeMsg::DataProducerAdded {
+                    room: self.tag(),
+                    from: env.worker,
+                    producer: info(p),
+                },
+            );
+        }
+    }
+
+    /// A data producer of another worker: kept here so this worker's peers can consume it.
+    pub fn on_data_producer_added(
+        &mut self,
+        env: &Env,
+        room: &RoomTag,
+        from: usize,
+        producer: DataProducerInfo,
+    ) {
+        let relayed = |room, me| PipeMsg::DataProducerAdded {
+            room,
+            from: me,
+            producer: producer.clone(),
+        };
+        if !self.accept(env, room, from, relayed)
+            || self.data.producer_ids.contains_key(&producer.id)
+            || self
+                .peer(&producer.peer)
+                .is_none_or(|p| p.worker == env.worker)
+        {
+            return;
+        }
+        let key = self.data.key();
+        let p = DataProducer {
+            id: producer.id,
+            peer: producer.peer,
+            transport: None,
+            stream: producer.stream,
+            label: producer.label,
+            protocol: producer.protocol,
+            consumers: Vec::new(),
+        };
+        self.notify_others(env, &p.peer, Notice::NewDataProducer(summary(&p)));
+        self.data.producer_ids.insert(p.id.clone(), key);
+        self.data.producers.insert(key, p);
+    }
+
+    pub fn on_data_producer_closed(
+        &mut self,
+        env: &mut Env,
+        room: &RoomTag,
+        from: usize,
+        id: &Arc<str>,
+    ) {
+        let relayed = |room, me| PipeMsg::DataProducerClosed {
+            room,
+            from: me,
+            data_producer_id: id.clone(),
+        };
+        if !self.accept(env, room, from, relayed) {
+            return;
+        }
+        let piped = self.data.producer_ids.get(id).copied().filter(|k| {
+            self.data
+                .producers
+                .get(k)
+                .is_some_and(|p| p.transport.is_none())
+        });
+        if let Some(key) = piped {
+            self.close_data_producer(env, key);
+        }
+    }
+
+    /// A message of a data producer on another worker, for its data consumers here.
+    pub fn on_piped_data_message(
+        &mut self,
+        env: &Env,
+        room: &RoomTag,
+        from: usize,
+        id: Arc<str>,
+        ppid: u32,
+        data: bytes::Bytes,
+    ) {
+        let relayed = |room, me| PipeMsg::DataMessage {
+            room,
+            from: me,
+            data_producer_id: id.clone(),
+            ppid,
+            data: data.clone(),
+        };
+        if !self.accept(env, room, from, relayed) {
+            return;
+        }
+        if let Some(key) = self.data.producer_ids.get(&id).copied() {
+            self.deliver_data(key, ppid, &data);
+        }
+    }
+
+    /// A peer hosted elsewhere left: its piped data producers (and their consumers here) go.
+    pub(crate) fn close_piped_data_of_peer(&mut self, env: &mut Env, peer_id: &str) {
+        let piped: Vec<DKey> = self
+            .data
+            .producers
+            .iter()
+            .filter(|(_, p)| p.transport.is_none() && &*p.peer == peer_id)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in piped {
+            self.close_data_producer(env, key);
         }
     }
 }

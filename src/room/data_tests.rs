@@ -334,8 +334,10 @@ fn a_message_on_a_stream_without_a_data_producer_is_dropped() {
     r.join(1);
     let send = r.transport(1, TransportDirection::Send, true);
     let tkey = r.core.router(ROOM).unwrap().peer("p1").unwrap().transports[&send];
-    let router = r.core.routers.get_mut(ROOM).unwrap();
+    let core = &mut r.core;
+    let router = core.routers.get_mut(ROOM).unwrap();
     router.on_data_message(
+        &core.env,
         tkey,
         crate::rtc::sctp::SctpMessage {
             stream_id: 9,

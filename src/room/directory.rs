@@ -51,7 +51,7 @@ impl Router {
 
     /// Whether a change from worker `from` is current (see [`Self::current_sender`]); if so,
     /// the home relays it (`msg`) to the other satellites before it is applied here.
-    fn accept(
+    pub(super) fn accept(
         &self,
         env: &Env,
         room: &RoomTag,
@@ -123,6 +123,7 @@ impl Router {
                 },
             );
             self.send_speaker(env, host);
+            self.send_data_producers(env, host);
             if let Role::Home {
                 satellites,
                 snapshots,

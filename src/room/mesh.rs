@@ -67,6 +67,17 @@ pub struct ProducerInfo {
     pub origin: Origin,
 }
 
+/// A data producer as the other workers of its room know it (room/data.rs): enough to list
+/// it, announce it and create data consumers of it; its messages follow as `DataMessage`s.
+#[derive(Debug, Clone)]
+pub struct DataProducerInfo {
+    pub id: Arc<str>,
+    pub peer: Arc<str>,
+    pub stream: super::api::SctpStreamParameters,
+    pub label: String,
+    pub protocol: String,
+}
+
 /// Control messages between workers (membership, pipe subscriptions, key-frame requests).
 #[derive(Debug)]
 pub enum PipeMsg {
@@ -141,6 +152,25 @@ pub enum PipeMsg {
     },
     /// Subscriber → origin: a consumer needs a key frame.
     KeyFrame { origin_key: PKey, force: bool },
+    /// A data producer was made on the sending worker (or, from the home, anywhere).
+    DataProducerAdded {
+        room: RoomTag,
+        from: usize,
+        producer: DataProducerInfo,
+    },
+    DataProducerClosed {
+        room: RoomTag,
+        from: usize,
+        data_producer_id: Arc<str>,
+    },
+    /// One message of a data producer, for that producer's data consumers on other workers.
+    DataMessage {
+        room: RoomTag,
+        from: usize,
+        data_producer_id: Arc<str>,
+        ppid: u32,
+        data: bytes::Bytes,
+    },
     /// Home → satellites: the room's dominant speaker changed (room/speaker.rs).
     ActiveSpeaker {
         room: RoomTag,
@@ -172,7 +202,10 @@ impl PipeMsg {
             | PipeMsg::ReplicaDropped { room, .. }
             | PipeMsg::Disconnect { room, .. }
             | PipeMsg::Evict { room, .. }
-            | PipeMsg::ActiveSpeaker { room, .. } => Some(room),
+            | PipeMsg::ActiveSpeaker { room, .. }
+            | PipeMsg::DataProducerAdded { room, .. }
+            | PipeMsg::DataProducerClosed { room, .. }
+            | PipeMsg::DataMessage { room, .. } => Some(room),
             PipeMsg::Subscribe { .. } | PipeMsg::Unsubscribe { .. } | PipeMsg::KeyFrame { .. } => {
                 None
             }

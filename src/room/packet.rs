@@ -207,7 +207,7 @@ impl Router {
                     self.request_keyframe(env, p, now, true);
                 }
             }
-            DtlsEvent::Sctp(message) => self.on_data_message(tkey, message),
+            DtlsEvent::Sctp(message) => self.on_data_message(env, tkey, message),
             DtlsEvent::Failed(reason) => {
                 tracing::info!(transport = %t.id, %reason, "DTLS failed; closing the transport");
                 self.close_transport_and_tell(env, tkey);

@@ -619,6 +619,9 @@ fn rtp_packet(ssrc: u32, seq: u16) -> Vec<u8> {
 #[path = "speaker_tests.rs"]
 mod speaker_tests;
 
+#[path = "data_span_tests.rs"]
+mod data_span_tests;
+
 /// A on the home; B placed on worker 1, which becomes a satellite and answers B's join.
 fn two_peers(c: &mut Cluster) -> (Client, Client) {
     let (a, answer) = c.join(0, "a", 0);
