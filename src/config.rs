@@ -107,6 +107,9 @@ pub struct Cli {
     /// Milliseconds without a worker heartbeat after which /healthz reports it dead (503).
     #[arg(long, env = "SFU_WORKER_STALL_MS")]
     pub worker_stall_ms: Option<u64>,
+    /// Seconds per forwarding-latency window (`latency.window` in /api/stats, at least 1).
+    #[arg(long, env = "SFU_LATENCY_WINDOW_SECS")]
+    pub latency_window_secs: Option<u64>,
     /// Kernel send buffer of each WebSocket in bytes (SO_SNDBUF; 0: kernel autotuning).
     #[arg(long, env = "SFU_WS_SOCKET_SEND_BUFFER")]
     pub ws_socket_send_buffer: Option<usize>,
@@ -278,6 +281,7 @@ struct FileConfig {
     ws_error_burst: Option<u32>,
     allowed_origins: Option<String>,
     worker_stall_ms: Option<u64>,
+    latency_window_secs: Option<u64>,
     ws_socket_send_buffer: Option<usize>,
     // --- limits: media abuse in rooms ---
     max_transports_per_peer: Option<usize>,
@@ -346,6 +350,7 @@ pub struct Config {
     /// Parsed from the comma-separated setting.
     pub allowed_origins: Vec<String>,
     pub worker_stall_ms: u64,
+    pub latency_window_secs: u64,
     pub ws_socket_send_buffer: usize,
     // --- limits: media abuse in rooms ---
     pub max_transports_per_peer: usize,
@@ -434,6 +439,7 @@ impl Default for Config {
             ws_error_burst: 100,
             allowed_origins: Vec::new(),
             worker_stall_ms: 5_000,
+            latency_window_secs: 10,
             ws_socket_send_buffer: 256 * 1024,
             // --- limits: media abuse in rooms ---
             max_transports_per_peer: 8,
@@ -596,6 +602,11 @@ impl Config {
                 .worker_stall_ms
                 .or(file.worker_stall_ms)
                 .unwrap_or(d.worker_stall_ms),
+            latency_window_secs: cli
+                .latency_window_secs
+                .or(file.latency_window_secs)
+                .unwrap_or(d.latency_window_secs)
+                .max(1),
             ws_socket_send_buffer: cli
                 .ws_socket_send_buffer
                 .or(file.ws_socket_send_buffer)

@@ -110,11 +110,12 @@ fn wait_for_termination(set: libc::sigset_t, stop: sfu::signaling::edge::Shutdow
     }
 }
 
-/// The forwarding latency of each worker since start, at shutdown.
+/// The forwarding latency of each worker at shutdown: since start and over its last complete
+/// window, arrival → hand-off to the kernel and the kernel's send call apart.
 fn print_latency(stats: &[Arc<sfu::stats::WorkerStats>]) {
     use std::sync::atomic::Ordering::Relaxed;
+    let us = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64 / 1000.0;
     for s in stats {
-        let us = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed) as f64 / 1000.0;
         tracing::info!(
             worker = s.id,
             samples = s.latency_samples.load(Relaxed),
@@ -122,8 +123,26 @@ fn print_latency(stats: &[Arc<sfu::stats::WorkerStats>]) {
             p99_us = us(&s.latency_p99_ns),
             p999_us = us(&s.latency_p999_ns),
             max_us = us(&s.latency_max_ns),
-            "forwarding latency (socket in -> socket out)"
+            handoff_p50_us = us(&s.handoff_total.p50_ns),
+            handoff_p99_us = us(&s.handoff_total.p99_ns),
+            kernel_p50_us = us(&s.kernel_total.p50_ns),
+            kernel_p99_us = us(&s.kernel_total.p99_ns),
+            "forwarding latency since start (arrival -> socket out; handoff = ours, kernel = the send call)"
         );
+        if s.windows.load(Relaxed) > 0 {
+            tracing::info!(
+                worker = s.id,
+                window_secs = s.window_secs.load(Relaxed),
+                samples = s.window_total.samples.load(Relaxed),
+                handoff_p50_us = us(&s.window_handoff.p50_ns),
+                handoff_p99_us = us(&s.window_handoff.p99_ns),
+                handoff_p999_us = us(&s.window_handoff.p999_ns),
+                kernel_p50_us = us(&s.window_kernel.p50_ns),
+                kernel_p99_us = us(&s.window_kernel.p99_ns),
+                total_p99_us = us(&s.window_total.p99_ns),
+                "forwarding latency, last window"
+            );
+        }
     }
 }
 
@@ -239,6 +258,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             faults: cfg.faults(),
             turn: cfg.turn(),
             ice_tcp: cfg.ice_tcp(),
+            latency_window: std::time::Duration::from_secs(cfg.latency_window_secs),
         })?;
         worker_stats.push(handle.stats.clone());
         links.push(WorkerLink {

@@ -65,9 +65,43 @@ pub struct WorkerStats {
     /// [`LATENCY_BUCKETS_NS`], and the sum of all samples (ns).
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_NS.len()],
     pub latency_sum_ns: AtomicU64,
+    /// The same forwarding latency split in two (docs/architecture.md, "Latency"): arrival →
+    /// the copy handed to the kernel (`handoff`, our work) and the send call itself
+    /// (`kernel`), since start and over the last complete window of `window_secs`.
+    pub handoff_total: Percentiles,
+    pub kernel_total: Percentiles,
+    pub window_handoff: Percentiles,
+    pub window_kernel: Percentiles,
+    pub window_total: Percentiles,
+    pub window_secs: AtomicU64,
+    /// Windows completed since start (0: the first is still running).
+    pub windows: AtomicU64,
     /// Incremented by the worker's timer task every tick (250 ms): the signaling thread
     /// reports a worker whose heartbeat stopped as dead on `/healthz`.
     pub heartbeat: AtomicU64,
+}
+
+/// Percentiles of one latency histogram in nanoseconds, published by the worker.
+#[derive(Debug, Default)]
+pub struct Percentiles {
+    pub p50_ns: AtomicU64,
+    pub p99_ns: AtomicU64,
+    pub p999_ns: AtomicU64,
+    pub max_ns: AtomicU64,
+    pub samples: AtomicU64,
+}
+
+impl Percentiles {
+    /// Publishes `h`'s percentiles (all 0 for an empty histogram).
+    pub fn publish(&self, h: &hdrhistogram::Histogram<u64>) {
+        let empty = h.is_empty();
+        let q = |q: f64| if empty { 0 } else { h.value_at_quantile(q) };
+        self.p50_ns.store(q(0.5), Ordering::Relaxed);
+        self.p99_ns.store(q(0.99), Ordering::Relaxed);
+        self.p999_ns.store(q(0.999), Ordering::Relaxed);
+        self.max_ns.store(h.max(), Ordering::Relaxed);
+        self.samples.store(h.len(), Ordering::Relaxed);
+    }
 }
 
 /// Upper bounds (ns) of the latency buckets `/metrics` exports (plus +Inf = all samples).

@@ -229,7 +229,7 @@ pub fn render(workers: &[&WorkerStats], websockets: usize) -> String {
     e.family(
         name,
         "histogram",
-        "Time from a packet's arrival on the worker's socket until its copies are handed to the kernel, since start.",
+        "Time from a forwarded packet's arrival on the worker's socket until the send call carrying its copy returned, since start.",
     );
     for w in workers {
         let id = w.id;
@@ -247,6 +247,23 @@ pub fn render(workers: &[&WorkerStats], websockets: usize) -> String {
         let sum = load(&w.latency_sum_ns) as f64 / 1e9;
         e.sample(&format!("{name}_sum"), &labels, sum);
         e.sample(&format!("{name}_count"), &labels, count);
+    }
+    let name = "sfu_forward_latency_window_p99_seconds";
+    e.family(
+        name,
+        "gauge",
+        "p99 forwarding latency over the last complete window, by stage (handoff: arrival until handed to the kernel; kernel: the send call; total: both).",
+    );
+    for w in workers {
+        let stages = [
+            ("handoff", &w.window_handoff),
+            ("kernel", &w.window_kernel),
+            ("total", &w.window_total),
+        ];
+        for (stage, p) in stages {
+            let labels = format!("worker=\"{}\",stage=\"{stage}\"", w.id);
+            e.sample(name, &labels, load(&p.p99_ns) as f64 / 1e9);
+        }
     }
     e.out
 }

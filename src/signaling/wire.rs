@@ -397,6 +397,31 @@ pub fn worker_stats(s: &WorkerStats) -> Value {
             "max": l(&s.latency_max_ns),
             "samples": l(&s.latency_samples),
         },
+        "latency": {
+            "sinceStart": {
+                "handoffNs": percentiles(&s.handoff_total),
+                "kernelNs": percentiles(&s.kernel_total),
+            },
+            "window": {
+                "seconds": l(&s.window_secs),
+                "completed": l(&s.windows),
+                "handoffNs": percentiles(&s.window_handoff),
+                "kernelNs": percentiles(&s.window_kernel),
+                "totalNs": percentiles(&s.window_total),
+            },
+        },
+    })
+}
+
+/// One latency histogram's published percentiles (src/stats.rs).
+fn percentiles(p: &crate::stats::Percentiles) -> Value {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    json!({
+        "p50": l(&p.p50_ns),
+        "p99": l(&p.p99_ns),
+        "p999": l(&p.p999_ns),
+        "max": l(&p.max_ns),
+        "samples": l(&p.samples),
     })
 }
 

@@ -2,7 +2,9 @@
 //! socket and its timers. Jobs arrive from the signaling thread over a lock-free mailbox;
 //! all room state lives in a [`WorkerCore`] that only this thread touches.
 
+mod batch_recv;
 mod batch_send;
+mod latency;
 pub mod tcp;
 
 use crate::channel::{task_mailbox, Receiver, Sender};
@@ -15,10 +17,11 @@ use crate::room::remote::Remote;
 use crate::room::transport::DtlsMsg;
 use crate::rtc::dtls::DtlsRuntime;
 use crate::stats::WorkerStats;
+use batch_recv::BatchReceiver;
 use batch_send::{BatchSender, Step};
 use glommio::net::UdpSocket;
 use glommio::{LocalExecutorBuilder, Placement};
-use hdrhistogram::Histogram;
+use latency::LatencyRecorder;
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
@@ -34,6 +37,8 @@ const RECV_BUFFER: usize = 2048;
 /// (it counts against `ulimit -l`).
 const IO_MEMORY: usize = 512 * 1024;
 const TICK: Duration = Duration::from_millis(250);
+/// Queued datagrams at which the receive loop sends before handling the next datagram.
+const FLUSH_AT: usize = 1;
 
 pub struct WorkerOptions {
     pub id: usize,
@@ -54,6 +59,8 @@ pub struct WorkerOptions {
     pub turn: Option<crate::room::turn::TurnConfig>,
     /// Passive ICE-TCP on the media port (worker/tcp.rs); None: UDP only.
     pub ice_tcp: Option<tcp::TcpOptions>,
+    /// Length of a forwarding-latency window (`/api/stats` `latency.window`).
+    pub latency_window: Duration,
 }
 
 /// The signaling thread's handle on a running worker.
@@ -203,7 +210,7 @@ struct Sending {
     sock: Rc<UdpSocket>,
     /// The open ICE-TCP connections (frames to a `Remote::Tcp` are queued there).
     tcp: Option<Rc<tcp::TcpConns>>,
-    histogram: RefCell<Histogram<u64>>,
+    latency: RefCell<LatencyRecorder>,
     /// The second outbox buffer: the core fills one while this one is being sent.
     spare: RefCell<Outbox>,
     /// Reused `sendmmsg` arguments.
@@ -211,20 +218,22 @@ struct Sending {
 }
 
 impl Sending {
-    /// Sends what the core queued, recording socket-in → socket-out latency.
+    /// Sends what the core queued. `arrived`: the queue holds forwarded media that arrived
+    /// then, and its latency is recorded (hand-off and kernel, see latency.rs); `None` for
+    /// what jobs, DTLS events and timers send.
     ///
     /// Up to [`batch_send::BATCH`] datagrams per `sendmmsg` (non-blocking) instead of one
     /// `send_to` each: a fan-out pays one syscall entry per batch, not one per consumer (the
     /// kernel's own per-datagram work remains).
     /// A datagram that would block goes through glommio's `send_to` (which waits on io_uring),
     /// then batching resumes; one the kernel refuses is skipped, never the others.
-    async fn flush(&self, core: &Shared, since: Instant) {
+    async fn flush(&self, core: &Shared, arrived: Option<Instant>) {
         // Swap the queue out (no borrow may be held across the sends), send, give it back.
         let mut out = std::mem::take(&mut *self.spare.borrow_mut());
         std::mem::swap(&mut out, &mut core.borrow_mut().env.outbox);
-        // Latency is recorded per datagram as it leaves: for a fan-out, the last consumer's
-        // packet waits for the sends before it, and that is what its receiver sees. A batch's
-        // datagrams all get the time its `sendmmsg` returned.
+        // For a fan-out, the last consumer's copy waits for the sends before it, and that is
+        // what its receiver sees: each datagram's hand-off is the entry of the call that
+        // carried it.
         let fd = self.sock.as_raw_fd();
         let mut i = 0;
         while let Some((to, pkt)) = out.get(i) {
@@ -235,8 +244,9 @@ impl Sending {
                     if let Some(tcp) = &self.tcp {
                         tcp.send(conn, pkt);
                     }
-                    let ns = since.elapsed().as_nanos() as u64;
-                    let _ = self.histogram.borrow_mut().record(ns.max(1));
+                    if let Some(arrived) = arrived {
+                        self.latency.borrow_mut().queued(arrived, Instant::now());
+                    }
                     i += 1;
                     continue;
                 }
@@ -245,6 +255,7 @@ impl Sending {
             let udp_run = out
                 .iter_from(i)
                 .map_while(|(to, pkt)| to.udp().map(|to| (to, pkt)));
+            let call = Instant::now();
             let step = self.batch.borrow_mut().send_batch(fd, udp_run);
             let done = match step {
                 Step::Sent(n) => n,
@@ -259,12 +270,20 @@ impl Sending {
                     1
                 }
             };
-            let ns = since.elapsed().as_nanos() as u64;
-            let _ = self.histogram.borrow_mut().record_n(ns.max(1), done as u64);
+            if let Some(arrived) = arrived {
+                self.latency
+                    .borrow_mut()
+                    .sent(arrived, call, Instant::now(), done);
+            }
             i += done;
         }
         out.clear();
         *self.spare.borrow_mut() = out;
+    }
+
+    /// Datagrams queued in the core's outbox, not yet sent.
+    fn queued(&self, core: &Shared) -> usize {
+        core.borrow().env.outbox.len()
     }
 }
 
@@ -303,9 +322,7 @@ async fn run(
     let sending = Rc::new(Sending {
         sock: sock.clone(),
         tcp: tcp.clone(),
-        histogram: RefCell::new(
-            Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds"),
-        ),
+        latency: RefCell::new(LatencyRecorder::new(opts.latency_window, Instant::now())),
         spare: RefCell::new(Outbox::with_capacity(64)),
         batch: RefCell::new(BatchSender::new()),
     });
@@ -318,7 +335,7 @@ async fn run(
             let job = jobs.recv().await;
             let now = Instant::now();
             run_job(&c, job, now);
-            s.flush(&c, now).await;
+            s.flush(&c, None).await;
         }
     })
     .detach();
@@ -328,7 +345,6 @@ async fn run(
     glommio::spawn_local(async move {
         loop {
             let msg = dtls_rx.recv().await;
-            let now = Instant::now();
             let route = Route {
                 room: msg.room.clone(),
                 transport: msg.transport,
@@ -338,7 +354,7 @@ async fn run(
                 |core| core.handle_dtls_msg(msg),
                 fail_transport(Some(route)),
             );
-            s.flush(&c, now).await;
+            s.flush(&c, None).await;
         }
     })
     .detach();
@@ -354,7 +370,7 @@ async fn run(
                 c.borrow().expect_answer(msg.request());
                 let _ = guarded(&c, |core| core.handle_pipe_msg(msg, now), evict(room));
                 c.borrow().expect_answer(None);
-                s.flush(&c, now).await;
+                s.flush(&c, None).await;
             }
         })
         .detach();
@@ -375,7 +391,7 @@ async fn run(
                         |core| core.fail_piped_producer(key),
                     );
                     // Latency counts from the packet's arrival on the origin worker's socket.
-                    s.flush(&c, arrived).await;
+                    s.flush(&c, Some(arrived)).await;
                 }
                 c.borrow().env.mesh.recycle(batch);
                 glommio::yield_if_needed().await;
@@ -405,54 +421,71 @@ async fn run(
             st.heartbeat.fetch_add(1, Ordering::Relaxed);
             let now = Instant::now();
             let _ = guarded(&c, |core| core.tick(now, n.is_multiple_of(4)), evict(None));
-            s.flush(&c, now).await;
+            s.flush(&c, None).await;
             if n.is_multiple_of(4) {
-                let h = s.histogram.borrow();
-                st.latency_p50_ns
-                    .store(h.value_at_quantile(0.5), Ordering::Relaxed);
-                st.latency_p99_ns
-                    .store(h.value_at_quantile(0.99), Ordering::Relaxed);
-                st.latency_p999_ns
-                    .store(h.value_at_quantile(0.999), Ordering::Relaxed);
-                st.latency_max_ns.store(h.max(), Ordering::Relaxed);
-                st.latency_samples.store(h.len(), Ordering::Relaxed);
-                for (bucket, &le) in st
-                    .latency_buckets
-                    .iter()
-                    .zip(&crate::stats::LATENCY_BUCKETS_NS)
-                {
-                    bucket.store(h.count_between(0, le), Ordering::Relaxed);
-                }
-                let sum = h.mean() * h.len() as f64;
-                st.latency_sum_ns.store(sum as u64, Ordering::Relaxed);
+                s.latency.borrow_mut().publish(&st, now);
             }
         }
     })
     .detach();
 
-    // The packet path: receive, handle, send.
+    // The packet path: receive a batch, handle it, send. While datagrams are queued the socket
+    // is drained with `recvmmsg` (no io_uring round trip, one syscall per batch); once it is
+    // empty, glommio waits for the next datagram (io_uring), and draining resumes after it.
+    let fd = sock.as_raw_fd();
+    let mut batch = BatchReceiver::new(RECV_BUFFER);
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
+        let n = match batch.recv_batch(fd) {
+            Ok(n) => n,
             Err(e) => {
-                tracing::debug!(error = %e, "recv failed");
-                glommio::yield_if_needed().await;
-                continue;
+                tracing::debug!(error = %e, "recvmmsg failed");
+                0
             }
         };
-        let now = Instant::now();
-        if n < RECV_BUFFER {
-            let _ = guarded(
-                &core,
-                |c| c.handle_datagram(&buf[..n], Remote::Udp(from), now),
-                // Looked up only after a panic: no extra lookup per datagram.
-                |c| fail_transport(c.transport_of_addr(&Remote::Udp(from)))(c),
-            );
-            sending.flush(&core, now).await;
+        if n == 0 {
+            let (len, from) = match sock.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::debug!(error = %e, "recv failed");
+                    glommio::yield_if_needed().await;
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            if len < RECV_BUFFER {
+                handle_udp(&core, &buf[..len], from, now);
+                sending.flush(&core, Some(now)).await;
+            }
+            continue;
         }
+        let now = Instant::now();
+        for i in 0..n {
+            let Some(d) = batch.get(i) else { continue };
+            if d.truncated {
+                continue;
+            }
+            handle_udp(&core, d.data, d.from, now);
+            // A packet's copies go out before the next packet is handled: batching the sends
+            // of several packets would save little (the kernel's per-datagram work dominates)
+            // and make the first packets wait for the others.
+            if sending.queued(&core) >= FLUSH_AT {
+                sending.flush(&core, Some(now)).await;
+            }
+        }
+        sending.flush(&core, Some(now)).await;
         glommio::yield_if_needed().await;
     }
+}
+
+/// Handles one UDP datagram; a panic closes the transport it came for, nothing else.
+fn handle_udp(core: &Shared, data: &[u8], from: SocketAddr, now: Instant) {
+    let _ = guarded(
+        core,
+        |c| c.handle_datagram(data, Remote::Udp(from), now),
+        // Looked up only after a panic: no extra lookup per datagram.
+        |c| fail_transport(c.transport_of_addr(&Remote::Udp(from)))(c),
+    );
 }
 
 #[cfg(test)]

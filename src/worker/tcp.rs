@@ -230,7 +230,7 @@ pub(super) async fn accept_loop(
                 conn: id,
             };
             let _ = guarded(&core, |c| c.tcp_closed(remote), |_| {});
-            sending.flush(&core, Instant::now()).await;
+            sending.flush(&core, None).await;
         })
         .detach();
     }
@@ -273,7 +273,7 @@ async fn serve(
                         |c| fail_transport(c.transport_of_addr(&remote))(c),
                     );
                 });
-                sending.flush(core, now).await;
+                sending.flush(core, Some(now)).await;
                 if let Err(e) = fed {
                     stats.tcp_framing_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(%peer, error = %e, "ICE-TCP connection closed: bad framing");
