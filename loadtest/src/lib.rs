@@ -81,6 +81,10 @@ pub struct Args {
     /// RFC 4571 framing) instead of UDP
     #[arg(long)]
     pub tcp: bool,
+    /// Every track starts its pacing at the same instant, so all publishers send at once each
+    /// interval (synchronised bursts, as loadtest did before spreading the tracks' phases)
+    #[arg(long)]
+    pub aligned_start: bool,
     /// Conference rooms of this many peers: every peer publishes (video, plus audio with
     /// --audio) and consumes every other peer's tracks (overrides --publishers/--subscribers)
     #[arg(long)]
@@ -410,9 +414,10 @@ fn run_step(args: &Args, step: Step, dtls: &DtlsClient) -> Result<StepResult, St
     for (i, s) in subs.into_iter().enumerate() {
         groups[i % threads].push(s);
     }
+    let aligned = args.aligned_start;
     let (send, received, cpu) = std::thread::scope(|scope| {
         let phase = &phase;
-        let sender = scope.spawn(move || media::send_loop(publishers, phase));
+        let sender = scope.spawn(move || media::send_loop(publishers, phase, aligned));
         let receivers: Vec<_> = groups
             .into_iter()
             .map(|g| scope.spawn(move || media::receive_loop(g, args.sample, phase)))

@@ -193,13 +193,24 @@ pub struct SendTotals {
 }
 
 /// Paces every publisher's tracks until `phase` says stop. Counts only the measured phase.
-pub fn send_loop(mut publishers: Vec<Publisher>, phase: &AtomicU8) -> SendTotals {
+pub fn send_loop(mut publishers: Vec<Publisher>, phase: &AtomicU8, aligned: bool) -> SendTotals {
     let mut totals = SendTotals::default();
     let mut plain = Vec::with_capacity(2048);
     let start = Instant::now();
+    // Tracks start spread over their interval, as independent browsers are: all of them due
+    // at the same instant (`aligned`) hit the server as one burst per interval, which no room
+    // of real peers sends.
+    let tracks: usize = publishers.iter().map(|p| p.tracks.len()).sum();
+    let mut k = 0u32;
     for p in &mut publishers {
         for t in &mut p.tracks {
-            t.next_due = start;
+            let phase = if aligned {
+                0.0
+            } else {
+                f64::from(k) / tracks.max(1) as f64
+            };
+            t.next_due = start + t.interval.mul_f64(phase);
+            k += 1;
         }
     }
     let mut measuring = false;
