@@ -3,9 +3,10 @@
 //! Over ICE-TCP (`--tcp`) every RFC 4571 frame counts as one datagram would.
 
 use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -42,8 +43,79 @@ pub const PHASE_STOP: u8 = 2;
 
 /// Nanoseconds since the process's first call: the clock both stamps and receipts use.
 pub fn now_ns() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    start().0.elapsed().as_nanos() as u64
+}
+
+/// The clock's origin: an `Instant` and the wall-clock time (ns since the epoch) at that moment.
+fn start() -> &'static (Instant, u64) {
+    static START: OnceLock<(Instant, u64)> = OnceLock::new();
+    START.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        (Instant::now(), wall)
+    })
+}
+
+/// A kernel receive timestamp (`SO_TIMESTAMPNS`, wall clock) on the `now_ns` scale.
+fn wall_to_now_ns(wall_ns: u64) -> u64 {
+    wall_ns.saturating_sub(start().1)
+}
+
+/// Asks the kernel to stamp each datagram of `socket` with its arrival time.
+fn enable_rx_timestamps(socket: &impl AsRawFd) -> std::io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and an int option of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// One datagram and, when the kernel stamped it, its arrival on the `now_ns` scale.
+fn recv_stamped(socket: &impl AsRawFd, buf: &mut [u8]) -> std::io::Result<(usize, Option<u64>)> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one timespec control message, aligned.
+    let mut control = [0u64; 8];
+    // SAFETY: zeroed msghdr is valid; every pointer set below outlives the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: msg points at live buffers of the sizes given.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let mut stamp = None;
+    // SAFETY: the kernel filled msg_control with msg_controllen bytes of control messages.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
+            {
+                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
+                let wall = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+                stamp = Some(wall_to_now_ns(wall));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok((n as usize, stamp))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -415,6 +487,7 @@ fn count_packet(
     srtp: &mut SrtpSession,
     totals: &mut ReceiveTotals,
     at: &Receipt,
+    arrived_ns: Option<u64>,
 ) {
     let n = packet.len();
     // RTP only (RFC 7983 first byte 128..=191, RTCP payload types excluded).
@@ -438,7 +511,7 @@ fn count_packet(
     let mut plain = srtp.take_rx_buffer();
     plain.extend_from_slice(packet);
     if srtp.unprotect_rtp(&mut plain).is_ok() {
-        let received_at = now_ns();
+        let received_at = arrived_ns.unwrap_or_else(now_ns);
         if let Some(h) = parse_rtp(&plain) {
             let offset = h.payload_start + kind.stamp_offset();
             if let Some(stamp) = plain.get(offset..offset + 8) {
@@ -465,12 +538,14 @@ enum Polled {
     Closed,
 }
 
-/// Receives for `subscribers` with one mio poll until `phase` says stop; decrypts every
-/// `sample`-th packet of each subscriber for the latency histogram. UDP sockets and ICE-TCP
+/// Receives for `subscribers` with one mio poll (every `interval`, or as packets arrive when it
+/// is zero) until `phase` says stop; decrypts every `sample`-th packet of each subscriber for
+/// the latency histogram. UDP sockets and ICE-TCP
 /// connections alike (a thread may hold both).
 pub fn receive_loop(
     mut subscribers: Vec<Subscriber>,
     sample: u64,
+    interval: Duration,
     phase: &AtomicU8,
 ) -> std::io::Result<ReceiveTotals> {
     use mio::{Events, Interest, Poll, Token};
@@ -482,6 +557,7 @@ pub fn receive_loop(
             Link::Udp(socket) => {
                 let std_socket = socket.try_clone()?;
                 std_socket.set_nonblocking(true)?;
+                enable_rx_timestamps(&std_socket)?;
                 Polled::Udp(mio::net::UdpSocket::from_std(std_socket))
             }
             Link::Tcp(link) => {
@@ -541,7 +617,14 @@ pub fn receive_loop(
                 s.streams.iter_mut().for_each(Stream::reset);
             }
         }
-        poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        if interval.is_zero() {
+            poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+        } else {
+            // Paced: sleep to the next tick, then take whatever arrived meanwhile (UDP packets
+            // carry their kernel arrival time, so the wait is not counted as latency).
+            std::thread::sleep(interval);
+            poll.poll(&mut events, Some(Duration::ZERO))?;
+        }
         let now = Instant::now();
         for s in subscribers.iter_mut() {
             let due = s.next_consent <= now;
@@ -575,8 +658,8 @@ pub fn receive_loop(
             let sub = &mut subscribers[i];
             match &mut sockets[i] {
                 Polled::Udp(socket) => loop {
-                    let n = match socket.recv(&mut buf) {
-                        Ok(n) => n,
+                    let (n, arrived) = match recv_stamped(socket, &mut buf) {
+                        Ok(got) => got,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
                         Err(e) => return Err(e),
@@ -588,6 +671,7 @@ pub fn receive_loop(
                         &mut sub.srtp,
                         &mut totals,
                         &receipt,
+                        arrived,
                     );
                 },
                 Polled::Tcp(stream) => {
@@ -603,6 +687,7 @@ pub fn receive_loop(
                                 &mut sub.srtp,
                                 &mut totals,
                                 &receipt,
+                                None,
                             )
                         });
                         match read {
@@ -647,6 +732,29 @@ pub fn receive_loop(
 mod tests {
     use super::*;
     use sfu::rtc::keyframe::{is_keyframe, VideoCodec};
+
+    #[test]
+    fn a_datagram_carries_its_kernel_arrival_time_on_the_now_ns_scale() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_rx_timestamps(&rx).unwrap();
+        let before = now_ns();
+        tx.send_to(b"stamped", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let after = now_ns();
+        let mut buf = [0u8; 64];
+        let (n, stamp) = recv_stamped(&rx, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"stamped");
+        let stamp = stamp.expect("SO_TIMESTAMPNS stamp");
+        // Sent before the 20 ms wait: the stamp is nearer `before` than `after`. The two clocks
+        // are converted once, so allow a millisecond either way.
+        assert!(
+            stamp + 1_000_000 >= before && stamp < after - 10_000_000,
+            "{before} {stamp} {after}"
+        );
+        let err = recv_stamped(&rx, &mut buf).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    }
 
     #[test]
     fn loss_is_counted_from_sequence_gaps_across_the_16_bit_wrap() {
