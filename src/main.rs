@@ -118,11 +118,11 @@ fn print_latency(stats: &[Arc<sfu::stats::WorkerStats>]) {
     for s in stats {
         tracing::info!(
             worker = s.id,
-            samples = s.latency_samples.load(Relaxed),
-            p50_us = us(&s.latency_p50_ns),
-            p99_us = us(&s.latency_p99_ns),
-            p999_us = us(&s.latency_p999_ns),
-            max_us = us(&s.latency_max_ns),
+            samples = s.latency_total.samples.load(Relaxed),
+            p50_us = us(&s.latency_total.p50_ns),
+            p99_us = us(&s.latency_total.p99_ns),
+            p999_us = us(&s.latency_total.p999_ns),
+            max_us = us(&s.latency_total.max_ns),
             handoff_p50_us = us(&s.handoff_total.p50_ns),
             handoff_p99_us = us(&s.handoff_total.p99_ns),
             kernel_p50_us = us(&s.kernel_total.p50_ns),

@@ -54,13 +54,9 @@ pub struct WorkerStats {
     pub tcp_idle_closed: AtomicU64,
     pub tcp_framing_errors: AtomicU64,
     pub tcp_send_dropped: AtomicU64,
-    /// Forwarding latency percentiles in nanoseconds (socket in → socket out), refreshed
-    /// about once a second by the worker.
-    pub latency_p50_ns: AtomicU64,
-    pub latency_p99_ns: AtomicU64,
-    pub latency_p999_ns: AtomicU64,
-    pub latency_max_ns: AtomicU64,
-    pub latency_samples: AtomicU64,
+    /// Forwarding latency since start (arrival → the send call carrying the copy returned),
+    /// refreshed about once a second by the worker.
+    pub latency_total: Percentiles,
     /// Cumulative forwarding-latency histogram for `/metrics`: samples ≤ each bound of
     /// [`LATENCY_BUCKETS_NS`], and the sum of all samples (ns).
     pub latency_buckets: [AtomicU64; LATENCY_BUCKETS_NS.len()],

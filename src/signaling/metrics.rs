@@ -237,7 +237,7 @@ pub fn render(workers: &[&WorkerStats], websockets: usize) -> String {
             let labels = format!("worker=\"{id}\",le=\"{}\"", le as f64 / 1e9);
             e.sample(&format!("{name}_bucket"), &labels, load(bucket));
         }
-        let count = load(&w.latency_samples);
+        let count = load(&w.latency_total.samples);
         e.sample(
             &format!("{name}_bucket"),
             &format!("worker=\"{id}\",le=\"+Inf\""),
@@ -277,7 +277,7 @@ mod tests {
         let a = WorkerStats::new(0, Some(0));
         let b = WorkerStats::new(1, None);
         a.packets_in.store(7, Ordering::Relaxed);
-        a.latency_samples.store(3, Ordering::Relaxed);
+        a.latency_total.samples.store(3, Ordering::Relaxed);
         a.latency_buckets[0].store(2, Ordering::Relaxed);
         let text = render(&[&a, &b], 4);
         assert!(text.contains("sfu_packets_in_total{worker=\"0\"} 7\n"));

@@ -390,13 +390,7 @@ pub fn worker_stats(s: &WorkerStats) -> Value {
             "sendDropped": l(&s.tcp_send_dropped),
         },
         "dataChannels": data_channel_stats(),
-        "forwardLatencyNs": {
-            "p50": l(&s.latency_p50_ns),
-            "p99": l(&s.latency_p99_ns),
-            "p999": l(&s.latency_p999_ns),
-            "max": l(&s.latency_max_ns),
-            "samples": l(&s.latency_samples),
-        },
+        "forwardLatencyNs": percentiles(&s.latency_total),
         "latency": {
             "sinceStart": {
                 "handoffNs": percentiles(&s.handoff_total),

@@ -89,14 +89,7 @@ impl LatencyRecorder {
     /// next window).
     pub fn publish(&mut self, st: &WorkerStats, now: Instant) {
         let t = &self.since_start.total;
-        st.latency_p50_ns
-            .store(t.value_at_quantile(0.5), Ordering::Relaxed);
-        st.latency_p99_ns
-            .store(t.value_at_quantile(0.99), Ordering::Relaxed);
-        st.latency_p999_ns
-            .store(t.value_at_quantile(0.999), Ordering::Relaxed);
-        st.latency_max_ns.store(t.max(), Ordering::Relaxed);
-        st.latency_samples.store(t.len(), Ordering::Relaxed);
+        st.latency_total.publish(t);
         for (bucket, &le) in st.latency_buckets.iter().zip(&LATENCY_BUCKETS_NS) {
             bucket.store(t.count_between(0, le), Ordering::Relaxed);
         }
@@ -135,11 +128,11 @@ mod tests {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         assert_eq!(get(&st.handoff_total.samples), 11);
         assert_eq!(get(&st.kernel_total.samples), 10);
-        assert_eq!(get(&st.latency_samples), 11);
+        assert_eq!(get(&st.latency_total.samples), 11);
         let near = |v: u64, want: u64| v.abs_diff(want) <= want / 100;
         assert!(near(get(&st.handoff_total.p99_ns), 20_000));
         assert!(near(get(&st.kernel_total.p50_ns), 30_000));
-        assert!(near(get(&st.latency_p99_ns), 50_000));
+        assert!(near(get(&st.latency_total.p99_ns), 50_000));
         // The window is not complete yet: nothing published for it.
         assert_eq!(get(&st.windows), 0);
         assert_eq!(get(&st.window_total.samples), 0);
