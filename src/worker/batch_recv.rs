@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::io::RawFd;
 
 /// Datagrams per `recvmmsg` call: enough that a busy socket costs one syscall per tens of
-/// datagrams, few enough that the first datagram of a batch does not wait long for the others
-/// to be handled (the worker also sends as soon as a batch's worth of copies is queued).
+/// datagrams, few enough that the last datagram of a batch does not wait long behind the
+/// others (the worker sends each datagram's copies before handling the next).
 pub const BATCH: usize = 32;
 
 /// One received datagram of the last batch.

@@ -37,8 +37,6 @@ const RECV_BUFFER: usize = 2048;
 /// (it counts against `ulimit -l`).
 const IO_MEMORY: usize = 512 * 1024;
 const TICK: Duration = Duration::from_millis(250);
-/// Queued datagrams at which the receive loop sends before handling the next datagram.
-const FLUSH_AT: usize = 1;
 
 pub struct WorkerOptions {
     pub id: usize,
@@ -280,11 +278,6 @@ impl Sending {
         out.clear();
         *self.spare.borrow_mut() = out;
     }
-
-    /// Datagrams queued in the core's outbox, not yet sent.
-    fn queued(&self, core: &Shared) -> usize {
-        core.borrow().env.outbox.len()
-    }
 }
 
 async fn run(
@@ -468,12 +461,9 @@ async fn run(
             handle_udp(&core, d.data, d.from, now);
             // A packet's copies go out before the next packet is handled: batching the sends
             // of several packets would save little (the kernel's per-datagram work dominates)
-            // and make the first packets wait for the others.
-            if sending.queued(&core) >= FLUSH_AT {
-                sending.flush(&core, Some(now)).await;
-            }
+            // and make the first packets wait for the others. Nothing queued: returns at once.
+            sending.flush(&core, Some(now)).await;
         }
-        sending.flush(&core, Some(now)).await;
         glommio::yield_if_needed().await;
     }
 }
