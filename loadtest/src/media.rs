@@ -64,22 +64,7 @@ fn wall_to_now_ns(wall_ns: u64) -> u64 {
 
 /// Asks the kernel to stamp each datagram of `socket` with its arrival time.
 fn enable_rx_timestamps(socket: &impl AsRawFd) -> std::io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: a valid socket descriptor and an int option of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::transport::set_socket_option(socket, libc::SO_TIMESTAMPNS, 1)
 }
 
 /// One datagram and, when the kernel stamped it, its arrival on the `now_ns` scale.

@@ -360,18 +360,31 @@ fn candidate_address(c: &Value) -> Result<SocketAddr, String> {
 }
 
 fn set_buffer_sizes(socket: &impl std::os::fd::AsRawFd) {
-    let size: libc::c_int = 1 << 20;
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: a valid fd and a c_int option value of the right size.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &size as *const libc::c_int as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        let _ = set_socket_option(socket, opt, 1 << 20);
+    }
+}
+
+/// Sets the `SOL_SOCKET` int option `opt` of `socket` to `value`.
+pub(crate) fn set_socket_option(
+    socket: &impl std::os::fd::AsRawFd,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a valid fd and a c_int option value of the right size that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
