@@ -182,6 +182,21 @@ pub struct Cli {
     /// Seconds a TURN credential stays valid.
     #[arg(long, env = "SFU_TURN_TTL")]
     pub turn_ttl: Option<u64>,
+    // --- Cluster (shared/protocol.md "Cluster"; docs/operations.md) ---
+    /// Joins a cluster through this Redis (`redis://host:port`); needs --public-url. Unset: a
+    /// single node.
+    #[arg(long, env = "SFU_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<Secret>,
+    /// The http(s) base URL clients reach this node at (e.g. `https://node1.example:8000`);
+    /// other nodes send clients of this node's rooms there.
+    #[arg(long, env = "SFU_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// This node's id in the cluster (default: derived from --public-url).
+    #[arg(long, env = "SFU_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Seconds a draining server (after SIGTERM) keeps its rooms before it stops anyway.
+    #[arg(long, env = "SFU_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<u64>,
     // --- Access (shared/protocol.md "Access"; docs/operations.md) ---
     /// Turns access control on: the HS256 secret every token is signed with (/ws, /api and
     /// /hls then need tokens; `sfu token` makes them).
@@ -306,6 +321,11 @@ struct FileConfig {
     turn_urls: Option<String>,
     turn_secret: Option<Secret>,
     turn_ttl: Option<u64>,
+    // --- Cluster ---
+    redis_url: Option<Secret>,
+    public_url: Option<String>,
+    node_id: Option<String>,
+    drain_timeout: Option<u64>,
     // --- Access ---
     auth_secret: Option<Secret>,
     join_rate_per_ip: Option<f64>,
@@ -376,6 +396,12 @@ pub struct Config {
     pub turn_urls: Vec<String>,
     pub turn_secret: Option<Secret>,
     pub turn_ttl: u64,
+    // --- Cluster (no Redis URL: a single node) ---
+    pub redis_url: Option<Secret>,
+    pub public_url: Option<String>,
+    pub node_id: Option<String>,
+    /// Seconds; at least 1.
+    pub drain_timeout: u64,
     // --- Access (no secret: off) ---
     pub auth_secret: Option<Secret>,
     pub join_rate_per_ip: f64,
@@ -464,6 +490,11 @@ impl Default for Config {
             turn_urls: Vec::new(),
             turn_secret: None,
             turn_ttl: 86_400,
+            // --- Cluster ---
+            redis_url: None,
+            public_url: None,
+            node_id: None,
+            drain_timeout: 600,
             // --- Access ---
             auth_secret: None,
             // Generous: a load test or a browser test joins hundreds of peers from one address.
@@ -694,6 +725,25 @@ impl Config {
                 .filter(|s| !s.0.is_empty())
                 .or(d.turn_secret),
             turn_ttl: cli.turn_ttl.or(file.turn_ttl).unwrap_or(d.turn_ttl),
+            redis_url: cli
+                .redis_url
+                .clone()
+                .or(file.redis_url)
+                .filter(|s| !s.0.is_empty()),
+            public_url: cli
+                .public_url
+                .clone()
+                .or(file.public_url)
+                .filter(|s| !s.is_empty()),
+            node_id: cli
+                .node_id
+                .clone()
+                .or(file.node_id)
+                .filter(|s| !s.is_empty()),
+            drain_timeout: cli
+                .drain_timeout
+                .or(file.drain_timeout)
+                .unwrap_or(d.drain_timeout),
             auth_secret: cli
                 .auth_secret
                 .clone()
@@ -868,6 +918,33 @@ impl Config {
         if self.turn_ttl == 0 {
             return Err(ConfigError::Invalid("turn_ttl must be >= 1 second".into()));
         }
+        // --- Cluster ---
+        if self.drain_timeout == 0 {
+            return Err(ConfigError::Invalid(
+                "drain_timeout must be >= 1 second".into(),
+            ));
+        }
+        if let Some(url) = &self.public_url {
+            let ok = url.starts_with("http://") || url.starts_with("https://");
+            if !ok || url.len() > 512 {
+                return Err(ConfigError::Invalid(format!(
+                    "public_url: {url:?} must be the http(s) base URL clients reach this node                      at, e.g. http://10.0.0.5:8000"
+                )));
+            }
+        }
+        if let Some(id) = &self.node_id {
+            if !crate::signaling::protocol::is_valid_room_id(id) {
+                return Err(ConfigError::Invalid(
+                    "node_id must be 1-64 characters of [A-Za-z0-9_-]".into(),
+                ));
+            }
+        }
+        if self.redis_url.is_some() && self.public_url.is_none() {
+            return Err(ConfigError::Invalid(
+                "redis_url is set but public_url is not: set SFU_PUBLIC_URL (or --public-url)                  to the http(s) URL clients reach this node at, so other nodes can send them                  here"
+                    .into(),
+            ));
+        }
         if self.ice_tcp_max_connections == 0
             || self.ice_tcp_max_per_ip == 0
             || self.ice_tcp_idle_timeout_ms == 0
@@ -895,6 +972,21 @@ impl Config {
     }
 
     /// The token checker (signaling/access.rs); None: access is off.
+    /// The cluster settings, if a Redis URL is set (validation made sure of the public URL).
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterConfig> {
+        let redis = self.redis_url.as_ref()?;
+        let public = self.public_url.as_deref()?;
+        let id = self
+            .node_id
+            .clone()
+            .unwrap_or_else(|| node_id_from_url(public));
+        Some(crate::cluster::ClusterConfig::new(
+            redis.0.clone(),
+            id,
+            public,
+        ))
+    }
+
     pub fn access(&self) -> Option<std::sync::Arc<crate::signaling::access::Access>> {
         let secret = self.auth_secret.as_ref()?;
         Some(std::sync::Arc::new(crate::signaling::access::Access::new(
@@ -935,6 +1027,22 @@ impl Config {
 }
 
 /// `a, b,,c` → `["a", "b", "c"]`.
+/// `http://10.0.0.5:8000` → `10-0-0-5-8000`: a valid id, the same on every restart.
+fn node_id_from_url(url: &str) -> String {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let id: String = authority
+        .trim_end_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        "node".into()
+    } else {
+        id
+    }
+}
+
 fn split_list(list: &str) -> Vec<String> {
     list.split(',')
         .map(str::trim)

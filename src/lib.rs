@@ -9,6 +9,7 @@
 //! - [`rtc`]: sans-IO protocol pieces (ICE-lite, DTLS bridge, SRTP, RTP rewrite, RTCP).
 
 pub mod channel;
+pub mod cluster;
 pub mod config;
 pub mod hls;
 pub mod ids;

@@ -12,6 +12,7 @@ use sfu::signaling::session::{Signaling, SignalingLimits, WorkerLink};
 use sfu::worker::{self, WorkerOptions};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,17 +94,74 @@ fn block_termination_signals() -> libc::sigset_t {
     }
 }
 
+/// How the server stops: SIGINT at once; SIGTERM drains (no new rooms, `/healthz` 503) until
+/// the rooms are empty or `timeout` passed; a second signal during the drain stops at once.
+struct Drain {
+    flag: Arc<AtomicBool>,
+    timeout: Duration,
+    stats: Vec<Arc<sfu::stats::WorkerStats>>,
+}
+
+impl Drain {
+    fn rooms(&self) -> usize {
+        self.stats
+            .iter()
+            .map(|s| s.get(sfu::stats::Counted::Room))
+            .sum()
+    }
+
+    /// Blocks until the drain is over: true if it ended early because of another signal.
+    fn run(&self, set: &libc::sigset_t) -> bool {
+        self.flag.store(true, Ordering::SeqCst);
+        let started = std::time::Instant::now();
+        tracing::info!(
+            rooms = self.rooms(),
+            timeout_secs = self.timeout.as_secs(),
+            "SIGTERM: draining (no new rooms here; stopping once the rooms are empty; SIGTERM again stops at once)"
+        );
+        let tick = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
+        loop {
+            if self.rooms() == 0 {
+                tracing::info!("drained: no rooms left");
+                return false;
+            }
+            if started.elapsed() >= self.timeout {
+                tracing::warn!(
+                    rooms = self.rooms(),
+                    "drain timeout: stopping with rooms still open"
+                );
+                return false;
+            }
+            // SAFETY: sigtimedwait reads the set and the timeout; no siginfo is wanted.
+            if unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &tick) } > 0 {
+                return true;
+            }
+        }
+    }
+}
+
 /// Waits (on its own thread) for SIGINT/SIGTERM, then stops the signaling loop.
-fn wait_for_termination(set: libc::sigset_t, stop: sfu::signaling::edge::ShutdownHandle) {
+fn wait_for_termination(
+    set: libc::sigset_t,
+    stop: sfu::signaling::edge::ShutdownHandle,
+    drain: Drain,
+) {
     let spawned = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut sig: libc::c_int = 0;
             // SAFETY: sigwait reads the set and writes the signal number into `sig`.
-            if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
-                tracing::info!(signal = sig, "stopping");
-                stop.shutdown();
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                return;
             }
+            if sig == libc::SIGTERM && drain.run(&set) {
+                tracing::info!("second signal: stopping now");
+            }
+            tracing::info!(signal = sig, "stopping");
+            stop.shutdown();
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "no signal thread; SIGINT/SIGTERM will not stop the server");
@@ -278,6 +336,29 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     if !cfg.web_root.join("index.html").exists() {
         tracing::warn!(web_root = %cfg.web_root.display(), "web UI not built; run `make run` (or `make web`)");
     }
+    let draining = Arc::new(AtomicBool::new(false));
+    let cluster = match cfg.cluster() {
+        Some(cluster_cfg) => {
+            let (reply_tx, reply_rx) = mio_mailbox(edge.waker());
+            let (node_id, public_url) =
+                (cluster_cfg.node_id.clone(), cluster_cfg.public_url.clone());
+            let (thread, view) = sfu::cluster::spawn(
+                cluster_cfg,
+                worker_stats.clone(),
+                draining.clone(),
+                reply_tx,
+            )?;
+            let link = sfu::cluster::ClusterLink {
+                node_id,
+                public_url,
+                jobs: thread.jobs.clone(),
+                replies: reply_rx,
+                view,
+            };
+            Some((thread, link))
+        }
+        None => None,
+    };
     let mut signaling = Signaling::new(
         links,
         out_rx,
@@ -302,12 +383,28 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             run_as: ffmpeg_run_as,
             ..HlsConfig::default()
         })),
-    );
-    wait_for_termination(signals, edge.shutdown_handle());
+    )
+    .with_draining(draining.clone());
+    let cluster_thread = match cluster {
+        Some((thread, link)) => {
+            signaling = signaling.with_cluster(link);
+            Some(thread)
+        }
+        None => None,
+    };
+    let drain = Drain {
+        flag: draining,
+        timeout: Duration::from_secs(cfg.drain_timeout),
+        stats: worker_stats.clone(),
+    };
+    wait_for_termination(signals, edge.shutdown_handle(), drain);
     let edge_thread = std::thread::Builder::new()
         .name("signaling".into())
         .spawn(move || edge.run(&mut signaling))?;
     let result = edge_thread.join();
+    if let Some(thread) = cluster_thread {
+        thread.stop();
+    }
     print_latency(&worker_stats);
     match result {
         Ok(Ok(())) => Ok(()),

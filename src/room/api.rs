@@ -405,6 +405,8 @@ pub enum ErrorCode {
     Limit,
     /// The access token does not grant it (shared/protocol.md "Access").
     Forbidden,
+    /// Cluster: the room lives on another node (`ApiError::url` is its WebSocket URL).
+    Moved,
     Internal,
 }
 
@@ -417,6 +419,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "unsupported",
             ErrorCode::Limit => "limit",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Moved => "moved",
             ErrorCode::Internal => "internal",
         }
     }
@@ -427,6 +430,8 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// `moved` only: the WebSocket URL of the node the client should join on.
+    pub url: Option<String>,
 }
 
 impl ApiError {
@@ -434,6 +439,14 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            url: None,
+        }
+    }
+    /// `moved`: the room lives on the node at `url` (a WebSocket URL).
+    pub fn moved(url: String, message: impl Into<String>) -> Self {
+        Self {
+            url: Some(url),
+            ..Self::new(ErrorCode::Moved, message)
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {

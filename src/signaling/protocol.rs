@@ -488,9 +488,11 @@ pub fn response_ok(id: u32, data: Value) -> String {
 }
 
 pub fn response_err(id: u32, err: &ApiError) -> String {
-    json!({"response": true, "id": id, "ok": false,
-           "error": {"code": err.code.as_str(), "message": err.message}})
-    .to_string()
+    let mut error = json!({"code": err.code.as_str(), "message": err.message});
+    if let Some(url) = &err.url {
+        error["url"] = json!(url);
+    }
+    json!({"response": true, "id": id, "ok": false, "error": error}).to_string()
 }
 
 pub fn notification(method: &str, data: Value) -> String {

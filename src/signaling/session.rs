@@ -13,12 +13,14 @@ use super::protocol::{
 };
 use super::rate::{SocketRates, TokenBucket, Verdict};
 use crate::channel::{Receiver, Sender};
+use crate::cluster::{ClusterJob, ClusterLink, Placement};
 use crate::hls::{HlsAction, HlsManager};
 use crate::room::api::{Job, JobKind, Outbound};
 use crate::stats::{Counted, WorkerStats};
 use serde_json::{json, Value};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -148,6 +150,12 @@ pub struct Signaling {
     heartbeats: Vec<(u64, Instant)>,
     /// Joins per source address; an address whose bucket refilled is forgotten.
     join_rates: HashMap<IpAddr, TokenBucket>,
+    /// Set on SIGTERM: no new rooms here, `/healthz` answers 503.
+    draining: Arc<AtomicBool>,
+    /// The cluster thread, when this node is part of a cluster.
+    cluster: Option<ClusterLink>,
+    /// Joins waiting for the cluster's placement: the display name to join with.
+    placing: HashMap<(ConnId, u32), String>,
 }
 
 impl Signaling {
@@ -168,7 +176,26 @@ impl Signaling {
             limits,
             heartbeats: vec![(0, Instant::now()); n],
             join_rates: HashMap::new(),
+            draining: Arc::new(AtomicBool::new(false)),
+            cluster: None,
+            placing: HashMap::new(),
         }
+    }
+
+    /// The flag SIGTERM sets (the signal thread and the cluster thread share it).
+    pub fn with_draining(mut self, draining: Arc<AtomicBool>) -> Self {
+        self.draining = draining;
+        self
+    }
+
+    /// Places rooms through the cluster (shared/protocol.md "Cluster").
+    pub fn with_cluster(mut self, link: ClusterLink) -> Self {
+        self.cluster = Some(link);
+        self
+    }
+
+    fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Answers `req_id` from here, after anything still in flight for this socket.
@@ -381,7 +408,48 @@ impl Signaling {
         }
     }
 
+    /// A room hosted here is joined at once; a new room is placed by the cluster first (the
+    /// answer comes back through `placed`, frames of this socket are held meanwhile), or
+    /// created here when this is a single node that is not draining.
     fn join(
+        &mut self,
+        conn: ConnId,
+        req_id: u32,
+        room_id: Arc<str>,
+        display_name: String,
+        out: &mut EdgeOut,
+    ) {
+        if self.rooms.contains_key(&room_id) {
+            return self.join_here(conn, req_id, room_id, display_name, out);
+        }
+        if let Some(link) = &self.cluster {
+            let job = ClusterJob::Place {
+                conn,
+                req_id,
+                room_id,
+            };
+            if link.jobs.send(job).is_err() {
+                let e = ApiError::internal("the cluster thread has stopped; restart this node");
+                return self.answer(conn, req_id, Err(e), out);
+            }
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.slots.push_back(Slot::Waiting { req_id, join: true });
+            }
+            self.placing.insert((conn, req_id), display_name);
+            return;
+        }
+        if self.is_draining() {
+            let e = ApiError::invalid_state(
+                "this server is shutting down (draining) and takes no new rooms; try again on \
+                 another server",
+            );
+            return self.answer(conn, req_id, Err(e), out);
+        }
+        self.join_here(conn, req_id, room_id, display_name, out)
+    }
+
+    /// Joins the room on this node, creating it if needed.
+    fn join_here(
         &mut self,
         conn: ConnId,
         req_id: u32,
@@ -414,6 +482,9 @@ impl Signaling {
                         peers: Vec::new(),
                     },
                 );
+                if let Some(link) = &self.cluster {
+                    let _ = link.jobs.send(ClusterJob::RoomOpened(room_id.clone()));
+                }
                 w
             }
         };
@@ -490,6 +561,58 @@ impl Signaling {
             let w = entry.home;
             self.rooms.remove(room_id);
             self.worker_rooms[w] = self.worker_rooms[w].saturating_sub(1);
+            if let Some(link) = &self.cluster {
+                let _ = link.jobs.send(ClusterJob::RoomClosed(Arc::from(room_id)));
+            }
+        }
+    }
+
+    /// The cluster answered where a joining socket's room lives.
+    fn placed(&mut self, reply: crate::cluster::PlaceReply, out: &mut EdgeOut) {
+        let (conn, req_id) = (reply.conn, reply.req_id);
+        let Some(display_name) = self.placing.remove(&(conn, req_id)) else {
+            return;
+        };
+        if !self.conns.contains_key(&conn) {
+            return;
+        }
+        let error = match reply.placement {
+            Placement::Local => {
+                // The join proper takes the placeholder's place (frames stay held).
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.slots
+                        .retain(|s| !matches!(s, Slot::Waiting { req_id: r, .. } if *r == req_id));
+                }
+                let room_id = reply.room_id;
+                if self.is_draining() && !self.rooms.contains_key(&room_id) {
+                    ApiError::invalid_state(
+                        "this node is draining and no other node takes the room; try again in \
+                         a moment",
+                    )
+                } else {
+                    // Placed here (the lease already names this node).
+                    return self.join_here(conn, req_id, room_id, display_name, out);
+                }
+            }
+            Placement::Moved { node, ws_url } => ApiError::moved(
+                ws_url,
+                format!("the room lives on node {node}: reconnect to its url and join again"),
+            ),
+            Placement::Unavailable(message) => ApiError::internal(message),
+        };
+        if error.code != crate::room::api::ErrorCode::Moved {
+            tracing::debug!(conn, error = %error, "join-room: not placed");
+        }
+        let still_waiting = self.conns.get(&conn).is_some_and(|c| {
+            c.slots
+                .iter()
+                .any(|s| matches!(s, Slot::Waiting { req_id: r, .. } if *r == req_id))
+        });
+        if still_waiting {
+            self.on_response(conn, req_id, Err(error), out);
+        } else {
+            self.answer(conn, req_id, Err(error), out);
+            self.release_held(conn, out);
         }
     }
 
@@ -625,6 +748,63 @@ impl Signaling {
         }
     }
 
+    /// `GET /api/rooms/<id>`: the room's peers where it lives; on another node of a cluster,
+    /// `node` (and `url`) name where it lives.
+    fn room_json(&self, id: &str) -> HttpResponse {
+        if !super::protocol::is_valid_room_id(id) {
+            return api_not_found("no such room");
+        }
+        let node = self.cluster.as_ref().map(|c| c.node_id.as_str());
+        match self.rooms.get(id) {
+            Some(entry) if !entry.peers.is_empty() => {
+                let mut room = json!({
+                    "roomId": id,
+                    "peers": entry.peers.iter().map(|p| json!({"peerId": &*p.id, "displayName": p.display_name})).collect::<Vec<_>>(),
+                });
+                if let Some(node) = node {
+                    room["node"] = json!(node);
+                }
+                HttpResponse::json(200, &room)
+            }
+            _ => {
+                let view = self.cluster.as_ref().map(|c| c.view()).unwrap_or_default();
+                match view
+                    .rooms
+                    .get(id)
+                    .filter(|owner| Some(owner.as_str()) != node)
+                {
+                    Some(owner) => HttpResponse::json(
+                        200,
+                        &json!({
+                            "roomId": id,
+                            "node": owner,
+                            "url": view.node(owner).map(|n| n.url.as_str()),
+                        }),
+                    ),
+                    None => api_not_found("no such room"),
+                }
+            }
+        }
+    }
+
+    /// `GET /api/cluster`: every live node (a single node lists itself).
+    fn cluster_json(&self) -> Value {
+        let Some(link) = &self.cluster else {
+            let rooms = self.rooms.values().filter(|e| !e.peers.is_empty()).count();
+            let peers: usize = self.rooms.values().map(|e| e.peers.len()).sum();
+            return json!({"nodes": [{
+                "id": "local", "url": null, "rooms": rooms, "peers": peers,
+                "draining": self.is_draining(),
+            }]});
+        };
+        let view = link.view();
+        json!({
+            "node": link.node_id,
+            "connected": view.connected,
+            "nodes": view.nodes,
+        })
+    }
+
     fn stats_json(&self) -> Value {
         let sum = |c: Counted| -> usize { self.workers.iter().map(|w| w.stats.get(c)).sum() };
         json!({
@@ -664,22 +844,13 @@ impl EdgeHandler for Signaling {
                 405,
                 &json!({"error": {"code": "bad-request", "message": "method not allowed"}}),
             )),
+            ("GET", "/api/cluster") => Some(HttpResponse::json(200, &self.cluster_json())),
+            (_, "/api/cluster") => Some(HttpResponse::json(
+                405,
+                &json!({"error": {"code": "bad-request", "message": "method not allowed"}}),
+            )),
             ("GET", p) if p.starts_with("/api/rooms/") => {
-                let id = &p["/api/rooms/".len()..];
-                Some(match self.rooms.get(id) {
-                    Some(entry)
-                        if super::protocol::is_valid_room_id(id) && !entry.peers.is_empty() =>
-                    {
-                        HttpResponse::json(
-                            200,
-                            &json!({
-                                "roomId": id,
-                                "peers": entry.peers.iter().map(|p| json!({"peerId": &*p.id, "displayName": p.display_name})).collect::<Vec<_>>(),
-                            }),
-                        )
-                    }
-                    _ => api_not_found("no such room"),
-                })
+                Some(self.room_json(&p["/api/rooms/".len()..]))
             }
             ("DELETE", p) if p.starts_with("/api/rooms/") => {
                 Some(self.admin_delete(&p["/api/rooms/".len()..], out))
@@ -770,6 +941,9 @@ impl EdgeHandler for Signaling {
     }
 
     fn wake(&mut self, out: &mut EdgeOut) {
+        while let Some(reply) = self.cluster.as_ref().and_then(|c| c.replies.try_recv()) {
+            self.placed(reply, out);
+        }
         for _ in 0..MAX_OUTBOUND_PER_TURN {
             let Some(msg) = self.outbound.try_recv() else {
                 return;

@@ -32,7 +32,12 @@ impl Signaling {
 
     pub(super) fn healthz(&self) -> HttpResponse {
         let dead = self.dead_workers(Instant::now());
-        if dead.is_empty() {
+        if self.is_draining() {
+            HttpResponse::text(
+                503,
+                "draining: this node takes no new rooms and stops once its rooms are empty\n",
+            )
+        } else if dead.is_empty() {
             HttpResponse::text(200, "ok")
         } else {
             HttpResponse::text(503, &format!("workers not running: {dead:?}\n"))
