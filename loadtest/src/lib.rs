@@ -2,6 +2,7 @@
 //! P publishers × S subscribers with real ICE, DTLS and SRTP. See docs/performance.md.
 
 pub mod cpu;
+pub mod joins;
 pub mod media;
 pub mod probe;
 pub mod report;
@@ -9,7 +10,7 @@ pub mod signaling;
 pub mod tcp;
 pub mod transport;
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -98,7 +99,18 @@ pub struct Args {
     /// Room counts, one run each, e.g. "10,25,50" (overrides --rooms)
     #[arg(long, value_delimiter = ',')]
     pub rooms_sweep: Vec<usize>,
+    /// More signaling URLs (a cluster's other nodes, comma-separated): peers enter through
+    /// --url and these in turn, and follow `moved` to the room's node
+    #[arg(long, value_delimiter = ',')]
+    pub entry: Vec<String>,
+    /// Join benchmark instead of media: this many join-room calls (connect, join, stay) over
+    /// --rooms rooms from --setup-threads threads; reports joins/s and join latency
+    #[arg(long)]
+    pub joins: Option<usize>,
 }
+
+/// Joins so far, for the round robin over the entry URLs.
+static ENTERED: AtomicUsize = AtomicUsize::new(0);
 
 /// The shape of one step of a run.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +121,16 @@ pub struct Step {
 }
 
 impl Args {
+    /// The signaling URL the next peer enters through (--url, then each --entry, in turn).
+    pub fn entry(&self) -> &str {
+        let i = ENTERED.fetch_add(1, Ordering::Relaxed) % (1 + self.entry.len());
+        if i == 0 {
+            &self.url
+        } else {
+            &self.entry[i - 1]
+        }
+    }
+
     /// The transport every peer's media uses.
     pub fn protocol(&self) -> Protocol {
         if self.tcp {
@@ -190,8 +212,7 @@ fn setup_publisher(
     dtls: &DtlsClient,
     name: &str,
 ) -> Result<Published, String> {
-    let mut sig = Signaling::connect(&args.url)?;
-    let joined = sig.request("join-room", json!({"roomId": room, "displayName": name}))?;
+    let (mut sig, joined, _) = Signaling::join(args.entry(), room, name)?;
     let t = transport::open_link(&mut sig, "send", dtls, args.protocol())?;
     let cname = format!("lt{}", rand::random::<u32>());
     let video_ssrc = rand::random::<u32>() & !1;
@@ -234,11 +255,7 @@ fn setup_subscriber(
     room: &str,
     dtls: &DtlsClient,
 ) -> Result<(Signaling, Subscriber), String> {
-    let mut sig = Signaling::connect(&args.url)?;
-    let joined = sig.request(
-        "join-room",
-        json!({"roomId": room, "displayName": "loadtest-sub"}),
-    )?;
+    let (mut sig, joined, _) = Signaling::join(args.entry(), room, "loadtest-sub")?;
     let caps = joined["routerRtpCapabilities"].clone();
     let producers: Vec<Value> = joined["producers"]
         .as_array()

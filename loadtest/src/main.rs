@@ -5,6 +5,9 @@ use loadtest::{report, run, Args};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(joins) = args.joins {
+        return run_joins(&args, joins);
+    }
     let results = match run(&args) {
         Ok(r) => r,
         Err(e) => {
@@ -29,4 +32,28 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `--joins N`: the join benchmark (no media).
+fn run_joins(args: &Args, joins: usize) -> ExitCode {
+    let result = match loadtest::joins::run(args, joins) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", result.to_text());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&result).expect("results serialize");
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("loadtest: writing {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if result.failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }

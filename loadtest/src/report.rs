@@ -67,6 +67,21 @@ fn ms(ns: u64) -> f64 {
     (ns as f64 / 1e4).round() / 100.0
 }
 
+impl Latency {
+    /// The percentiles of a histogram of nanoseconds.
+    pub fn of(histogram: &hdrhistogram::Histogram<u64>) -> Self {
+        let q = |q: f64| ms(histogram.value_at_quantile(q));
+        Self {
+            p50_ms: q(0.5),
+            p90_ms: q(0.9),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: ms(histogram.max()),
+            samples: histogram.len(),
+        }
+    }
+}
+
 impl StepResult {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -105,7 +120,6 @@ impl StepResult {
         } else {
             expected.saturating_sub(got) as f64 * 100.0 / expected as f64
         };
-        let q = |q: f64| ms(histogram.value_at_quantile(q));
         let server_forward_latency_ns = server_stats
             .as_ref()
             .and_then(|s| s["workers"].as_array())
@@ -130,14 +144,7 @@ impl StepResult {
             packet_size: args.packet_size,
             duration_s: args.duration,
             setup_s: (setup_s * 10.0).round() / 10.0,
-            latency: Latency {
-                p50_ms: q(0.5),
-                p90_ms: q(0.9),
-                p99_ms: q(0.99),
-                p999_ms: q(0.999),
-                max_ms: ms(histogram.max()),
-                samples: histogram.len(),
-            },
+            latency: Latency::of(&histogram),
             loss_percent: (loss_percent * 1000.0).round() / 1000.0,
             silent_consumers: silent,
             stalled_consumers: stalled,

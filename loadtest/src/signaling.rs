@@ -34,6 +34,9 @@ pub fn http_host(url: &str) -> String {
     rest.split('/').next().unwrap_or(rest).to_owned()
 }
 
+/// `moved` answers followed in a row before a join gives up.
+const MAX_MOVES: usize = 3;
+
 /// Sockets per loopback source address: the server limits connections per IP
 /// (`--max-connections-per-ip`, default 256), and a load test opens up to ~1,500.
 const SOCKETS_PER_SOURCE: usize = 200;
@@ -109,8 +112,37 @@ impl Signaling {
         Ok(Self { ws, next_id: 1 })
     }
 
+    /// Connects through `url` and joins `room`, following `moved` (a cluster's answer for a
+    /// room on another node) to the room's node. Returns the socket, the join-room answer and
+    /// how many times it was moved.
+    pub fn join(url: &str, room: &str, name: &str) -> Result<(Self, Value, usize), String> {
+        let mut url = url.to_owned();
+        for moves in 0..=MAX_MOVES {
+            let mut sig = Self::connect(&url)?;
+            match sig.exchange("join-room", json!({"roomId": room, "displayName": name}))? {
+                Ok(joined) => return Ok((sig, joined, moves)),
+                Err(e) if e["code"] == "moved" => {
+                    url = e["url"]
+                        .as_str()
+                        .ok_or_else(|| format!("join-room: moved without a url: {e}"))?
+                        .to_owned();
+                    let _ = sig.ws.close(None);
+                    let _ = sig.ws.flush();
+                }
+                Err(e) => return Err(format!("join-room failed: {e}")),
+            }
+        }
+        Err(format!("join-room: moved more than {MAX_MOVES} times"))
+    }
+
     /// Sends a request and returns its `data`, or the error the server answered.
     pub fn request(&mut self, method: &str, data: Value) -> Result<Value, String> {
+        self.exchange(method, data)?
+            .map_err(|e| format!("{method} failed: {e}"))
+    }
+
+    /// Sends a request; the outer error is the socket's, the inner one the server's `error`.
+    fn exchange(&mut self, method: &str, data: Value) -> Result<Result<Value, Value>, String> {
         let id = self.next_id;
         self.next_id += 1;
         let frame = json!({"request": true, "id": id, "method": method, "data": data});
@@ -126,9 +158,9 @@ impl Signaling {
                 continue;
             }
             if frame["ok"] == json!(true) {
-                return Ok(frame["data"].clone());
+                return Ok(Ok(frame["data"].clone()));
             }
-            return Err(format!("{method} failed: {}", frame["error"]));
+            return Ok(Err(frame["error"].clone()));
         }
     }
 

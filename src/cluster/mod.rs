@@ -40,6 +40,14 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// A record with less time left than this has missed three heartbeats: its node counts
+    /// as dead before the record expires (Redis's clock, so no skew between nodes).
+    pub fn stale_below(&self) -> Duration {
+        self.ttl.saturating_sub(self.heartbeat * 3)
+    }
+}
+
+impl ClusterConfig {
     pub fn new(redis_url: String, node_id: String, public_url: &str) -> Self {
         Self {
             redis_url,
@@ -81,13 +89,13 @@ impl NodeInfo {
     }
 }
 
-/// The least-loaded node that takes new rooms (not draining); ties go to the lower id, so
-/// nodes that see the same view choose alike.
-pub fn least_loaded(nodes: &[NodeInfo]) -> Option<&NodeInfo> {
+/// The least-loaded node that takes new rooms (not draining). Ties go to `me` (no redirect,
+/// and nodes whose views are a heartbeat old do not all pick the same one), then the lower id.
+pub fn least_loaded<'a>(nodes: &'a [NodeInfo], me: &str) -> Option<&'a NodeInfo> {
     nodes
         .iter()
         .filter(|n| !n.draining)
-        .min_by(|a, b| (a.load(), &a.id).cmp(&(b.load(), &b.id)))
+        .min_by_key(|n| (n.load(), n.id != me, &n.id))
 }
 
 /// What the thread last read from Redis.
@@ -188,17 +196,27 @@ mod tests {
     }
 
     #[test]
-    fn least_loaded_skips_draining_nodes_and_breaks_ties_by_id() {
+    fn least_loaded_skips_draining_nodes_and_breaks_ties_for_this_node() {
         let nodes = [
             node("c", 0, 0, true),
             node("b", 1, 2, false),
             node("a", 2, 1, false),
         ];
-        assert_eq!(least_loaded(&nodes).unwrap().id, "a");
+        assert_eq!(least_loaded(&nodes, "x").unwrap().id, "a");
+        assert_eq!(
+            least_loaded(&nodes, "b").unwrap().id,
+            "b",
+            "a tie goes to this node"
+        );
+        assert_eq!(
+            least_loaded(&nodes, "c").unwrap().id,
+            "a",
+            "never a draining node"
+        );
         let nodes = [node("b", 0, 1, false), node("a", 3, 9, false)];
-        assert_eq!(least_loaded(&nodes).unwrap().id, "b");
-        assert!(least_loaded(&[node("a", 0, 0, true)]).is_none());
-        assert!(least_loaded(&[]).is_none());
+        assert_eq!(least_loaded(&nodes, "a").unwrap().id, "b");
+        assert!(least_loaded(&[node("a", 0, 0, true)], "a").is_none());
+        assert!(least_loaded(&[], "a").is_none());
     }
 
     #[test]

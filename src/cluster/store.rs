@@ -20,11 +20,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Leases renewed per script call.
 const RENEW_CHUNK: usize = 500;
 
-/// Keeps a live owner's lease, else gives the room to ARGV[1]. ARGV[4] is this node's id while
-/// it drains (its own stale lease does not count), else empty.
+/// Keeps a live owner's lease (its record has more than ARGV[5] ms left), else gives the room
+/// to ARGV[1]. ARGV[4] is this node's id while it drains (its own lease does not count), else
+/// empty.
 const PLACE: &str = r"
 local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[4] and redis.call('EXISTS', ARGV[3] .. owner) == 1 then
+if owner and owner ~= ARGV[4] and redis.call('PTTL', ARGV[3] .. owner) > tonumber(ARGV[5]) then
   return owner
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -269,7 +270,7 @@ impl Node {
                 }
                 lost.extend(call.arg(&me.id).arg(ttl).invoke::<Vec<String>>(con)?);
             }
-            Ok((lost, read_view(con)?))
+            Ok((lost, read_view(con, s.cfg.stale_below())?))
         });
         let Some((lost, mut view)) = read else {
             return;
@@ -305,7 +306,7 @@ impl Node {
         if let Some(n) = self.view.nodes.iter_mut().find(|n| n.id == me.id) {
             n.draining = me.draining;
         }
-        let Some(candidate) = least_loaded(&self.view.nodes).map(|n| n.id.clone()) else {
+        let Some(candidate) = least_loaded(&self.view.nodes, &me.id).map(|n| n.id.clone()) else {
             return Placement::Unavailable(
                 "every node of the cluster is draining; no node takes new rooms now".into(),
             );
@@ -321,6 +322,7 @@ impl Node {
                 .arg(ttl)
                 .arg(NODE_PREFIX)
                 .arg(self_if_draining)
+                .arg(s.cfg.stale_below().as_millis() as u64)
                 .invoke::<String>(con)
         });
         let Some(owner) = owner else {
@@ -377,12 +379,25 @@ impl Node {
     }
 }
 
-/// Every node record and room lease (SCAN, then MGET in chunks).
-fn read_view(con: &mut redis::Connection) -> redis::RedisResult<View> {
+/// Every live node record (not stale, see [`ClusterConfig::stale_below`]) and every room
+/// lease (SCAN, then MGET in chunks).
+fn read_view(con: &mut redis::Connection, stale_below: Duration) -> redis::RedisResult<View> {
     let node_values = scan_values(con, NODE_PREFIX)?;
+    let mut pipe = redis::pipe();
+    for (key, _) in &node_values {
+        pipe.cmd("PTTL").arg(key);
+    }
+    let left: Vec<i64> = if node_values.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query(con)?
+    };
+    let stale_below = stale_below.as_millis() as i64;
     let mut nodes: Vec<NodeInfo> = node_values
         .into_iter()
-        .filter_map(|(_, v)| serde_json::from_str(&v).ok())
+        .zip(left)
+        .filter(|(_, ms)| *ms > stale_below)
+        .filter_map(|((_, v), _)| serde_json::from_str(&v).ok())
         .collect();
     nodes.sort_by(|a, b| a.id.cmp(&b.id));
     let rooms: HashMap<String, String> = scan_values(con, ROOM_PREFIX)?

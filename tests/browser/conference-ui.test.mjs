@@ -9,7 +9,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { SFU_URL, CHROMIUM, CHROMIUM_ARGS, FIRST_MEDIA_TIMEOUT, UI_TIMEOUT, joinInUi as join, roomId, waitFor } from './harness.mjs';
+import { SFU_URL, CHROMIUM, CHROMIUM_ARGS, UI_TIMEOUT, joinInUi as join, roomId, waitFor, expectDecoding } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const SCREENSHOT_DIR = path.join(process.env.TEST_OUTPUT ?? path.join(here, '..', '..', 'test-output'), 'screenshots');
@@ -70,28 +70,6 @@ function ownPeerId(user) {
 /** Whether the server answered create-transport with sctpParameters (data channels). */
 const serverOffersSctp = (user) => user.frames.some((f) => f.response && f.ok && f.data?.iceParameters && f.data.sctpParameters);
 const speakerNotices = (user) => user.frames.filter((f) => f.notification && f.method === 'active-speaker');
-
-function videoStates(page, selector) {
-  return page.evaluate((sel) => [...document.querySelectorAll(sel)].map((v) => ({
-    peerId: v.dataset.peerId ?? null,
-    width: v.videoWidth,
-    height: v.videoHeight,
-    frames: v.getVideoPlaybackQuality().totalVideoFrames,
-  })), selector);
-}
-
-/** Waits for `count` videos matching `selector` that have a size and whose decoded frames advance. */
-async function expectDecoding(user, selector, { count = 1 } = {}) {
-  const what = `${user.name}: ${count} × ${selector}`;
-  const first = await waitFor(async () => {
-    const s = await videoStates(user.page, selector);
-    return s.length === count && s.every((v) => v.width > 0 && v.frames > 0) ? s : null;
-  }, { timeout: FIRST_MEDIA_TIMEOUT, message: `${what} with videoWidth > 0` });
-  return waitFor(async () => {
-    const s = await videoStates(user.page, selector);
-    return s.length === count && s.every((v, i) => v.width > 0 && v.frames >= first[i].frames + 10) ? s : null;
-  }, { timeout: FIRST_MEDIA_TIMEOUT, message: `${what} decoded frames advancing from ${JSON.stringify(first)}` });
-}
 
 async function screenshot(page, name) {
   await fs.mkdir(SCREENSHOT_DIR, { recursive: true });

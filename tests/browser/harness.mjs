@@ -36,6 +36,34 @@ export async function joinInUi(user) {
   await user.page.getByRole('button', { name: 'Leave', exact: true }).waitFor({ timeout: FIRST_MEDIA_TIMEOUT });
 }
 
+/** Size and decoded-frame count of every video matching `selector`. */
+export function videoStates(page, selector) {
+  return page.evaluate((sel) => [...document.querySelectorAll(sel)].map((v) => ({
+    peerId: v.dataset.peerId ?? null,
+    width: v.videoWidth,
+    height: v.videoHeight,
+    frames: v.getVideoPlaybackQuality().totalVideoFrames,
+    paused: v.paused,
+  })), selector);
+}
+
+/**
+ * Waits until exactly `count` videos match `selector`, all with videoWidth > 0, and then until each
+ * one's decoded-frame count has advanced by at least 10 frames past that point (i.e. it is playing,
+ * not showing one frozen frame). Returns the last states.
+ */
+export async function expectDecoding(user, selector, { count = 1 } = {}) {
+  const what = `${user.name}: ${count} × ${selector}`;
+  const first = await waitFor(async () => {
+    const s = await videoStates(user.page, selector);
+    return s.length === count && s.every((v) => v.width > 0 && v.frames > 0) ? s : null;
+  }, { timeout: FIRST_MEDIA_TIMEOUT, interval: 250, message: `${what} with videoWidth > 0` });
+  return waitFor(async () => {
+    const s = await videoStates(user.page, selector);
+    return s.length === count && s.every((v, i) => v.width > 0 && v.frames >= first[i].frames + 10) ? s : null;
+  }, { timeout: FIRST_MEDIA_TIMEOUT, interval: 250, message: `${what} decoded frames advancing from ${JSON.stringify(first)}` });
+}
+
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 /** Polls `fn` until it returns a truthy value (returned); throws after `timeout` with `message`. */

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
-import { SFU_URL, CHROMIUM, CHROMIUM_ARGS, FIRST_MEDIA_TIMEOUT, UI_TIMEOUT, joinInUi as join, roomId, waitFor } from './harness.mjs';
+import { SFU_URL, CHROMIUM, CHROMIUM_ARGS, FIRST_MEDIA_TIMEOUT, UI_TIMEOUT, joinInUi as join, roomId, waitFor, videoStates, expectDecoding } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..');
@@ -50,34 +50,6 @@ function assertNoPageErrors(...list) {
 
 const roomUrl = (id, name) => `${SFU_URL}/stream/${encodeURIComponent(id)}/?name=${encodeURIComponent(name)}`;
 
-
-/** Size and decoded-frame count of every video matching `selector`. */
-function videoStates(page, selector) {
-  return page.evaluate((sel) => [...document.querySelectorAll(sel)].map((v) => ({
-    peerId: v.dataset.peerId ?? null,
-    width: v.videoWidth,
-    height: v.videoHeight,
-    frames: v.getVideoPlaybackQuality().totalVideoFrames,
-    paused: v.paused,
-  })), selector);
-}
-
-/**
- * Waits until exactly `count` videos match `selector`, all with videoWidth > 0, and then until each
- * one's decoded-frame count has advanced by at least 10 frames past that point (i.e. it is playing,
- * not showing one frozen frame). Returns the last states.
- */
-async function expectDecoding(user, selector, { count = 1 } = {}) {
-  const what = `${user.name}: ${count} × ${selector}`;
-  const first = await waitFor(async () => {
-    const s = await videoStates(user.page, selector);
-    return s.length === count && s.every((v) => v.width > 0 && v.frames > 0) ? s : null;
-  }, { timeout: FIRST_MEDIA_TIMEOUT, interval: 250, message: `${what} with videoWidth > 0` });
-  return waitFor(async () => {
-    const s = await videoStates(user.page, selector);
-    return s.length === count && s.every((v, i) => v.width > 0 && v.frames >= first[i].frames + 10) ? s : null;
-  }, { timeout: FIRST_MEDIA_TIMEOUT, interval: 250, message: `${what} decoded frames advancing from ${JSON.stringify(first)}` });
-}
 
 const REMOTE = 'video[data-testid="remote-video"]';
 const LOCAL = 'video[data-testid="local-video"]';

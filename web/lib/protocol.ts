@@ -22,6 +22,8 @@ export type ErrorCode =
   | "internal"
   /** The token does not admit this (another room, or no publish/subscribe grant). */
   | "forbidden"
+  /** Cluster: the room lives on another node; the error's `url` is that node's WebSocket. */
+  | "moved"
   // client-side
   | "timeout"
   | "closed"

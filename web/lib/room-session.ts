@@ -17,9 +17,10 @@ import type {
   NotificationMethod,
   ProducerInfo,
   ProducerSource,
+  ResponseData,
 } from "./protocol";
 import { RemotePeers, type RemotePeerView } from "./remote-peers";
-import { Signaling, SignalingError, errorCode, signalingUrl } from "./signaling";
+import { Signaling, SignalingError, clusterSignalingUrls, errorCode, signalingUrl } from "./signaling";
 
 export type SessionStatus = "idle" | "joining" | "joined" | "reconnecting" | "left" | "failed";
 
@@ -62,6 +63,8 @@ export interface JoinOptions {
 }
 
 const MAX_RECONNECT_ATTEMPTS = 10;
+/** `moved` answers followed in a row before a join gives up (nodes disagreeing, briefly). */
+const MAX_MOVES = 3;
 const MAX_PENDING_DATA_PRODUCERS = 256;
 const LEAVE_TIMEOUT_MS = 2_000;
 /** Errors a retry cannot fix (a refused or expired token stays refused). */
@@ -99,6 +102,8 @@ export class RoomSession extends Emitter<SessionEvents> {
   /** Bumped on every (re)connect and on leave, so late async results of an old one are dropped. */
   private generation = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Cluster: the other nodes' signaling URLs, tried in turn when the entry does not answer. */
+  private clusterUrls: string[] = [];
   private current: SessionSnapshot;
 
   constructor(readonly roomId: string) {
@@ -215,7 +220,11 @@ export class RoomSession extends Emitter<SessionEvents> {
 
   // ---- connection lifecycle -------------------------------------------------------------
 
-  private async connect(): Promise<void> {
+  /**
+   * Joins through the entry URL (`attempt` 0), or on a reconnect through the entry and the
+   * cluster's other nodes in turn, following `moved` to the node the room lives on.
+   */
+  private async connect(attempt = 0): Promise<void> {
     const options = this.options;
     if (!options) throw new Error("join() first");
     const generation = ++this.generation;
@@ -223,22 +232,42 @@ export class RoomSession extends Emitter<SessionEvents> {
       if (generation !== this.generation) throw new Superseded();
     };
 
-    const signaling = await Signaling.connect(withToken(options.url ?? signalingUrl(), options.token ?? null));
-    if (generation !== this.generation) {
-      signaling.close();
-      throw new Superseded();
+    const entry = options.url ?? signalingUrl();
+    const candidates = [entry, ...this.clusterUrls.filter((url) => url !== entry)];
+    let url = candidates[attempt % candidates.length] ?? entry;
+    let signaling: Signaling;
+    let joined: ResponseData<"join-room">;
+    for (let moves = 0; ; moves++) {
+      signaling = await Signaling.connect(withToken(url, options.token ?? null));
+      if (generation !== this.generation) {
+        signaling.close();
+        throw new Superseded();
+      }
+      this.signaling = signaling;
+      const current = signaling;
+      signaling.on("notification", (method, data) => this.onNotification(method, data));
+      signaling.on("close", ({ expected }) => {
+        if (!expected && this.signaling === current) this.onConnectionLost();
+      });
+      try {
+        joined = await signaling.request("join-room", {
+          roomId: this.roomId,
+          displayName: options.displayName || undefined,
+        });
+        break;
+      } catch (error) {
+        if (!(error instanceof SignalingError && error.code === "moved" && error.url && moves < MAX_MOVES)) {
+          throw error;
+        }
+        signaling.close();
+        check();
+        url = error.url;
+      }
     }
-    this.signaling = signaling;
-    signaling.on("notification", (method, data) => this.onNotification(method, data));
-    signaling.on("close", ({ expected }) => {
-      if (!expected && this.signaling === signaling) this.onConnectionLost();
-    });
-
-    const joined = await signaling.request("join-room", {
-      roomId: this.roomId,
-      displayName: options.displayName || undefined,
-    });
     check();
+    void clusterSignalingUrls(entry).then((urls) => {
+      if (urls.length > 0) this.clusterUrls = urls;
+    });
     this.update({ peerId: joined.peerId });
     for (const peer of joined.peers) this.remote.addPeer(peer);
     for (const producer of joined.producers) this.remote.addProducer(producer);
@@ -334,12 +363,12 @@ export class RoomSession extends Emitter<SessionEvents> {
       });
       return;
     }
-    const delay = Math.min(1000 * 2 ** (attempt - 1), 10_000) + Math.random() * 300;
+    const delay = Math.min(1000 * 1.5 ** (attempt - 1), 10_000) + Math.random() * 300;
     this.update({ reconnectAttempt: attempt });
     this.reconnectTimer = setTimeout(async () => {
       this.reconnectTimer = null;
       try {
-        await this.connect();
+        await this.connect(attempt - 1);
         this.update({ status: "joined", error: null, reconnectAttempt: 0 });
       } catch (error) {
         if (error instanceof Superseded) return;

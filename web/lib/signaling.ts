@@ -19,6 +19,8 @@ export class SignalingError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
+    /** `moved` only: the WebSocket URL of the node the room lives on. */
+    readonly url?: string,
   ) {
     super(message);
     this.name = "SignalingError";
@@ -39,17 +41,44 @@ export function signalingUrl(location: Location = window.location): string {
 
 const HEALTH_TIMEOUT_MS = 3_000;
 
+/** The http(s) URL of `path` on the server of a signaling URL. */
+function serverUrl(wsUrl: string, path: string): URL {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  url.pathname = path;
+  url.search = "";
+  return url;
+}
+
 /** Whether GET /healthz of the signaling URL's server answers 200. */
 async function serverIsUp(wsUrl: string): Promise<boolean> {
   try {
-    const health = new URL(wsUrl);
-    health.protocol = health.protocol === "wss:" ? "https:" : "http:";
-    health.pathname = "/healthz";
-    health.search = "";
+    const health = serverUrl(wsUrl, "/healthz");
     const response = await fetch(health, { cache: "no-store", signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS) });
     return response.ok;
   } catch {
     return false;
+  }
+}
+
+/**
+ * The signaling URLs of the cluster's nodes as `GET /api/cluster` of the signaling URL's server
+ * lists them (shared/protocol.md "Cluster"); empty for a single node or when it cannot be read.
+ */
+export async function clusterSignalingUrls(wsUrl: string): Promise<string[]> {
+  try {
+    const response = await fetch(serverUrl(wsUrl, "/api/cluster"), {
+      cache: "no-store",
+      signal: AbortSignal.timeout(HEALTH_TIMEOUT_MS),
+    });
+    if (!response.ok) return [];
+    const body = (await response.json()) as { nodes?: { url?: unknown }[] };
+    return (body.nodes ?? [])
+      .map((node) => node.url)
+      .filter((url): url is string => typeof url === "string" && /^https?:\/\//.test(url))
+      .map((url) => `${url.replace(/^http/, "ws").replace(/\/+$/, "")}/ws`);
+  } catch {
+    return [];
   }
 }
 
@@ -179,8 +208,9 @@ export class Signaling extends Emitter<SignalingEvents> {
       if (message.ok === true) {
         pending.resolve(message.data ?? {});
       } else {
-        const error = (message.error ?? {}) as { code?: ErrorCode; message?: string };
-        pending.reject(new SignalingError(error.code ?? "internal", error.message ?? "request failed"));
+        const error = (message.error ?? {}) as { code?: ErrorCode; message?: string; url?: unknown };
+        const url = typeof error.url === "string" ? error.url : undefined;
+        pending.reject(new SignalingError(error.code ?? "internal", error.message ?? "request failed", url));
       }
     } else if (message.notification === true && typeof message.method === "string") {
       this.emit(
