@@ -40,11 +40,12 @@ deps-system:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -q >/dev/null && apt-get install -y -q chromium firefox-esr ffmpeg >/dev/null; \
 	fi
-	@# coturn (turnserver) for the TURN relay browser test, openssl for the TLS one, iptables for ICE-TCP.
-	@if ! command -v turnserver >/dev/null || ! command -v openssl >/dev/null || ! command -v iptables >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install coturn openssl iptables" >&2; exit 1; fi; \
+	@# coturn (turnserver) for the TURN relay browser test, openssl for the TLS one, iptables for
+	@# ICE-TCP, redis-server for the cluster test.
+	@if ! command -v turnserver >/dev/null || ! command -v openssl >/dev/null || ! command -v iptables >/dev/null || ! command -v redis-server >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to apt-get install coturn openssl iptables redis-server" >&2; exit 1; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -q >/dev/null && apt-get install -y -q coturn openssl iptables >/dev/null; \
+	  apt-get update -q >/dev/null && apt-get install -y -q coturn openssl iptables redis-server >/dev/null; \
 	fi
 
 # A real Prometheus text-format parser for the /metrics test (Python prometheus_client, in a
@@ -99,6 +100,8 @@ test-browser: build deps-browser
 	tests/run-ice-tcp-browser-test.sh
 	@# A subscriber's network drops for 5 s (network namespace; needs root).
 	tests/run-network-drop-test.sh
+	@# Three nodes and a redis-server on loopback (placement, moved, failover, Redis restart, drain).
+	tests/run-cluster-test.sh
 
 ## bench: micro benches of the hot path, then the loadtest (defaults) against a local server
 bench: build

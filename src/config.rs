@@ -1210,6 +1210,44 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_needs_a_public_url_and_derives_a_stable_node_id_from_it() {
+        let no_url = Cli {
+            redis_url: Some("redis://127.0.0.1:6379".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = Config::load(&no_url).unwrap_err().to_string();
+        assert!(err.contains("SFU_PUBLIC_URL"), "{err}");
+        let cluster = Cli {
+            public_url: Some("http://10.0.0.5:8000/".into()),
+            ..no_url
+        };
+        let cfg = Config::load(&cluster).unwrap();
+        let c = cfg.cluster().expect("a cluster");
+        assert_eq!(c.node_id, "10-0-0-5-8000");
+        assert_eq!(c.public_url, "http://10.0.0.5:8000");
+        assert!(
+            !format!("{cfg:?}").contains("redis://"),
+            "the Redis URL may hold a password: never in debug output"
+        );
+        assert!(Config::load(&Cli::default()).unwrap().cluster().is_none());
+        let bad = Cli {
+            public_url: Some("10.0.0.5:8000".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(&bad).is_err(), "a public URL needs its scheme");
+        let bad_id = Cli {
+            node_id: Some("a b".into()),
+            ..Default::default()
+        };
+        assert!(Config::load(&bad_id).is_err());
+        let zero = Cli {
+            drain_timeout: Some(0),
+            ..Default::default()
+        };
+        assert!(Config::load(&zero).is_err());
+    }
+
+    #[test]
     fn turn_needs_both_urls_and_secret_and_only_turn_urls() {
         let only_urls = Cli {
             turn_urls: Some("turn:127.0.0.1:3478".into()),

@@ -20,7 +20,14 @@ fi
 "$root/target/release/sfu" --listen "$listen_ip:$port" --rtc-port "$rtc_port" \
   --web-root "$root/web/out" --hls-root "$out/hls" ${tls_args[@]+"${tls_args[@]}"} >"$out/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null || true; wait $server 2>/dev/null || true' EXIT
+# SIGTERM drains (rooms close as the test's peers go); a second one after 5 s stops it at once.
+stop_server() {
+  kill "$server" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+}
+trap stop_server EXIT
 for _ in $(seq 1 100); do
   curl -kfsS "$scheme://$listen_ip:$port/healthz" >/dev/null 2>&1 && break
   kill -0 $server 2>/dev/null || { echo "server exited; log:"; cat "$out/server.log"; exit 1; }
