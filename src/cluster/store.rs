@@ -81,6 +81,7 @@ pub fn spawn(
         view: View::default(),
         local: HashSet::new(),
         cpu: CpuMeter::new(),
+        cpu_share: 0.0,
         scripts: Scripts {
             place: redis::Script::new(PLACE),
             renew: redis::Script::new(RENEW),
@@ -122,6 +123,8 @@ struct Node {
     /// Rooms hosted here, whose leases this node renews.
     local: HashSet<Arc<str>>,
     cpu: CpuMeter,
+    /// The CPU share measured at the last heartbeat.
+    cpu_share: f32,
     scripts: Scripts,
 }
 
@@ -231,8 +234,8 @@ impl Node {
         }
     }
 
-    /// This node's record as of now.
-    fn record(&mut self) -> NodeInfo {
+    /// This node's record as of now (CPU as of the last heartbeat).
+    fn record(&self) -> NodeInfo {
         let sum = |c: Counted| -> usize { self.stats.iter().map(|s| s.get(c)).sum() };
         NodeInfo {
             id: self.cfg.node_id.clone(),
@@ -240,13 +243,14 @@ impl Node {
             rooms: sum(Counted::Room).max(self.local.len()),
             peers: sum(Counted::Peer),
             consumers: sum(Counted::Consumer),
-            cpu: self.cpu.sample(),
+            cpu: self.cpu_share,
             draining: self.draining.load(Ordering::Relaxed),
         }
     }
 
     /// Writes the record, renews the leases and reads everything back.
     fn beat(&mut self) {
+        self.cpu_share = self.cpu.sample();
         let me = self.record();
         let ttl = self.cfg.ttl.as_millis() as u64;
         let rooms: Vec<String> = self
