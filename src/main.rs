@@ -340,8 +340,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let cluster = match cfg.cluster() {
         Some(cluster_cfg) => {
             let (reply_tx, reply_rx) = mio_mailbox(edge.waker());
-            let (node_id, public_url) =
-                (cluster_cfg.node_id.clone(), cluster_cfg.public_url.clone());
+            let node_id = cluster_cfg.node_id.clone();
             let (thread, view) = sfu::cluster::spawn(
                 cluster_cfg,
                 worker_stats.clone(),
@@ -350,7 +349,6 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             )?;
             let link = sfu::cluster::ClusterLink {
                 node_id,
-                public_url,
                 jobs: thread.jobs.clone(),
                 replies: reply_rx,
                 view,

@@ -18,12 +18,8 @@ fn main() -> ExitCode {
     for r in &results {
         print!("{}", r.to_text());
     }
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&results).expect("results serialize");
-        if let Err(e) = std::fs::write(path, json + "\n") {
-            eprintln!("loadtest: writing {path}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if !write_json(&args, &results) {
+        return ExitCode::FAILURE;
     }
     if let Some(path) = &args.plot {
         if let Err(e) = std::fs::write(path, report::svg_plot(&results)) {
@@ -44,16 +40,27 @@ fn run_joins(args: &Args, joins: usize) -> ExitCode {
         }
     };
     print!("{}", result.to_text());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&result).expect("results serialize");
-        if let Err(e) = std::fs::write(path, json + "\n") {
-            eprintln!("loadtest: writing {path}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if !write_json(args, &result) {
+        return ExitCode::FAILURE;
     }
     if result.failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `--json PATH`: writes `value` there; false (and says why) if it could not.
+fn write_json(args: &Args, value: &impl serde::Serialize) -> bool {
+    let Some(path) = &args.json else {
+        return true;
+    };
+    let json = serde_json::to_string_pretty(value).expect("results serialize");
+    match std::fs::write(path, json + "\n") {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("loadtest: writing {path}: {e}");
+            false
+        }
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 pub const NODE_PREFIX: &str = "sfu:node:";
 pub const ROOM_PREFIX: &str = "sfu:room:";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterConfig {
     /// `redis://host:port[/db]`.
     pub redis_url: String,
@@ -40,14 +40,6 @@ pub struct ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// A record with less time left than this has missed three heartbeats: its node counts
-    /// as dead before the record expires (Redis's clock, so no skew between nodes).
-    pub fn stale_below(&self) -> Duration {
-        self.ttl.saturating_sub(self.heartbeat * 3)
-    }
-}
-
-impl ClusterConfig {
     pub fn new(redis_url: String, node_id: String, public_url: &str) -> Self {
         Self {
             redis_url,
@@ -56,6 +48,25 @@ impl ClusterConfig {
             heartbeat: Duration::from_secs(1),
             ttl: Duration::from_secs(5),
         }
+    }
+
+    /// A record with less time left than this has missed three heartbeats: its node counts
+    /// as dead before the record expires (Redis's clock, so no skew between nodes).
+    pub fn stale_below(&self) -> Duration {
+        self.ttl.saturating_sub(self.heartbeat * 3)
+    }
+}
+
+/// The Redis URL may hold a password: never printed.
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterConfig")
+            .field("redis_url", &"<redacted>")
+            .field("node_id", &self.node_id)
+            .field("public_url", &self.public_url)
+            .field("heartbeat", &self.heartbeat)
+            .field("ttl", &self.ttl)
+            .finish()
     }
 }
 
@@ -152,7 +163,6 @@ pub enum ClusterJob {
 /// The signaling thread's end of the cluster thread.
 pub struct ClusterLink {
     pub node_id: String,
-    pub public_url: String,
     pub jobs: std::sync::mpsc::Sender<ClusterJob>,
     pub replies: crate::channel::Receiver<PlaceReply>,
     pub view: Arc<Mutex<View>>,

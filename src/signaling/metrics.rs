@@ -268,6 +268,35 @@ pub fn render(workers: &[&WorkerStats], websockets: usize) -> String {
     e.out
 }
 
+/// The node's own state, after [`render`]'s families: draining, and in a cluster whether Redis
+/// answered the last heartbeat and how many live nodes it listed.
+pub fn render_node(draining: bool, cluster: Option<(bool, usize)>) -> String {
+    let mut e = Exposition {
+        out: String::with_capacity(512),
+    };
+    e.family(
+        "sfu_draining",
+        "gauge",
+        "1 while the server drains after SIGTERM (no new rooms).",
+    );
+    e.sample("sfu_draining", "", u8::from(draining));
+    if let Some((connected, nodes)) = cluster {
+        e.family(
+            "sfu_cluster_redis_connected",
+            "gauge",
+            "1 if the last heartbeat reached Redis (0: new rooms cannot be placed).",
+        );
+        e.sample("sfu_cluster_redis_connected", "", u8::from(connected));
+        e.family(
+            "sfu_cluster_nodes",
+            "gauge",
+            "Live nodes of the cluster as of the last heartbeat.",
+        );
+        e.sample("sfu_cluster_nodes", "", nodes);
+    }
+    e.out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +308,10 @@ mod tests {
         a.packets_in.store(7, Ordering::Relaxed);
         a.latency_total.samples.store(3, Ordering::Relaxed);
         a.latency_buckets[0].store(2, Ordering::Relaxed);
-        let text = render(&[&a, &b], 4);
+        let text = render(&[&a, &b], 4) + &render_node(true, Some((false, 3)));
+        assert!(text.contains("sfu_draining 1\n"));
+        assert!(text.contains("sfu_cluster_redis_connected 0\n"));
+        assert!(text.contains("sfu_cluster_nodes 3\n"));
         assert!(text.contains("sfu_packets_in_total{worker=\"0\"} 7\n"));
         assert!(text.contains("sfu_websocket_connections 4\n"));
         assert!(

@@ -805,6 +805,16 @@ impl Signaling {
         })
     }
 
+    /// `/metrics`: the workers' families, then the node's own state.
+    fn metrics_text(&self, workers: &[&WorkerStats]) -> String {
+        let cluster = self.cluster.as_ref().map(|c| {
+            let view = c.view();
+            (view.connected, view.nodes.len())
+        });
+        super::metrics::render(workers, self.conns.len())
+            + &super::metrics::render_node(self.is_draining(), cluster)
+    }
+
     fn stats_json(&self) -> Value {
         let sum = |c: Counted| -> usize { self.workers.iter().map(|w| w.stats.get(c)).sum() };
         json!({
@@ -832,7 +842,7 @@ impl EdgeHandler for Signaling {
                 Some(HttpResponse {
                     status: 200,
                     content_type: super::metrics::CONTENT_TYPE.into(),
-                    body: super::metrics::render(&workers, self.conns.len()).into_bytes(),
+                    body: self.metrics_text(&workers).into_bytes(),
                     headers: Vec::new(),
                 })
             }
@@ -840,12 +850,8 @@ impl EdgeHandler for Signaling {
                 200,
                 &json!({ "roomId": crate::ids::room_id() }),
             )),
-            (_, "/api/stats" | "/api/rooms") => Some(HttpResponse::json(
-                405,
-                &json!({"error": {"code": "bad-request", "message": "method not allowed"}}),
-            )),
             ("GET", "/api/cluster") => Some(HttpResponse::json(200, &self.cluster_json())),
-            (_, "/api/cluster") => Some(HttpResponse::json(
+            (_, "/api/stats" | "/api/rooms" | "/api/cluster") => Some(HttpResponse::json(
                 405,
                 &json!({"error": {"code": "bad-request", "message": "method not allowed"}}),
             )),

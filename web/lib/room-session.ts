@@ -265,9 +265,13 @@ export class RoomSession extends Emitter<SessionEvents> {
       }
     }
     check();
-    void clusterSignalingUrls(entry).then((urls) => {
-      if (urls.length > 0) this.clusterUrls = urls;
-    });
+    // The other nodes, for a reconnect when the entry is gone (with access on, /api/* needs an
+    // admin token: the entry, usually a load balancer, is all there is).
+    if (!options.token) {
+      void clusterSignalingUrls(entry).then((urls) => {
+        if (urls.length > 0) this.clusterUrls = urls;
+      });
+    }
     this.update({ peerId: joined.peerId });
     for (const peer of joined.peers) this.remote.addPeer(peer);
     for (const producer of joined.producers) this.remote.addProducer(producer);
