@@ -3,6 +3,7 @@
 //! One exception: `dtls` owns a thread (a tokio current-thread runtime running webrtc-dtls's
 //! handshakes), which workers talk to over mailboxes; everything else here is plain structs.
 
+pub mod bwe;
 pub mod dtls;
 pub mod dtls_gate;
 pub mod framing;

@@ -1,0 +1,327 @@
+use super::*;
+use crate::rtc::twcc::TwccRecorder;
+use std::collections::VecDeque;
+
+const PACKET: usize = 1200;
+const STEP_US: i64 = 5_000;
+const FEEDBACK_US: i64 = 100_000;
+
+/// A sender pacing at the estimate through a bottleneck (a FIFO of `capacity_bps` that drops
+/// what would wait longer than `queue_limit_us`), `base_delay_us` one way, and a receiver that
+/// sends transport-cc feedback every 100 ms.
+struct Sim {
+    est: Estimator,
+    t0: Instant,
+    now_us: i64,
+    seq: u16,
+    credit_bits: f64,
+    capacity_bps: f64,
+    base_delay_us: i64,
+    queue_limit_us: i64,
+    free_at_us: i64,
+    /// Drop this share of packets on top of the queue (deterministic).
+    loss: f64,
+    loss_acc: f64,
+    feedback: bool,
+    next_feedback_us: i64,
+    /// (seq, send µs, arrival µs or None) not yet reported.
+    in_flight: VecDeque<(u16, i64, Option<i64>)>,
+    fb: Vec<(u16, Option<i64>)>,
+    max_queue_us: i64,
+}
+
+impl Sim {
+    fn new(initial_bps: u64, capacity_bps: f64) -> Self {
+        let t0 = Instant::now();
+        Self {
+            est: Estimator::new(
+                BweConfig {
+                    initial_bps,
+                    min_bps: 50_000,
+                    max_bps: 5_000_000,
+                },
+                t0,
+            ),
+            t0,
+            now_us: 0,
+            seq: 0,
+            credit_bits: 0.0,
+            capacity_bps,
+            base_delay_us: 20_000,
+            queue_limit_us: 300_000,
+            free_at_us: 0,
+            loss: 0.0,
+            loss_acc: 0.0,
+            feedback: true,
+            next_feedback_us: FEEDBACK_US,
+            in_flight: VecDeque::new(),
+            fb: Vec::new(),
+            max_queue_us: 0,
+        }
+    }
+
+    fn at(&self, us: i64) -> Instant {
+        self.t0 + Duration::from_micros(us as u64)
+    }
+
+    fn step(&mut self) {
+        self.now_us += STEP_US;
+        let now = self.at(self.now_us);
+        self.credit_bits += self.est.estimate_bps() as f64 * STEP_US as f64 / 1e6;
+        while self.credit_bits >= (PACKET * 8) as f64 {
+            self.credit_bits -= (PACKET * 8) as f64;
+            self.seq = self.seq.wrapping_add(1);
+            self.est.on_sent(self.seq, PACKET, now);
+            let queue = (self.free_at_us - self.now_us).max(0);
+            self.max_queue_us = self.max_queue_us.max(queue);
+            self.loss_acc += self.loss;
+            let arrival = if queue > self.queue_limit_us || self.loss_acc >= 1.0 {
+                if self.loss_acc >= 1.0 {
+                    self.loss_acc -= 1.0;
+                }
+                None
+            } else {
+                let done = self.free_at_us.max(self.now_us)
+                    + (PACKET as f64 * 8.0 * 1e6 / self.capacity_bps) as i64;
+                self.free_at_us = done;
+                Some(done + self.base_delay_us)
+            };
+            self.in_flight.push_back((self.seq, self.now_us, arrival));
+        }
+        if self.now_us >= self.next_feedback_us {
+            self.next_feedback_us += FEEDBACK_US;
+            if self.feedback {
+                self.send_feedback(now);
+            }
+        }
+        self.est.on_tick(now);
+    }
+
+    /// Everything that arrived by now (and the losses before it), fed back after one base delay.
+    fn send_feedback(&mut self, now: Instant) {
+        self.fb.clear();
+        while let Some(&(seq, sent, arrival)) = self.in_flight.front() {
+            let ready = match arrival {
+                Some(a) => a <= self.now_us,
+                None => sent + self.base_delay_us <= self.now_us,
+            };
+            if !ready {
+                break;
+            }
+            self.fb.push((seq, arrival));
+            self.in_flight.pop_front();
+        }
+        let fb = std::mem::take(&mut self.fb);
+        self.est
+            .on_feedback(&fb, now + Duration::from_micros(self.base_delay_us as u64));
+        self.fb = fb;
+    }
+
+    fn run(&mut self, secs: f64) {
+        let until = self.now_us + (secs * 1e6) as i64;
+        while self.now_us < until {
+            self.step();
+        }
+    }
+
+    /// Runs `secs`, sampling the estimate every 100 ms.
+    fn samples(&mut self, secs: f64) -> Vec<u64> {
+        let mut out = Vec::new();
+        let until = self.now_us + (secs * 1e6) as i64;
+        while self.now_us < until {
+            self.step();
+            if self.now_us % 100_000 == 0 {
+                out.push(self.est.estimate_bps());
+            }
+        }
+        out
+    }
+}
+
+#[test]
+fn steady_link_settles_near_its_capacity_without_a_standing_queue() {
+    let mut sim = Sim::new(300_000, 2_000_000.0);
+    sim.run(20.0);
+    sim.max_queue_us = 0;
+    let late = sim.samples(20.0);
+    let min = *late.iter().min().unwrap();
+    let max = *late.iter().max().unwrap();
+    assert!(
+        min >= 1_200_000,
+        "fell to {min} on a 2 Mbit/s link: {late:?}"
+    );
+    assert!(
+        max <= 2_400_000,
+        "rose to {max} on a 2 Mbit/s link: {late:?}"
+    );
+    assert!(
+        sim.max_queue_us < 250_000,
+        "queue of {} ms built up",
+        sim.max_queue_us / 1000
+    );
+}
+
+#[test]
+fn ramp_of_capacity_is_followed_up() {
+    let mut sim = Sim::new(300_000, 500_000.0);
+    let mut worst_over = 0.0f64;
+    for i in 0..300 {
+        sim.capacity_bps = 500_000.0 + 3_500_000.0 * f64::from(i) / 300.0;
+        sim.run(0.1);
+        if i > 50 {
+            worst_over = worst_over.max(sim.est.estimate_bps() as f64 / sim.capacity_bps);
+        }
+    }
+    let end = sim.est.estimate_bps();
+    assert!(
+        end >= 2_500_000,
+        "only {end} at the end of a ramp to 4 Mbit/s"
+    );
+    assert!(worst_over <= 1.4, "estimate {worst_over:.2}× the capacity");
+}
+
+#[test]
+fn sudden_drop_is_followed_within_two_seconds_and_it_does_not_climb_back_while_limited() {
+    let mut sim = Sim::new(1_000_000, 3_000_000.0);
+    sim.run(20.0);
+    let before = sim.est.estimate_bps();
+    assert!(before >= 2_000_000, "{before} before the drop");
+    sim.capacity_bps = 600_000.0;
+    sim.run(2.0);
+    let after = sim.est.estimate_bps();
+    assert!(
+        after <= 720_000,
+        "still {after} 2 s after the link fell to 600 kbit/s"
+    );
+    let limited = sim.samples(10.0);
+    let max = *limited.iter().max().unwrap();
+    let min = *limited.iter().min().unwrap();
+    assert!(
+        max <= 800_000,
+        "climbed to {max} while limited to 600 kbit/s: {limited:?}"
+    );
+    assert!(
+        min >= 250_000,
+        "fell to {min} on a 600 kbit/s link: {limited:?}"
+    );
+}
+
+#[test]
+fn loss_bursts_cut_the_estimate_and_it_recovers_after() {
+    let mut sim = Sim::new(1_000_000, 20_000_000.0);
+    sim.run(15.0);
+    let before = sim.est.estimate_bps();
+    assert!(
+        before >= 4_000_000,
+        "{before}: should reach the 5 Mbit/s cap on a fast link"
+    );
+    sim.loss = 0.25;
+    sim.run(2.0);
+    let during = sim.est.estimate_bps();
+    assert!(
+        (during as f64) <= 0.7 * before as f64,
+        "25 % loss for 2 s: {before} -> {during}"
+    );
+    sim.loss = 0.0;
+    sim.run(15.0);
+    let after = sim.est.estimate_bps();
+    assert!(
+        after >= 3_000_000,
+        "only {after} 15 s after the loss burst ended"
+    );
+}
+
+#[test]
+fn without_feedback_the_estimate_never_rises_and_falls_after_a_second() {
+    let mut sim = Sim::new(500_000, 20_000_000.0);
+    sim.run(3.0);
+    let before = sim.est.estimate_bps();
+    sim.feedback = false;
+    let gap = sim.samples(3.0);
+    assert!(
+        gap.iter().all(|&e| e <= before),
+        "rose without feedback: {gap:?}"
+    );
+    assert!(
+        *gap.last().unwrap() < before,
+        "no cut after 3 s without feedback: {before} -> {gap:?}"
+    );
+    // Feedback again (the packets of the gap count as lost or late): it rises again.
+    sim.feedback = true;
+    sim.in_flight.clear();
+    let low = sim.est.estimate_bps();
+    sim.run(5.0);
+    assert!(sim.est.estimate_bps() > low, "no recovery after the gap");
+}
+
+#[test]
+fn parses_the_feedback_the_recorder_builds() {
+    let t0 = Instant::now();
+    let mut rec = TwccRecorder::new(t0);
+    let mut want = Vec::new();
+    for seq in 65_500u16..65_535 {
+        if seq % 7 == 3 {
+            continue; // lost
+        }
+        // Spread out, with one long pause that needs a two-byte delta.
+        let ms = u64::from(seq - 65_500) * 3 + if seq > 65_520 { 100 } else { 0 };
+        rec.record(seq, t0 + Duration::from_millis(ms));
+        want.push((seq, ms));
+    }
+    let mut packet = Vec::new();
+    rec.build_feedback(1, 2, t0 + Duration::from_millis(200), &mut packet);
+    let mut got = Vec::new();
+    parse_feedback(&packet, &mut got).unwrap();
+    let received: Vec<(u16, i64)> = got.iter().filter_map(|&(s, a)| a.map(|a| (s, a))).collect();
+    assert_eq!(received.len(), want.len(), "{got:?}");
+    let first = received[0].1;
+    for ((seq, arrival), (want_seq, ms)) in received.iter().zip(&want) {
+        assert_eq!(seq, want_seq);
+        let rel = arrival - first;
+        let want_rel = (*ms as i64 - want[0].1 as i64) * 1000;
+        assert!(
+            (rel - want_rel).abs() < 500,
+            "{seq}: {rel} µs vs {want_rel}"
+        );
+    }
+    let lost: Vec<u16> = got
+        .iter()
+        .filter(|(_, a)| a.is_none())
+        .map(|(s, _)| *s)
+        .collect();
+    assert!(
+        lost.iter().all(|s| s % 7 == 3) && !lost.is_empty(),
+        "{lost:?}"
+    );
+}
+
+#[test]
+fn hostile_feedback_is_refused_without_panicking() {
+    let mut out = Vec::new();
+    assert_eq!(parse_feedback(&[], &mut out), Err(BweError::Malformed));
+    let mut rng = 0x1234_5678u32;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        rng
+    };
+    for len in 0..200usize {
+        for _ in 0..50 {
+            let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if p.len() >= 4 {
+                p[0] = 0x8f;
+                p[1] = 205;
+                // Mostly a length that fits the bytes; sometimes one too short or too long.
+                let words = match next() % 4 {
+                    0 => next() as u16 % 8,
+                    _ => ((p.len() / 4).saturating_sub(1)) as u16,
+                };
+                p[2..4].copy_from_slice(&words.to_be_bytes());
+            }
+            out.clear();
+            let _ = parse_feedback(&p, &mut out);
+            assert!(out.len() <= 65_535);
+        }
+    }
+}
