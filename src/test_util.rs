@@ -29,3 +29,15 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A xorshift32 generator: deterministic pseudo-random input for the parsers' hostile-input
+/// tests.
+pub fn xorshift(seed: u32) -> impl FnMut() -> u32 {
+    let mut state = seed;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        state
+    }
+}

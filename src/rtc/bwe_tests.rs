@@ -299,13 +299,16 @@ fn parses_the_feedback_the_recorder_builds() {
 fn hostile_feedback_is_refused_without_panicking() {
     let mut out = Vec::new();
     assert_eq!(parse_feedback(&[], &mut out), Err(BweError::Malformed));
-    let mut rng = 0x1234_5678u32;
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 17;
-        rng ^= rng << 5;
-        rng
-    };
+    // Chromium's feedback for one packet parses.
+    let chromium = [
+        0x8f, 0xcd, 0x00, 0x05, 0xfa, 0x17, 0xfa, 0x17, 0x43, 0x3, 0x2f, 0xa0, 0x0, 0x99, 0x0, 0x1,
+        0x3d, 0xe8, 0x2, 0x17, 0x20, 0x1, 0x94, 0x1,
+    ];
+    parse_feedback(&chromium, &mut out).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, 0x99);
+    assert!(out[0].1.is_some(), "{out:?}");
+    let mut next = crate::test_util::xorshift(0x1234_5678);
     for len in 0..200usize {
         for _ in 0..50 {
             let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();

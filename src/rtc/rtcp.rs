@@ -606,13 +606,7 @@ mod tests {
             0x8f, 0xcd, 0x00, 0x05, 0xfa, 0x17, 0xfa, 0x17, 0x43, 0x3, 0x2f, 0xa0, 0x0, 0x99, 0x0,
             0x1, 0x3d, 0xe8, 0x2, 0x17, 0x20, 0x1, 0x94, 0x1,
         ]);
-        let mut state = 0x1234_5678u32;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state
-        };
+        let mut next = crate::test_util::xorshift(0x1234_5678);
         for seed in &seeds {
             for _ in 0..3000 {
                 let mut pkt = seed.clone();
