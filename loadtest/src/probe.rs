@@ -137,8 +137,7 @@ pub struct Peer {
 
 /// Joins `room` and opens a transport of `direction`.
 pub fn join(url: &str, room: &str, direction: &str, dtls: &DtlsClient) -> Result<Peer, String> {
-    let mut sig = Signaling::connect(url)?;
-    let joined = sig.request("join-room", json!({"roomId": room, "displayName": "probe"}))?;
+    let (mut sig, joined, _) = Signaling::join(url, room, "probe")?;
     let transport = transport::open(&mut sig, direction, dtls)?;
     Ok(Peer {
         sig,

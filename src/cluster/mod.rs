@@ -169,8 +169,12 @@ pub struct ClusterLink {
 }
 
 impl ClusterLink {
-    pub fn view(&self) -> View {
-        self.view.lock().map(|v| v.clone()).unwrap_or_default()
+    /// Reads the last view in place (the lock is held only for `f`; nothing is copied).
+    pub fn with_view<T>(&self, f: impl FnOnce(&View) -> T) -> T {
+        match self.view.lock() {
+            Ok(v) => f(&v),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
     }
 }
 

@@ -160,14 +160,8 @@ impl Node {
                 }
                 Ok(ClusterJob::RoomClosed(room)) => {
                     self.local.remove(&room);
-                    let key = format!("{ROOM_PREFIX}{room}");
-                    self.with_redis(|s, con| {
-                        s.scripts
-                            .release
-                            .key(&key)
-                            .arg(&s.cfg.node_id)
-                            .invoke::<i64>(con)
-                    });
+                    let key = room_key(&room);
+                    self.with_redis(|s, con| s.release(con, &key));
                 }
                 Ok(ClusterJob::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
@@ -253,11 +247,7 @@ impl Node {
         self.cpu_share = self.cpu.sample();
         let me = self.record();
         let ttl = self.cfg.ttl.as_millis() as u64;
-        let rooms: Vec<String> = self
-            .local
-            .iter()
-            .map(|r| format!("{ROOM_PREFIX}{r}"))
-            .collect();
+        let rooms: Vec<String> = self.local.iter().map(|r| room_key(r)).collect();
         let read = self.with_redis(|s, con| {
             let record = serde_json::to_string(&me).unwrap_or_default();
             redis::cmd("SET")
@@ -304,20 +294,20 @@ impl Node {
                     .into(),
             );
         }
-        // Our own entry is current; the others are as of the last heartbeat (plus the rooms
-        // placed since).
-        let me = self.record();
-        if let Some(n) = self.view.nodes.iter_mut().find(|n| n.id == me.id) {
-            n.draining = me.draining;
+        // Our own draining flag is current; the rest is as of the last heartbeat (plus the
+        // rooms placed since).
+        let me = self.cfg.node_id.clone();
+        if let Some(n) = self.view.nodes.iter_mut().find(|n| n.id == me) {
+            n.draining = draining;
         }
-        let Some(candidate) = least_loaded(&self.view.nodes, &me.id).map(|n| n.id.clone()) else {
+        let Some(candidate) = least_loaded(&self.view.nodes, &me).map(|n| n.id.clone()) else {
             return Placement::Unavailable(
                 "every node of the cluster is draining; no node takes new rooms now".into(),
             );
         };
-        let key = format!("{ROOM_PREFIX}{room}");
+        let key = room_key(room);
         let ttl = self.cfg.ttl.as_millis() as u64;
-        let self_if_draining = if draining { me.id.as_str() } else { "" };
+        let self_if_draining = if draining { me.as_str() } else { "" };
         let owner = self.with_redis(|s, con| {
             s.scripts
                 .place
@@ -342,7 +332,7 @@ impl Node {
             }
         }
         self.view.rooms.insert(room.to_string(), owner.clone());
-        if owner == me.id {
+        if owner == me {
             return Placement::Local;
         }
         if self.view.node(&owner).is_none() {
@@ -359,21 +349,22 @@ impl Node {
         }
     }
 
+    /// Deletes the lease `key` if this node holds it.
+    fn release(&self, con: &mut redis::Connection, key: &str) -> redis::RedisResult<i64> {
+        self.scripts
+            .release
+            .key(key)
+            .arg(&self.cfg.node_id)
+            .invoke(con)
+    }
+
     /// The node leaves at once: its record and its leases are deleted.
     fn deregister(&mut self) {
-        let rooms: Vec<String> = self
-            .local
-            .iter()
-            .map(|r| format!("{ROOM_PREFIX}{r}"))
-            .collect();
+        let rooms: Vec<String> = self.local.iter().map(|r| room_key(r)).collect();
         let key = format!("{NODE_PREFIX}{}", self.cfg.node_id);
         let done = self.with_redis(|s, con| {
             for room in &rooms {
-                s.scripts
-                    .release
-                    .key(room)
-                    .arg(&s.cfg.node_id)
-                    .invoke::<i64>(con)?;
+                s.release(con, room)?;
             }
             redis::cmd("DEL").arg(&key).query::<()>(con)
         });
@@ -381,6 +372,10 @@ impl Node {
             tracing::info!(node = %self.cfg.node_id, "left the cluster");
         }
     }
+}
+
+fn room_key(room: &str) -> String {
+    format!("{ROOM_PREFIX}{room}")
 }
 
 /// Every live node record (not stale, see [`ClusterConfig::stale_below`]) and every room

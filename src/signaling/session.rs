@@ -577,22 +577,20 @@ impl Signaling {
             return;
         }
         let error = match reply.placement {
+            Placement::Local if self.is_draining() && !self.rooms.contains_key(&reply.room_id) => {
+                ApiError::invalid_state(
+                    "this node is draining and no other node takes the room; try again in a \
+                     moment",
+                )
+            }
             Placement::Local => {
-                // The join proper takes the placeholder's place (frames stay held).
+                // Placed here (the lease already names this node): the join proper takes the
+                // placeholder's place, and the socket's frames stay held.
                 if let Some(c) = self.conns.get_mut(&conn) {
                     c.slots
                         .retain(|s| !matches!(s, Slot::Waiting { req_id: r, .. } if *r == req_id));
                 }
-                let room_id = reply.room_id;
-                if self.is_draining() && !self.rooms.contains_key(&room_id) {
-                    ApiError::invalid_state(
-                        "this node is draining and no other node takes the room; try again in \
-                         a moment",
-                    )
-                } else {
-                    // Placed here (the lease already names this node).
-                    return self.join_here(conn, req_id, room_id, display_name, out);
-                }
+                return self.join_here(conn, req_id, reply.room_id, display_name, out);
             }
             Placement::Moved { node, ws_url } => ApiError::moved(
                 ws_url,
@@ -603,17 +601,8 @@ impl Signaling {
         if error.code != crate::room::api::ErrorCode::Moved {
             tracing::debug!(conn, error = %error, "join-room: not placed");
         }
-        let still_waiting = self.conns.get(&conn).is_some_and(|c| {
-            c.slots
-                .iter()
-                .any(|s| matches!(s, Slot::Waiting { req_id: r, .. } if *r == req_id))
-        });
-        if still_waiting {
-            self.on_response(conn, req_id, Err(error), out);
-        } else {
-            self.answer(conn, req_id, Err(error), out);
-            self.release_held(conn, out);
-        }
+        // Fills the placeholder and releases the frames held behind it.
+        self.on_response(conn, req_id, Err(error), out);
     }
 
     /// Handles a frame now, or holds it while the socket's join-room is in flight.
@@ -767,20 +756,18 @@ impl Signaling {
                 HttpResponse::json(200, &room)
             }
             _ => {
-                let view = self.cluster.as_ref().map(|c| c.view()).unwrap_or_default();
-                match view
-                    .rooms
-                    .get(id)
-                    .filter(|owner| Some(owner.as_str()) != node)
-                {
-                    Some(owner) => HttpResponse::json(
-                        200,
-                        &json!({
+                let elsewhere = self.cluster.as_ref().and_then(|c| {
+                    c.with_view(|view| {
+                        let owner = view.rooms.get(id).filter(|o| Some(o.as_str()) != node)?;
+                        Some(json!({
                             "roomId": id,
                             "node": owner,
                             "url": view.node(owner).map(|n| n.url.as_str()),
-                        }),
-                    ),
+                        }))
+                    })
+                });
+                match elsewhere {
+                    Some(room) => HttpResponse::json(200, &room),
                     None => api_not_found("no such room"),
                 }
             }
@@ -797,20 +784,21 @@ impl Signaling {
                 "draining": self.is_draining(),
             }]});
         };
-        let view = link.view();
-        json!({
-            "node": link.node_id,
-            "connected": view.connected,
-            "nodes": view.nodes,
+        link.with_view(|view| {
+            json!({
+                "node": link.node_id,
+                "connected": view.connected,
+                "nodes": view.nodes,
+            })
         })
     }
 
     /// `/metrics`: the workers' families, then the node's own state.
     fn metrics_text(&self, workers: &[&WorkerStats]) -> String {
-        let cluster = self.cluster.as_ref().map(|c| {
-            let view = c.view();
-            (view.connected, view.nodes.len())
-        });
+        let cluster = self
+            .cluster
+            .as_ref()
+            .map(|c| c.with_view(|view| (view.connected, view.nodes.len())));
         super::metrics::render(workers, self.conns.len())
             + &super::metrics::render_node(self.is_draining(), cluster)
     }
