@@ -3,27 +3,46 @@
 
 use std::net::{TcpListener, UdpSocket};
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind an ephemeral TCP port")
+/// Ports handed out come from here: below Linux's ephemeral range (32768-60999), so an
+/// outgoing connection of a test running meanwhile cannot take a port between the check and
+/// the server's bind; a random start per process keeps parallel test binaries apart.
+const PORTS: std::ops::Range<u16> = 20_000..30_000;
+
+/// The next candidate port (each one once per process, starting at a random place).
+fn next_candidate() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        rand::random::<u32>() % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    // Steps of 4: a server with a few workers takes the ports after its first one too.
+    let n = NEXT.fetch_add(4, Ordering::Relaxed) % span;
+    PORTS.start + n as u16
 }
 
-/// A UDP port on 127.0.0.1 that was free a moment ago.
-/// A loopback port free for UDP and for TCP (a worker's media port takes both, ICE-TCP).
+fn free_tcp(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A TCP port on 127.0.0.1 that is free now and that no other test of this process gets.
+pub fn free_tcp_port() -> u16 {
+    (0..1000)
+        .map(|_| next_candidate())
+        .find(|&p| free_tcp(p))
+        .expect("no free loopback TCP port in 20000-30000")
+}
+
+/// A loopback port free for UDP and for TCP (a worker's media port takes both, ICE-TCP), with
+/// the next three free too (servers with more workers use `rtc_port + N`).
 pub fn free_udp_port() -> u16 {
-    for _ in 0..100 {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .expect("bind an ephemeral UDP port");
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no loopback port free for both UDP and TCP")
+    (0..1000)
+        .map(|_| next_candidate())
+        .find(|&p| (p..p + 4).all(|q| UdpSocket::bind(("127.0.0.1", q)).is_ok() && free_tcp(q)))
+        .expect("no loopback port free for both UDP and TCP in 20000-30000")
 }
 
 /// A worker's rooms driven through the real packet path without sockets, ICE or DTLS: the
