@@ -227,6 +227,7 @@ fn rewrite(c: &mut Criterion) {
                 timestamp: 12345,
                 ext_map: &map,
                 mid: Some((1, b"3")),
+                twcc: None,
             };
             rewrite_into(black_box(&src), &header, &rw, &mut out);
             black_box(out.len())
@@ -326,6 +327,7 @@ fn allocations(_: &mut Criterion) {
                 timestamp: 12345,
                 ext_map: &map,
                 mid: Some((1, b"3")),
+                twcc: None,
             };
             rewrite_into(&src, &header, &rw, &mut scratch);
             match protect {

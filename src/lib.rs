@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! A thread-per-core WebRTC SFU speaking mediasoup-client's parameter formats.
 //!
 //! Layers (see docs/architecture.md):

@@ -45,6 +45,10 @@ pub struct WorkerStats {
     pub egress_dropped_packets: AtomicU64,
     pub egress_dropped_bytes: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
+    /// Bandwidth adaptation (room/adapt.rs): consumers' video paused because the subscriber's
+    /// estimate fit not even the lowest layer, and padding packets sent to probe a link.
+    pub bandwidth_pauses: AtomicU64,
+    pub padding_sent: AtomicU64,
     pub tuple_switches: AtomicU64,
     /// ICE-TCP (worker/tcp.rs): open connections; connections refused by the per-worker or
     /// per-IP limit; closed for never belonging to a transport (idle deadline); closed for

@@ -155,6 +155,10 @@ pub enum SourceLabel {
 }
 
 impl SourceLabel {
+    pub fn is_screen(self) -> bool {
+        matches!(self, SourceLabel::Screen)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SourceLabel::Camera => "camera",
@@ -341,10 +345,18 @@ pub enum Notice {
     ConsumerClosed {
         consumer_id: String,
     },
+    /// The layer a consumer now receives; `None`: its video is paused because the subscriber's
+    /// bandwidth does not fit even the lowest layer (it resumes with another notice).
     ConsumerLayersChanged {
         consumer_id: String,
+        spatial_layer: Option<usize>,
+        temporal_layer: Option<u8>,
+    },
+    /// Dynacast (extra to protocol.md, docs/architecture.md): the highest spatial layer any
+    /// subscriber needs of the peer's own simulcast producer now.
+    ProducerMaxSpatialLayer {
+        producer_id: String,
         spatial_layer: usize,
-        temporal_layer: u8,
     },
     /// The server closed one of the peer's transports on its own (extra to protocol.md).
     TransportClosed {

@@ -24,6 +24,17 @@ pub struct Consumer {
     /// The consumer's mid extension id and value, written into every packet.
     pub mid_ext: Option<(u8, Vec<u8>)>,
     pub paused: bool,
+    /// The consumer's transport-wide-cc extension id: every packet sent carries the
+    /// transport's own sequence number there (room/adapt.rs).
+    pub twcc_ext: Option<u8>,
+    /// The consumer's RTX payload type (bandwidth probes are padding on the RTX stream).
+    pub rtx_pt: Option<u8>,
+    /// The highest layer the subscriber's bandwidth allows (room/alloc.rs); None: no limit.
+    pub bw_layer: Option<usize>,
+    /// Video paused because not even the lowest layer fits the subscriber's bandwidth.
+    pub bw_paused: bool,
+    /// The layer it would get were all of its producer's layers sending (dynacast).
+    pub want_layer: usize,
     pub preferred_spatial_layer: Option<u8>,
     pub preferred_temporal_layer: Option<u8>,
     /// Which layer goes out, and the sequence/timestamp mapping (room/forward.rs).
@@ -65,7 +76,9 @@ impl Consumer {
             ext_map.set(from, to);
         }
         // The producer's own mid/rid values must never reach the consumer.
+        // Nor its transport-wide sequence numbers: ours go out instead.
         for id in [
+            producer.mapping.ext_id(ortc::uri::TRANSPORT_WIDE_CC),
             producer.mapping.mid_ext_id(),
             producer.mapping.rid_ext_id(),
             producer.mapping.repaired_rid_ext_id(),
@@ -94,6 +107,15 @@ impl Consumer {
             ext_map,
             mid_ext,
             paused: true,
+            twcc_ext: ortc::find_ext_id(&params.header_extensions, ortc::uri::TRANSPORT_WIDE_CC),
+            rtx_pt: params
+                .codecs
+                .iter()
+                .find(|c| c.mime_type.to_ascii_lowercase().ends_with("/rtx"))
+                .map(|c| c.payload_type),
+            bw_layer: None,
+            bw_paused: false,
+            want_layer: usize::MAX,
             preferred_spatial_layer: None,
             preferred_temporal_layer: None,
             fwd: Forwarder::new(

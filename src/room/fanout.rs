@@ -74,11 +74,12 @@ impl Router {
         let mut keyframe: Option<bool> = None;
         let mut need_keyframe = false;
         let mut layer_changes: Vec<(CKey, usize)> = Vec::new();
+        let mut probing: Vec<(TKey, CKey)> = Vec::new();
         for ckey in &p.consumers {
             let Some(c) = consumers.get_mut(ckey) else {
                 continue;
             };
-            if c.paused {
+            if c.paused || c.bw_paused {
                 continue;
             }
             // Not connected yet: do not sync on a key frame the consumer would never get.
@@ -92,7 +93,13 @@ impl Router {
                 Some(&pt) if pt != 0xFF => pt,
                 _ => continue,
             };
-            let target = target_layer(c.preferred_spatial_layer, layers, active);
+            // The preferred layer, within what the subscriber's bandwidth allows (room/alloc.rs).
+            let cap = match (c.preferred_spatial_layer, c.bw_layer) {
+                (Some(p), Some(b)) => Some(p.min(u8::try_from(b).unwrap_or(u8::MAX))),
+                (p, None) => p,
+                (None, Some(b)) => Some(u8::try_from(b).unwrap_or(u8::MAX)),
+            };
+            let target = target_layer(cap, layers, active);
             let d = c.fwd.decide(&pkt, target, now, || {
                 *keyframe.get_or_insert_with(|| is_keyframe(codec, payload))
             });
@@ -115,6 +122,7 @@ impl Router {
             if !egress_allows(&t.egress, plain.len(), now, &env.stats) {
                 continue;
             }
+            let twcc = c.twcc_ext.zip(t.bwe.as_mut().map(|b| b.next_seq()));
             let rw = Rewrite {
                 ssrc: c.ssrc,
                 payload_type: pt,
@@ -122,6 +130,7 @@ impl Router {
                 timestamp: ts,
                 ext_map: &c.ext_map,
                 mid: c.mid(),
+                twcc,
             };
             let out = &mut env.scratch;
             rtp::rewrite_into(plain, hdr, &rw, out);
@@ -131,11 +140,21 @@ impl Router {
                 env.stats
                     .bytes_out
                     .fetch_add(out.len() as u64, Ordering::Relaxed);
+                if let (Some((_, seq)), Some(b)) = (twcc, t.bwe.as_mut()) {
+                    b.estimator.on_sent(seq, out.len(), now);
+                    b.video_sent(now);
+                    if b.probing() {
+                        probing.push((c.transport, *ckey));
+                    }
+                }
                 env.outbox.push(to, out);
             }
         }
         for (ckey, layer) in layer_changes {
             self.notify_layers_changed(env, ckey, layer);
+        }
+        for (tkey, ckey) in probing {
+            self.pad_probe(env, tkey, ckey, now, false);
         }
         if need_keyframe {
             self.request_keyframe(env, pkey, now, true);
@@ -157,8 +176,8 @@ impl Router {
                 conn,
                 Notice::ConsumerLayersChanged {
                     consumer_id: c.id.clone(),
-                    spatial_layer: layer,
-                    temporal_layer: temporal,
+                    spatial_layer: Some(layer),
+                    temporal_layer: Some(temporal),
                 },
             );
         }
@@ -234,6 +253,7 @@ impl Router {
                 Some((rtx_ssrc, rtx_pt)) => (rtx_ssrc, rtx_pt, c.fwd.next_rtx_seq()),
                 None => (c.ssrc, media_pt, seq),
             };
+            let twcc = c.twcc_ext.zip(t.bwe.as_mut().map(|b| b.next_seq()));
             let rw = Rewrite {
                 ssrc,
                 payload_type,
@@ -241,6 +261,7 @@ impl Router {
                 timestamp: c.fwd.map_ts(hdr.timestamp),
                 ext_map: &c.ext_map,
                 mid: c.mid(),
+                twcc,
             };
             rtp::rewrite_into(packet, &hdr, &rw, scratch);
             if rtx.is_some() {
@@ -250,6 +271,9 @@ impl Router {
             }
             scratch.reserve(MAX_RTP_TAG_LEN);
             if srtp.protect_rtp_in_place(scratch).is_ok() {
+                if let (Some((_, seq)), Some(b)) = (twcc, t.bwe.as_mut()) {
+                    b.estimator.on_sent(seq, scratch.len(), now);
+                }
                 stats.retransmissions_sent.fetch_add(1, Ordering::Relaxed);
                 stats.packets_out.fetch_add(1, Ordering::Relaxed);
                 stats
@@ -342,6 +366,7 @@ impl Router {
             self.send_keyframe_request(env, p, forced);
         }
         self.evaluate_speaker(env, now);
+        self.adapt(env, now);
         if !send_reports {
             return;
         }

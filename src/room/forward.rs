@@ -231,6 +231,12 @@ impl Forwarder {
         self.seq.synced = false;
     }
 
+    /// Forgets which layer was forwarded, so the next sync reports its layer again (the
+    /// subscriber was told the stream paused).
+    pub fn forget_layer(&mut self) {
+        self.layer = None;
+    }
+
     /// The layer being forwarded (None before the first sync).
     pub fn layer(&self) -> Option<usize> {
         self.layer

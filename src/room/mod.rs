@@ -4,6 +4,8 @@
 //! signaling thread, `ortc` the rules that check and derive mediasoup-client parameter
 //! objects, `forward` the per-packet forwarding decision. See docs/architecture.md.
 
+pub mod adapt;
+pub mod alloc;
 pub mod api;
 pub mod close;
 pub mod consent;

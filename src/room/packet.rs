@@ -485,6 +485,7 @@ impl Router {
             return;
         };
         l.last_packet_at = Some(now);
+        l.rate.add(plain.len(), now);
         if kind == MediaKind::Video && l.cache.is_none() && !l.cache_denied {
             // Once per layer: the budget decides whether it gets a cache at all (a layer
             // without one just leaves its NACKs unanswered).
@@ -517,6 +518,14 @@ impl Router {
         };
         let mut events = Vec::new();
         let parsed = rtcp::parse_compound(&plain, &mut events);
+        if events
+            .iter()
+            .any(|e| matches!(e, RtcpEvent::TransportCc { .. }))
+        {
+            for packet in super::adapt::transport_cc_packets(&plain) {
+                self.on_transport_feedback(tkey, packet, now);
+            }
+        }
         self.restore_rx_buffer(tkey, plain);
         if parsed.is_err() {
             return;

@@ -33,6 +33,8 @@ pub struct Producer {
     pub cname: String,
     /// Loss recovery and layer state.
     pub quality: ProducerQuality,
+    /// The simulcast layers its publisher was last asked for (room/adapt.rs).
+    pub dynacast: crate::room::adapt::Dynacast,
     /// Speech seen in its audio levels (room/speaker.rs; counted on the room's home only).
     pub level: LevelMeter,
 }
@@ -86,6 +88,7 @@ impl Producer {
             video_codec,
             clock_rate,
             keyframes: Default::default(),
+            dynacast: Default::default(),
             cname,
             paused: false,
             consumers: Vec::new(),
@@ -110,6 +113,7 @@ impl Producer {
             video_codec: info.video_codec,
             clock_rate: info.clock_rate,
             keyframes: Default::default(),
+            dynacast: Default::default(),
             cname: info.cname,
             paused: info.paused,
             consumers: Vec::new(),
@@ -201,6 +205,8 @@ pub struct LayerState {
     /// The budget was spent when the cache was wanted: this layer gets none.
     pub cache_denied: bool,
     pub nack: NackGenerator,
+    /// The encoding's bit rate as received (the allocator's cost of the layer).
+    pub rate: crate::room::alloc::RateMeter,
     /// Highest temporal layer of the encoding (from its scalability mode, `L1T3` → 2).
     pub max_temporal_layer: u8,
 }
@@ -224,6 +230,7 @@ impl ProducerQuality {
                     cache: None,
                     cache_denied: false,
                     nack: NackGenerator::default(),
+                    rate: Default::default(),
                     max_temporal_layer: e
                         .scalability_mode
                         .as_deref()

@@ -179,6 +179,7 @@ impl Router {
                 timestamp: ts,
                 ext_map: &no_ext,
                 mid: None,
+                twcc: None,
             };
             rtp::rewrite_into(plain, hdr, &rw, &mut env.scratch);
             env.outbox.push(Remote::Udp(tap.dest), &env.scratch);

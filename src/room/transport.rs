@@ -3,6 +3,7 @@
 //! Owned by its room's router, on behalf of one peer; its producers and consumers are
 //! indexed here by SSRC but owned by the router.
 
+use super::adapt::SendBwe;
 use super::api::TransportDirection;
 use super::limits::SharedBucket;
 use super::remote::Remote;
@@ -69,6 +70,8 @@ pub struct Transport {
     /// Received SSRCs that routed to no producer (see `packet::learn_rid_ssrc`).
     pub route_misses: RouteMisses,
     pub feedback: Option<TransportFeedback>,
+    /// The send side's bandwidth estimation (recv transports only: room/adapt.rs).
+    pub bwe: Option<Box<SendBwe>>,
     /// Created with `sctp: true`: runs SCTP for data channels (src/room/data.rs).
     pub sctp: bool,
 }
@@ -133,6 +136,7 @@ impl Transport {
             egress,
             route_misses: RouteMisses::default(),
             feedback: None,
+            bwe: (direction == TransportDirection::Recv).then(|| Box::new(SendBwe::new(now))),
             sctp: false,
         }
     }

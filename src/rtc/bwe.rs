@@ -4,13 +4,14 @@
 //! lower of the two. Sans-IO: fed the packets a transport sends and the feedback it receives,
 //! with instants, so tests drive it with a simulated link (src/rtc/bwe_tests.rs).
 //!
-//! Issue #14 step 1: the estimator and the feedback parser. Not yet wired to transports.
+//! Each recv transport owns one (room/adapt.rs), fed from the packet path.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// Sent packets remembered by transport-wide sequence number (a power of two).
-const SENT_WINDOW: usize = 4096;
+/// Sent packets remembered by transport-wide sequence number (a power of two): over a second
+/// at 10 Mbit/s, while feedback comes every 100 ms; 16 KiB per transport.
+const SENT_WINDOW: usize = 1024;
 /// Packets sent within this of a group's first belong to the group (one burst).
 const GROUP_US: i64 = 5_000;
 /// Trendline regression window (groups) and the smoothing of the accumulated delay.
@@ -310,6 +311,20 @@ impl Estimator {
         }
         self.update_loss(now_us);
         self.update_rate(now_us);
+    }
+
+    /// A probe showed the receiver taking `bps`: the estimate rises to it at once (GCC's probe
+    /// result) unless the delay detector sees overuse. Never lowers the estimate.
+    pub fn on_probe_result(&mut self, bps: u64, now: Instant) {
+        if self.signal == Signal::Overuse {
+            return;
+        }
+        let bps = (bps as f64).min(self.cfg.max_bps as f64);
+        if bps > self.delay_bps {
+            self.delay_bps = bps;
+            self.loss_bps = self.loss_bps.max(bps);
+            self.last_update_us = Some(self.us(now));
+        }
     }
 
     /// Time passing without feedback: after [`FEEDBACK_TIMEOUT`] while sending, the estimate

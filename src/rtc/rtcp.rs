@@ -80,7 +80,7 @@ pub enum RtcpEvent {
 }
 
 /// Splits a compound packet into its packets; checks only the common headers.
-fn split_compound(buf: &[u8]) -> impl Iterator<Item = Result<&[u8], RtcpError>> {
+pub fn split_compound(buf: &[u8]) -> impl Iterator<Item = Result<&[u8], RtcpError>> {
     let mut rest = buf;
     std::iter::from_fn(move || {
         if rest.is_empty() {

@@ -242,6 +242,9 @@ pub struct Rewrite<'a> {
     pub ext_map: &'a ExtIdMap,
     /// The consumer's mid extension (id, value); the incoming mid must map to 0 in `ext_map`.
     pub mid: Option<(u8, &'a [u8])>,
+    /// The sending transport's transport-wide sequence number (extension id, value); the
+    /// incoming one must map to 0 in `ext_map`.
+    pub twcc: Option<(u8, u16)>,
 }
 
 /// Writes into `out` (cleared first) the consumer's copy of the packet `src` parsed as `h`.
@@ -260,11 +263,17 @@ pub fn rewrite_into(src: &[u8], h: &RtpHeader, rw: &Rewrite, out: &mut Vec<u8>) 
     out.extend_from_slice(&rw.ssrc.to_be_bytes());
     out.extend_from_slice(csrcs);
 
+    let twcc = rw.twcc.map(|(id, seq)| (id, seq.to_be_bytes()));
     let kept = || {
         extensions(src, h)
             .map(|(id, v)| (rw.ext_map.get(id), v))
             .filter(|&(id, _)| id != 0)
             .chain(rw.mid.filter(|&(id, _)| id != 0))
+            .chain(
+                twcc.as_ref()
+                    .map(|(id, v)| (*id, &v[..]))
+                    .filter(|&(id, _)| id != 0),
+            )
     };
     let needs_two_byte =
         |(id, v): (u8, &[u8])| id > ONE_BYTE_MAX_ID || v.is_empty() || v.len() > ONE_BYTE_MAX_LEN;
@@ -304,6 +313,51 @@ pub fn rewrite_into(src: &[u8], h: &RtpHeader, rw: &Rewrite, out: &mut Vec<u8>) 
     }
 
     out.extend_from_slice(payload_and_padding);
+}
+
+/// A padding-only packet (a bandwidth probe on an RTX stream).
+#[derive(Clone, Copy, Debug)]
+pub struct Padding<'a> {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub sequence: u16,
+    pub timestamp: u32,
+    /// The transport-wide sequence number (extension id, value).
+    pub twcc: (u8, u16),
+    pub mid: Option<(u8, &'a [u8])>,
+    /// Padding bytes (1..=255; the last one holds the count).
+    pub len: usize,
+}
+
+/// Writes into `out` (cleared first) a packet of nothing but padding, with the transport-wide
+/// sequence number and mid extensions in one-byte form.
+pub fn build_padding(out: &mut Vec<u8>, p: &Padding) {
+    out.clear();
+    let len = p.len.clamp(1, 255);
+    out.push(0x80 | 0x20 | 0x10);
+    out.push(p.payload_type & 0x7f);
+    out.extend_from_slice(&p.sequence.to_be_bytes());
+    out.extend_from_slice(&p.timestamp.to_be_bytes());
+    out.extend_from_slice(&p.ssrc.to_be_bytes());
+    let block_start = out.len();
+    out.extend_from_slice(&PROFILE_ONE_BYTE.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    let (id, seq) = p.twcc;
+    out.push((id << 4) | 1);
+    out.extend_from_slice(&seq.to_be_bytes());
+    if let Some((id, v)) = p
+        .mid
+        .filter(|(id, v)| (1..=ONE_BYTE_MAX_ID).contains(id) && (1..=ONE_BYTE_MAX_LEN).contains(&v.len()))
+    {
+        out.push((id << 4) | (v.len() - 1) as u8);
+        out.extend_from_slice(v);
+    }
+    let words = (out.len() - block_start - 4).div_ceil(4);
+    out.resize(block_start + 4 + words * 4, 0);
+    out[block_start + 2..block_start + 4].copy_from_slice(&(words as u16).to_be_bytes());
+    out.resize(out.len() + len, 0);
+    let last = out.len() - 1;
+    out[last] = len as u8;
 }
 
 /// Overwrites the sequence number in place (no-op on a buffer too short to be RTP).
@@ -579,6 +633,7 @@ mod tests {
                 timestamp: 3,
                 ext_map: &map,
                 mid: Some((1, b"7")),
+                twcc: None,
             };
             rewrite_into(&pkt, &h, &rw, &mut out);
             let back = parse_rtp(&out).expect("a rewritten packet parses");
@@ -606,6 +661,7 @@ mod tests {
             timestamp: 1000,
             ext_map: &map,
             mid: Some((1, b"42")),
+            twcc: None,
         };
         let mut out = Vec::new();
         rewrite_into(PACKET, &h, &rw, &mut out);
@@ -643,6 +699,7 @@ mod tests {
             timestamp: 3,
             ext_map: &map,
             mid: None,
+            twcc: None,
         };
         let mut out = vec![0xee; 100]; // stale content must be cleared
         rewrite_into(PACKET, &h, &rw, &mut out);
@@ -665,6 +722,7 @@ mod tests {
             timestamp: 3,
             ext_map: &map,
             mid: Some((1, &long_mid)),
+            twcc: None,
         };
         let mut out = Vec::new();
         rewrite_into(PACKET, &h, &rw, &mut out);
@@ -697,6 +755,7 @@ mod tests {
             timestamp: 3,
             ext_map: &map,
             mid: Some((1, &[b'm'; 20])),
+            twcc: None,
         };
         let mut out = Vec::new();
         rewrite_into(&pkt, &h, &rw, &mut out);
@@ -720,5 +779,49 @@ mod tests {
         set_ssrc(&mut short, 1);
         set_timestamp(&mut short, 1);
         assert_eq!(short, [0; 3]);
+    }
+
+    #[test]
+    fn rewritten_packets_carry_the_transport_sequence_number_and_padding_parses() {
+        let mut map = ExtIdMap::new();
+        map.set(3, 0); // the publisher's transport-wide sequence number is dropped
+        let src = [
+            0x90, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9, 0xBE, 0xDE, 0, 1, 0x31, 0xAA, 0xBB, 0, 7, 7,
+        ];
+        let h = parse_rtp(&src).unwrap();
+        let rw = Rewrite {
+            ssrc: 5,
+            payload_type: 100,
+            sequence: 2,
+            timestamp: 3,
+            ext_map: &map,
+            mid: Some((1, b"0")),
+            twcc: Some((5, 0x1234)),
+        };
+        let mut out = Vec::new();
+        rewrite_into(&src, &h, &rw, &mut out);
+        let h2 = parse_rtp(&out).unwrap();
+        assert_eq!(find_extension(&out, &h2, 5), Some(&[0x12, 0x34][..]));
+        assert_eq!(find_extension(&out, &h2, 3), None);
+        assert_eq!(h2.payload(&out), &[7, 7]);
+
+        build_padding(
+            &mut out,
+            &Padding {
+                ssrc: 6,
+                payload_type: 101,
+                sequence: 9,
+                timestamp: 3,
+                twcc: (5, 0x0102),
+                mid: Some((1, b"0")),
+                len: 240,
+            },
+        );
+        let p = parse_rtp(&out).unwrap();
+        assert_eq!(p.ssrc, 6);
+        assert_eq!(p.padding_len, 240);
+        assert!(p.payload(&out).is_empty());
+        assert_eq!(find_extension(&out, &p, 5), Some(&[1, 2][..]));
+        assert_eq!(find_extension(&out, &p, 1), Some(&b"0"[..]));
     }
 }

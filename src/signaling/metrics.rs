@@ -94,7 +94,7 @@ const GAUGES: [(&str, Counted, &str); 9] = [
 type Counter = (&'static str, &'static str, fn(&WorkerStats) -> &AtomicU64);
 
 /// Monotonic counters, per worker.
-const COUNTERS: [Counter; 19] = [
+const COUNTERS: [Counter; 21] = [
     (
         "sfu_packets_in_total",
         "Datagrams received on the worker's media socket(s).",
@@ -157,6 +157,16 @@ const COUNTERS: [Counter; 19] = [
         "sfu_keyframe_requests_sent_total",
         "Key-frame requests (PLI/FIR) sent to publishers.",
         |s| &s.keyframe_requests_sent,
+    ),
+    (
+        "sfu_bandwidth_pauses_total",
+        "Consumers whose video was paused because the subscriber's bandwidth fit no layer.",
+        |s| &s.bandwidth_pauses,
+    ),
+    (
+        "sfu_padding_packets_sent_total",
+        "Padding packets sent to probe a subscriber's link before a layer goes up.",
+        |s| &s.padding_sent,
     ),
     (
         "sfu_pipe_packets_out_total",

@@ -322,6 +322,13 @@ pub fn notice(notice: &Notice) -> (&'static str, Value) {
                 "temporalLayer": temporal_layer,
             }),
         ),
+        Notice::ProducerMaxSpatialLayer {
+            producer_id,
+            spatial_layer,
+        } => (
+            "producer-max-spatial-layer",
+            json!({"producerId": producer_id, "spatialLayer": spatial_layer}),
+        ),
         Notice::TransportClosed { transport_id } => {
             ("transport-closed", json!({"transportId": transport_id}))
         }
@@ -381,6 +388,8 @@ pub fn worker_stats(s: &WorkerStats) -> Value {
         "egressDroppedPackets": l(&s.egress_dropped_packets),
         "egressDroppedBytes": l(&s.egress_dropped_bytes),
         "keyframeRequestsSent": l(&s.keyframe_requests_sent),
+        "bandwidthPauses": l(&s.bandwidth_pauses),
+        "paddingPacketsSent": l(&s.padding_sent),
         "tupleSwitches": l(&s.tuple_switches),
         "iceTcp": {
             "connections": s.tcp_connections.load(Ordering::Relaxed),

@@ -1,0 +1,593 @@
+//! Bandwidth-adaptive delivery on the send side of a recv transport: the transport-wide
+//! sequence numbers stamped on every packet we send, the estimate from the subscriber's
+//! transport-cc feedback (rtc/bwe.rs), the layer allocation across the transport's video
+//! consumers (room/alloc.rs), probing before a layer goes up, and dynacast (telling a publisher
+//! which of its simulcast layers anybody needs).
+//!
+//! A transport's estimate limits nothing until its first feedback: a subscriber that sends no
+//! transport-cc (or cannot) is served as before, by preferred layer only.
+
+use super::alloc::{self, Demand, MAX_LAYERS};
+use super::api::Notice;
+use super::env::Env;
+use super::ortc::MediaKind;
+use super::router::Router;
+use super::{CKey, TKey};
+use crate::rtc::bwe::{self, BweConfig, Estimator, Signal};
+use crate::rtc::rtcp;
+use crate::rtc::rtp;
+use crate::rtc::srtp::MAX_RTP_TAG_LEN;
+use crate::rtc::srtp::SrtpSession;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// The share of the estimate the allocator hands out (the rest absorbs estimate noise, RTX and
+/// RTCP).
+const BUDGET_SHARE: f64 = 0.95;
+/// A probe lasts at least this before its result counts, and at most [`PROBE_MAX`].
+const PROBE_MIN: Duration = Duration::from_millis(500);
+const PROBE_MAX: Duration = Duration::from_millis(1200);
+/// A probe aims this far above what the next step needs, and at most this multiple of the
+/// estimate (a failed probe then only queues a little on the limited link).
+const PROBE_OVERSHOOT: f64 = 1.1;
+const PROBE_MAX_STEP: f64 = 1.6;
+/// Waits between failed probes: doubling from the first to the last.
+const PROBE_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(4);
+/// Padding bytes per probe packet (the RTP padding length is one byte).
+const PADDING_LEN: usize = 240;
+/// Padding packets one media packet may bring along at most, and one router tick when no video
+/// flows to pad alongside (every video consumer paused for bandwidth).
+const MAX_PADDING_BURST: usize = 16;
+const MAX_TICK_PADDING: usize = 64;
+/// Dynacast: a producer's upper layers are given up only after nobody needed them this long.
+pub const DYNACAST_HOLD: Duration = Duration::from_secs(5);
+
+/// One recv transport's send-side estimation state.
+pub struct SendBwe {
+    next_seq: u16,
+    pub estimator: Estimator,
+    /// Feedback arrived at least once: the estimate governs the allocation.
+    pub active: bool,
+    /// Reused for every feedback packet (no allocation per packet).
+    feedback: Vec<(u16, Option<i64>)>,
+    probe: Option<Probe>,
+    next_probe_at: Option<Instant>,
+    backoff: Duration,
+    /// The media bit rate of the last allocation (audio + video), which padding tops up.
+    media_bps: u64,
+    /// Padding owed to the running probe, in bytes, and when it was last topped up.
+    pad_owed: f64,
+    pad_at: Option<Instant>,
+    /// When a video packet last went out (probes pad alongside video).
+    video_sent_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Probe {
+    target_bps: u64,
+    started: Instant,
+}
+
+impl SendBwe {
+    pub fn new(now: Instant) -> Self {
+        Self {
+            next_seq: 0,
+            estimator: Estimator::new(BweConfig::default(), now),
+            active: false,
+            feedback: Vec::with_capacity(256),
+            probe: None,
+            next_probe_at: None,
+            backoff: PROBE_BACKOFF_FIRST,
+            media_bps: 0,
+            pad_owed: 0.0,
+            pad_at: None,
+            video_sent_at: None,
+        }
+    }
+
+    /// The next transport-wide sequence number.
+    pub fn next_seq(&mut self) -> u16 {
+        let s = self.next_seq;
+        self.next_seq = s.wrapping_add(1);
+        s
+    }
+
+    pub fn probing(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// A video packet went out (probes pad alongside video).
+    pub fn video_sent(&mut self, now: Instant) {
+        self.video_sent_at = Some(now);
+    }
+
+    /// No video went out recently: a probe pads from the router tick instead.
+    fn video_idle(&self, now: Instant) -> bool {
+        self.video_sent_at
+            .is_none_or(|t| now.saturating_duration_since(t) > Duration::from_millis(100))
+    }
+
+    /// The budget the allocator hands out, or None while the estimate does not govern.
+    fn budget(&self) -> Option<u64> {
+        self.active
+            .then(|| (self.estimator.estimate_bps() as f64 * BUDGET_SHARE) as u64)
+    }
+
+    /// Feedback `packet` (one RTCP transport-cc packet) arrived.
+    fn on_feedback(&mut self, packet: &[u8], now: Instant) {
+        self.feedback.clear();
+        if bwe::parse_feedback(packet, &mut self.feedback).is_err() {
+            return;
+        }
+        self.active = true;
+        self.estimator.on_feedback(&self.feedback, now);
+        let Some(probe) = self.probe else {
+            return;
+        };
+        if self.estimator.signal() == Signal::Overuse {
+            self.end_probe(false, now);
+            return;
+        }
+        let elapsed = now.saturating_duration_since(probe.started);
+        let acked = self.estimator.acked_bps().unwrap_or(0.0);
+        if elapsed >= PROBE_MIN && acked >= 0.9 * probe.target_bps as f64 {
+            self.estimator.on_probe_result(acked as u64, now);
+            self.end_probe(true, now);
+        }
+    }
+
+    fn end_probe(&mut self, succeeded: bool, now: Instant) {
+        self.probe = None;
+        self.pad_owed = 0.0;
+        if succeeded {
+            self.backoff = PROBE_BACKOFF_FIRST;
+            self.next_probe_at = Some(now + Duration::from_millis(250));
+        } else {
+            self.next_probe_at = Some(now + self.backoff);
+            self.backoff = (self.backoff * 2).min(PROBE_BACKOFF_MAX);
+        }
+    }
+
+    /// After an allocation: starts a probe when a step up is wanted and due, ends one that ran
+    /// its course (what the receiver took during it still raises the estimate).
+    fn plan_probe(&mut self, next_step_bps: Option<u64>, now: Instant) {
+        if let Some(p) = self.probe {
+            if now.saturating_duration_since(p.started) >= PROBE_MAX {
+                let acked = self.estimator.acked_bps().unwrap_or(0.0);
+                if acked > self.estimator.estimate_bps() as f64 {
+                    self.estimator.on_probe_result((acked * 0.95) as u64, now);
+                }
+                self.end_probe(false, now);
+            }
+            return;
+        }
+        let Some(step) = next_step_bps else {
+            return;
+        };
+        if self.next_probe_at.is_some_and(|t| now < t)
+            || self.estimator.signal() == Signal::Overuse
+        {
+            return;
+        }
+        let estimate = self.estimator.estimate_bps() as f64;
+        let wanted = step as f64 / BUDGET_SHARE * PROBE_OVERSHOOT;
+        let target = wanted.min(estimate * PROBE_MAX_STEP);
+        if target <= self.media_bps as f64 {
+            return;
+        }
+        self.probe = Some(Probe {
+            target_bps: target as u64,
+            started: now,
+        });
+        self.pad_owed = 0.0;
+        self.pad_at = Some(now);
+    }
+
+    /// How many padding packets are owed now (topped up by the time since the last call), at
+    /// most `max`.
+    fn padding_due(&mut self, now: Instant, max: usize) -> usize {
+        let Some(p) = self.probe else {
+            return 0;
+        };
+        let since = self
+            .pad_at
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.pad_at = Some(now);
+        let extra_bps = p.target_bps.saturating_sub(self.media_bps) as f64;
+        self.pad_owed = (self.pad_owed + extra_bps / 8.0 * since.min(0.25))
+            .min((MAX_TICK_PADDING * PADDING_LEN) as f64);
+        let n = ((self.pad_owed / PADDING_LEN as f64) as usize).min(max);
+        self.pad_owed -= (n * PADDING_LEN) as f64;
+        n
+    }
+}
+
+/// Where padding for one transport goes: a video consumer's RTX stream.
+struct PadVia {
+    ssrc: u32,
+    pt: u8,
+    twcc_ext: u8,
+    mid: Option<(u8, Vec<u8>)>,
+}
+
+impl Router {
+    /// Transport-cc feedback from the subscriber of recv transport `tkey`.
+    pub(crate) fn on_transport_feedback(&mut self, tkey: TKey, packet: &[u8], now: Instant) {
+        if let Some(b) = self.transports.get_mut(&tkey).and_then(|t| t.bwe.as_mut()) {
+            b.on_feedback(packet, now);
+        }
+    }
+
+    /// Sends what a running probe owes on transport `tkey` as padding on consumer `ckey`'s RTX
+    /// stream: after a packet of that consumer went out, or (`from_tick`) from the router tick
+    /// when no video flows.
+    pub(crate) fn pad_probe(
+        &mut self,
+        env: &mut Env,
+        tkey: TKey,
+        ckey: CKey,
+        now: Instant,
+        from_tick: bool,
+    ) {
+        let Some(c) = self.consumers.get_mut(&ckey) else {
+            return;
+        };
+        let (Some(ssrc), Some(pt), Some(ext)) = (c.rtx_ssrc, c.rtx_pt, c.twcc_ext) else {
+            return;
+        };
+        let via = PadVia {
+            ssrc,
+            pt,
+            twcc_ext: ext,
+            mid: c.mid_ext.clone(),
+        };
+        let ts = c.fwd.rtp_time_at(now).unwrap_or(0);
+        let Some(t) = self.transports.get_mut(&tkey) else {
+            return;
+        };
+        let (Some(to), Some(srtp), Some(b)) = (t.remote, t.srtp.as_mut(), t.bwe.as_mut()) else {
+            return;
+        };
+        let max = if from_tick {
+            MAX_TICK_PADDING
+        } else {
+            MAX_PADDING_BURST
+        };
+        let n = b.padding_due(now, max);
+        for _ in 0..n {
+            let rtx_seq = c.fwd.next_rtx_seq();
+            if !send_padding(env, srtp, b, &via, rtx_seq, ts, to, now) {
+                break;
+            }
+        }
+    }
+
+    /// Periodic adaptation (every router tick, ≈ 250 ms): the estimate ages, each transport's
+    /// allocation is redone and applied, probes start and end, dynacast is told.
+    pub(crate) fn adapt(&mut self, env: &mut Env, now: Instant) {
+        let tkeys: Vec<TKey> = self
+            .transports
+            .iter()
+            .filter(|(_, t)| t.bwe.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        for tkey in tkeys {
+            self.adapt_transport(env, tkey, now);
+        }
+        self.dynacast(env, now);
+    }
+
+    fn adapt_transport(&mut self, env: &mut Env, tkey: TKey, now: Instant) {
+        let speaker_peer = self.speaker.announced.as_ref().map(|(p, _)| p.clone());
+        let Some(t) = self.transports.get_mut(&tkey) else {
+            return;
+        };
+        let Some(b) = t.bwe.as_mut() else {
+            return;
+        };
+        b.estimator.on_tick(now);
+        let Some(budget) = b.budget() else {
+            return;
+        };
+        // The transport's consumers (each once: the index also holds RTX SSRCs).
+        let ckeys: Vec<CKey> = t
+            .consumers_by_ssrc
+            .iter()
+            .filter(|(ssrc, c)| self.consumers.get(c).is_some_and(|c| c.ssrc == **ssrc))
+            .map(|(_, c)| *c)
+            .collect();
+        let mut audio_bps = 0u64;
+        let mut video: Vec<(CKey, Demand)> = Vec::new();
+        for ckey in ckeys {
+            let Some(c) = self.consumers.get(&ckey) else {
+                continue;
+            };
+            let Some(p) = self.producers.get(&c.producer) else {
+                continue;
+            };
+            if c.paused || p.paused {
+                continue;
+            }
+            if c.kind == MediaKind::Audio {
+                audio_bps += p.quality.layers.first().map_or(0, |l| l.rate.bps());
+                continue;
+            }
+            let layers = p.ssrcs.len().clamp(1, MAX_LAYERS);
+            let mut bps = [0u64; MAX_LAYERS];
+            for (slot, l) in bps.iter_mut().zip(&p.quality.layers) {
+                *slot = l.rate.bps();
+            }
+            let top = layers - 1;
+            let speaker = speaker_peer.as_deref() == Some(&*p.peer);
+            video.push((
+                ckey,
+                Demand {
+                    priority: alloc::priority(p.label.is_screen(), speaker),
+                    max_layer: c
+                        .preferred_spatial_layer
+                        .map_or(top, |l| usize::from(l).min(top)),
+                    layers,
+                    bps,
+                    active: p.quality.active_layers(now),
+                    current: if c.bw_paused {
+                        None
+                    } else {
+                        c.bw_layer.or(Some(top))
+                    },
+                },
+            ));
+        }
+        let demands: Vec<Demand> = video.iter().map(|(_, d)| *d).collect();
+        let video_budget = budget.saturating_sub(audio_bps);
+        let a = alloc::allocate(video_budget, &demands);
+        // What each would get were every layer sending (dynacast asks publishers for those).
+        let all: Vec<Demand> = demands
+            .iter()
+            .map(|d| Demand {
+                active: (1u32 << d.layers) - 1,
+                ..*d
+            })
+            .collect();
+        let wants = alloc::allocate(video_budget, &all);
+        let mut pad_from_tick = false;
+        if let Some(b) = self.transports.get_mut(&tkey).and_then(|t| t.bwe.as_mut()) {
+            b.media_bps = a.used_bps + audio_bps;
+            b.plan_probe(a.next_step_bps, now);
+            pad_from_tick = b.probing() && b.video_idle(now);
+        }
+        if pad_from_tick {
+            let via = video.iter().map(|(c, _)| *c).find(|c| {
+                self.consumers
+                    .get(c)
+                    .is_some_and(|c| c.rtx_ssrc.is_some() && c.rtx_pt.is_some())
+            });
+            if let Some(ckey) = via {
+                self.pad_probe(env, tkey, ckey, now, true);
+            }
+        }
+        for (((ckey, _), layer), want) in video.iter().zip(&a.layers).zip(&wants.layers) {
+            self.apply_allocation(env, *ckey, *layer, want.unwrap_or(0), now);
+        }
+    }
+
+    /// Applies one consumer's allocation: its layer cap, or a pause (told to the subscriber)
+    /// when nothing fits, and a resume (with a key frame) when something fits again.
+    fn apply_allocation(
+        &mut self,
+        env: &mut Env,
+        ckey: CKey,
+        layer: Option<usize>,
+        want: usize,
+        now: Instant,
+    ) {
+        let Some(c) = self.consumers.get_mut(&ckey) else {
+            return;
+        };
+        c.want_layer = want;
+        let was_paused = c.bw_paused;
+        c.bw_paused = layer.is_none();
+        if let Some(l) = layer {
+            c.bw_layer = Some(l);
+        }
+        let pkey = c.producer;
+        match (was_paused, layer) {
+            (false, None) => {
+                env.stats.bandwidth_pauses.fetch_add(1, Ordering::Relaxed);
+                let (id, peer) = (c.id.clone(), c.peer.clone());
+                if let Some(conn) = self.conn_of(&peer, env.worker) {
+                    env.notify(
+                        conn,
+                        Notice::ConsumerLayersChanged {
+                            consumer_id: id,
+                            spatial_layer: None,
+                            temporal_layer: None,
+                        },
+                    );
+                }
+            }
+            (true, Some(_)) => {
+                // Continues at a key frame; the layer notice follows with the first packet.
+                c.fwd.resync();
+                c.fwd.forget_layer();
+                self.request_keyframe(env, pkey, now, false);
+            }
+            _ => {}
+        }
+    }
+
+    /// Dynacast: tells each local simulcast producer's publisher the highest spatial layer
+    /// anybody needs (HLS taps and other workers' consumers need the top one), at once when it
+    /// rises, after [`DYNACAST_HOLD`] when it falls.
+    fn dynacast(&mut self, env: &mut Env, now: Instant) {
+        let mut notices = Vec::new();
+        for (pkey, p) in &mut self.producers {
+            let layers = p.ssrcs.len();
+            if p.kind != MediaKind::Video || layers < 2 || p.is_piped() {
+                continue;
+            }
+            let top = layers - 1;
+            let needed = if !p.pipes().is_empty() || self.taps.get(pkey).is_some_and(|t| !t.is_empty())
+            {
+                top
+            } else {
+                p.consumers
+                    .iter()
+                    .filter_map(|c| self.consumers.get(c))
+                    .filter(|c| !c.paused && !c.bw_paused)
+                    .map(|c| c.want_layer.min(top))
+                    .max()
+                    .unwrap_or(0)
+            };
+            if let Some(told) = p.dynacast.decide(needed, top, now) {
+                notices.push((p.peer.clone(), p.id.clone(), told));
+            }
+        }
+        for (peer, producer_id, spatial_layer) in notices {
+            if let Some(conn) = self.conn_of(&peer, env.worker) {
+                env.notify(
+                    conn,
+                    Notice::ProducerMaxSpatialLayer {
+                        producer_id,
+                        spatial_layer,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// What a simulcast producer's publisher was last told it needs to send.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Dynacast {
+    /// The highest layer told (None: nothing told, all layers are sent).
+    told: Option<usize>,
+    lower_since: Option<Instant>,
+}
+
+impl Dynacast {
+    /// The layer to tell now, if any: `needed` at once when above what was told, after
+    /// [`DYNACAST_HOLD`] when below.
+    pub fn decide(&mut self, needed: usize, top: usize, now: Instant) -> Option<usize> {
+        let told = self.told.unwrap_or(top);
+        if needed >= told {
+            self.lower_since = None;
+            if needed > told {
+                self.told = Some(needed);
+                return Some(needed);
+            }
+            return None;
+        }
+        let since = *self.lower_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < DYNACAST_HOLD {
+            return None;
+        }
+        self.lower_since = None;
+        self.told = Some(needed);
+        Some(needed)
+    }
+}
+
+/// Builds, protects and queues one padding-only packet on the RTX stream `via`; false when the
+/// packet could not be protected.
+#[allow(clippy::too_many_arguments)]
+fn send_padding(
+    env: &mut Env,
+    srtp: &mut SrtpSession,
+    b: &mut SendBwe,
+    via: &PadVia,
+    rtx_seq: u16,
+    ts: u32,
+    to: super::remote::Remote,
+    now: Instant,
+) -> bool {
+    let seq = b.next_seq();
+    let out = &mut env.scratch;
+    rtp::build_padding(
+        out,
+        &rtp::Padding {
+            ssrc: via.ssrc,
+            payload_type: via.pt,
+            sequence: rtx_seq,
+            timestamp: ts,
+            twcc: (via.twcc_ext, seq),
+            mid: via.mid.as_ref().map(|(id, v)| (*id, v.as_slice())),
+            len: PADDING_LEN,
+        },
+    );
+    out.reserve(MAX_RTP_TAG_LEN);
+    if srtp.protect_rtp_in_place(out).is_err() {
+        return false;
+    }
+    b.estimator.on_sent(seq, out.len(), now);
+    env.stats.padding_sent.fetch_add(1, Ordering::Relaxed);
+    env.stats.packets_out.fetch_add(1, Ordering::Relaxed);
+    env.stats
+        .bytes_out
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    env.outbox.push(to, out);
+    true
+}
+
+/// The RTCP transport-cc packets of a compound packet.
+pub fn transport_cc_packets(compound: &[u8]) -> impl Iterator<Item = &[u8]> {
+    rtcp::split_compound(compound)
+        .flatten()
+        .filter(|p| p.len() >= 2 && p[0] & 0x1f == 15 && p[1] == 205)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynacast_raises_at_once_and_lowers_after_the_hold() {
+        let t0 = Instant::now();
+        let mut d = Dynacast::default();
+        assert_eq!(d.decide(2, 2, t0), None, "all layers are sent to begin with");
+        assert_eq!(d.decide(0, 2, t0), None);
+        assert_eq!(d.decide(0, 2, t0 + DYNACAST_HOLD / 2), None);
+        assert_eq!(d.decide(0, 2, t0 + DYNACAST_HOLD), Some(0));
+        assert_eq!(d.decide(1, 2, t0 + DYNACAST_HOLD), Some(1), "raised at once");
+        // A need that dips only briefly is not told.
+        assert_eq!(d.decide(0, 2, t0 + DYNACAST_HOLD * 2), None);
+        assert_eq!(d.decide(1, 2, t0 + DYNACAST_HOLD * 2), None);
+        assert_eq!(d.decide(0, 2, t0 + DYNACAST_HOLD * 3), None);
+    }
+
+    #[test]
+    fn a_probe_pads_towards_its_target_and_stops_on_overuse_or_time() {
+        let t0 = Instant::now();
+        let mut b = SendBwe::new(t0);
+        b.media_bps = 400_000;
+        b.active = true;
+        b.plan_probe(Some(1_000_000), t0);
+        assert!(b.probing());
+        // 100 ms at (target − media) in padding packets.
+        let target = b.probe.unwrap().target_bps;
+        assert!(target > 400_000 && target as f64 <= 600_000.0 * PROBE_MAX_STEP + 1.0);
+        let mut sent = 0;
+        for i in 1..=10 {
+            sent += b.padding_due(t0 + Duration::from_millis(10 * i), MAX_PADDING_BURST);
+        }
+        let expected = (target - 400_000) as f64 / 8.0 * 0.1 / PADDING_LEN as f64;
+        assert!((sent as f64 - expected).abs() <= 2.0, "{sent} vs {expected}");
+        // It ends after PROBE_MAX and waits before the next one.
+        b.plan_probe(Some(1_000_000), t0 + PROBE_MAX);
+        assert!(!b.probing());
+        b.plan_probe(Some(1_000_000), t0 + PROBE_MAX + Duration::from_millis(10));
+        assert!(!b.probing(), "a failed probe backs off");
+        b.plan_probe(Some(1_000_000), t0 + PROBE_MAX + PROBE_BACKOFF_FIRST);
+        assert!(b.probing());
+    }
+
+    #[test]
+    fn no_probe_without_a_step_to_take() {
+        let t0 = Instant::now();
+        let mut b = SendBwe::new(t0);
+        b.active = true;
+        b.plan_probe(None, t0);
+        assert!(!b.probing());
+        assert_eq!(b.padding_due(t0 + Duration::from_millis(50), MAX_PADDING_BURST), 0);
+    }
+}
