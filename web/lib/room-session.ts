@@ -21,6 +21,7 @@ import type {
 } from "./protocol";
 import { RemotePeers, type RemotePeerView } from "./remote-peers";
 import { Signaling, SignalingError, clusterSignalingUrls, errorCode, signalingUrl } from "./signaling";
+import { cameraSendOptions } from "./video-layers";
 
 export type SessionStatus = "idle" | "joining" | "joined" | "reconnecting" | "left" | "failed";
 
@@ -504,6 +505,9 @@ export class RoomSession extends Emitter<SessionEvents> {
         track,
         stopTracks: false,
         codec: kind === "video" ? this.preferredVideoCodec(device) : undefined,
+        // The camera in three simulcast layers, so each subscriber gets what its link and tile
+        // fit; a shared screen stays one full-resolution encoding, or its text would blur.
+        ...(source === "camera" ? cameraSendOptions(device.handlerName) : {}),
         appData: { source },
       });
     } catch (error) {
