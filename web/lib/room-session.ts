@@ -100,6 +100,8 @@ export class RoomSession extends Emitter<SessionEvents> {
   private chatMessageCounter = 0;
   private micMuted = false;
   private readonly remote = new RemotePeers();
+  /** Layer requests are an optimisation: a failing one is logged once, never shown. */
+  private layerRequestWarned = false;
   /** Bumped on every (re)connect and on leave, so late async results of an old one are dropped. */
   private generation = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
@@ -209,6 +211,22 @@ export class RoomSession extends Emitter<SessionEvents> {
     this.update({ screen: "off" });
     await this.closeProducer("screen");
   }
+
+  /**
+   * Asks the server for `spatialLayer` of a simulcast consumer (a tile's size changed); only
+   * when it differs from the last ask. An arrow property: tiles keep one identity for it.
+   */
+  readonly setPreferredSpatialLayer = (consumerId: string, spatialLayer: number): void => {
+    const producer = this.remote.byConsumerId(consumerId);
+    const signaling = this.signaling;
+    if (!producer || !signaling || producer.preferredSpatialLayer === spatialLayer) return;
+    producer.preferredSpatialLayer = spatialLayer;
+    signaling.request("set-consumer-preferred-layers", { consumerId, spatialLayer }).catch((error: unknown) => {
+      if (this.layerRequestWarned || errorCode(error) === "closed") return;
+      this.layerRequestWarned = true;
+      console.warn("set-consumer-preferred-layers failed (further failures not logged)", error);
+    });
+  };
 
   /** Sends a chat message; returns why not when it cannot be sent (too long, chat not open). */
   sendChat(text: string): string | null {
@@ -633,6 +651,11 @@ export class RoomSession extends Emitter<SessionEvents> {
       case "consumer-closed":
         this.remote.removeByConsumerId((data as Notifications["consumer-closed"]).consumerId);
         break;
+      case "consumer-layers-changed": {
+        const { consumerId, spatialLayer } = data as Notifications["consumer-layers-changed"];
+        if (!this.remote.setBandwidthPaused(consumerId, spatialLayer === null)) return;
+        break;
+      }
       case "producer-paused":
       case "producer-resumed":
         this.remote.setPaused(

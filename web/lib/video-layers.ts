@@ -1,5 +1,6 @@
 /**
- * Bandwidth-adaptive video: how this client publishes its camera (simulcast). Pure, no I/O.
+ * Bandwidth-adaptive video: how this client publishes its camera (simulcast) and which simulcast
+ * layer a remote tile asks for. Pure functions, no I/O.
  */
 import type { types } from "mediasoup-client";
 
@@ -29,4 +30,29 @@ export function cameraSendOptions(handlerName: string): CameraSendOptions {
     // appears within seconds on a good link.
     codecOptions: { videoGoogleStartBitrate: 1000 },
   };
+}
+
+/**
+ * The spatial layers a consumer can switch between: N of the server's `LNTx` scalability mode,
+ * or 1 (not simulcast: nothing to choose).
+ */
+export function spatialLayerCount(rtpParameters: types.RtpParameters): number {
+  const mode = rtpParameters.encodings?.[0]?.scalabilityMode ?? "";
+  const match = /^L(\d+)/.exec(mode);
+  const layers = match ? Number(match[1]) : 1;
+  return Number.isInteger(layers) && layers > 1 ? layers : 1;
+}
+
+/** Widest rendering (device px) each spatial layer serves; wider tiles get the next layer. */
+const LAYER_MAX_WIDTHS: readonly number[] = [320, 640];
+
+/**
+ * The spatial layer that fits a tile `devicePixels` wide: a hidden tile (off screen, or the tab
+ * in the background) needs only the lowest layer.
+ */
+export function preferredSpatialLayer(devicePixels: number, visible: boolean, layers: number): number {
+  if (!visible) return 0;
+  const fitting = LAYER_MAX_WIDTHS.findIndex((maxWidth) => devicePixels <= maxWidth);
+  const layer = fitting === -1 ? LAYER_MAX_WIDTHS.length : fitting;
+  return Math.min(layer, layers - 1);
 }
