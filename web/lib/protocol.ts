@@ -157,6 +157,8 @@ export interface Notifications {
     spatialLayer: number | null;
     temporalLayer: number | null;
   };
+  /** Dynacast: the highest spatial layer any subscriber needs of our producer right now. */
+  "producer-max-spatial-layer": { producerId: string; spatialLayer: number };
   /** The room's dominant speaker changed; `peerId: null` when nobody spoke for a while. */
   "active-speaker": { peerId: string | null; producerId?: string | null };
   "new-data-producer": DataProducerInfo;

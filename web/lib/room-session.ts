@@ -559,6 +559,16 @@ export class RoomSession extends Emitter<SessionEvents> {
       .catch((error: unknown) => console.warn("close-producer failed", error));
   }
 
+  /** Dynacast: no subscriber needs our layers above `spatialLayer`, so stop encoding them. */
+  private setMaxSpatialLayer({ producerId, spatialLayer }: Notifications["producer-max-spatial-layer"]): void {
+    if (!Number.isInteger(spatialLayer) || spatialLayer < 0) return;
+    const producer = Object.values(this.producers).find((p) => p.id === producerId);
+    if (!producer || producer.closed || producer.kind !== "video") return;
+    producer.setMaxSpatialLayer(spatialLayer).catch((error: unknown) => {
+      console.warn(`setMaxSpatialLayer(${spatialLayer}) failed`, error);
+    });
+  }
+
   private preferredVideoCodec(device: Device): types.RtpCodecCapability | undefined {
     const wanted = this.options?.preferredVideoCodec?.toLowerCase();
     if (!wanted) return undefined;
@@ -656,6 +666,9 @@ export class RoomSession extends Emitter<SessionEvents> {
         if (!this.remote.setBandwidthPaused(consumerId, spatialLayer === null)) return;
         break;
       }
+      case "producer-max-spatial-layer":
+        this.setMaxSpatialLayer(data as Notifications["producer-max-spatial-layer"]);
+        return;
       case "producer-paused":
       case "producer-resumed":
         this.remote.setPaused(
