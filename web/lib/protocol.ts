@@ -110,6 +110,10 @@ export interface Requests {
   "resume-producer": [{ producerId: string }, Empty];
   "close-producer": [{ producerId: string }, Empty];
   "restart-ice": [{ transportId: string }, { iceParameters: types.IceParameters }];
+  "set-consumer-preferred-layers": [
+    { consumerId: string; spatialLayer: number; temporalLayer?: number },
+    Empty,
+  ];
   "leave-room": [Empty, Empty];
   "produce-data": [
     {
@@ -146,7 +150,15 @@ export interface Notifications {
   "producer-paused": { producerId: string };
   "producer-resumed": { producerId: string };
   "consumer-closed": { consumerId: string };
-  "consumer-layers-changed": { consumerId: string; spatialLayer: number; temporalLayer: number };
+  /** `spatialLayer: null`: the server paused this consumer's video, the subscriber's bandwidth
+   * does not fit even the lowest layer. */
+  "consumer-layers-changed": {
+    consumerId: string;
+    spatialLayer: number | null;
+    temporalLayer: number | null;
+  };
+  /** Dynacast: the highest spatial layer any subscriber needs of our producer right now. */
+  "producer-max-spatial-layer": { producerId: string; spatialLayer: number };
   /** The room's dominant speaker changed; `peerId: null` when nobody spoke for a while. */
   "active-speaker": { peerId: string | null; producerId?: string | null };
   "new-data-producer": DataProducerInfo;

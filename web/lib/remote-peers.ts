@@ -4,6 +4,7 @@
  */
 import type { types } from "mediasoup-client";
 import type { MediaKind, PeerInfo, ProducerInfo, ProducerSource } from "./protocol";
+import { spatialLayerCount } from "./video-layers";
 
 export interface RemoteProducer {
   producerId: string;
@@ -11,6 +12,10 @@ export interface RemoteProducer {
   kind: MediaKind;
   source: ProducerSource;
   paused: boolean;
+  /** The server stopped this consumer's video: our downlink does not fit even its lowest layer. */
+  bandwidthPaused: boolean;
+  /** The spatial layer last asked of the server for this consumer (null: not asked yet). */
+  preferredSpatialLayer: number | null;
   consumer: types.Consumer | null;
   /** A consume is in flight; guards against consuming one producer twice. */
   consuming: boolean;
@@ -21,6 +26,10 @@ export interface RemoteMediaView {
   producerId: string;
   paused: boolean;
   track: MediaStreamTrack | null;
+  consumerId: string | null;
+  /** Simulcast layers the consumer can choose from (1: not simulcast). */
+  spatialLayers: number;
+  bandwidthPaused: boolean;
 }
 
 export interface RemotePeerView {
@@ -77,6 +86,8 @@ export class RemotePeers {
       ...info,
       source: info.source ?? defaultSource(info.kind),
       paused: info.paused ?? false,
+      bandwidthPaused: false,
+      preferredSpatialLayer: null,
       consumer: null,
       consuming: false,
     };
@@ -109,16 +120,30 @@ export class RemotePeers {
   }
 
   removeByConsumerId(consumerId: string): boolean {
-    for (const producer of this.producers.values()) {
-      if (producer.consumer?.id === consumerId) return this.removeProducer(producer.producerId);
-    }
-    return false;
+    const producer = this.byConsumerId(consumerId);
+    return producer ? this.removeProducer(producer.producerId) : false;
   }
 
   setPaused(producerId: string, paused: boolean): boolean {
     const producer = this.producers.get(producerId);
     if (!producer || producer.paused === paused) return false;
     producer.paused = paused;
+    return true;
+  }
+
+  /** The producer our consumer `consumerId` receives. */
+  byConsumerId(consumerId: string): RemoteProducer | undefined {
+    for (const producer of this.producers.values()) {
+      if (producer.consumer?.id === consumerId) return producer;
+    }
+    return undefined;
+  }
+
+  /** From `consumer-layers-changed`; returns whether anything changed. */
+  setBandwidthPaused(consumerId: string, paused: boolean): boolean {
+    const producer = this.byConsumerId(consumerId);
+    if (!producer || producer.bandwidthPaused === paused) return false;
+    producer.bandwidthPaused = paused;
     return true;
   }
 
@@ -155,9 +180,13 @@ function mediaView(peer: RemotePeer, source: ProducerSource): RemoteMediaView | 
     if (producer.source === source) latest = producer;
   }
   if (!latest) return null;
+  const consumer = latest.consumer;
   return {
     producerId: latest.producerId,
     paused: latest.paused,
-    track: latest.consumer?.track ?? null,
+    track: consumer?.track ?? null,
+    consumerId: consumer?.id ?? null,
+    spatialLayers: consumer ? spatialLayerCount(consumer.rtpParameters) : 1,
+    bandwidthPaused: latest.bandwidthPaused,
   };
 }

@@ -21,6 +21,7 @@ import type {
 } from "./protocol";
 import { RemotePeers, type RemotePeerView } from "./remote-peers";
 import { Signaling, SignalingError, clusterSignalingUrls, errorCode, signalingUrl } from "./signaling";
+import { cameraSendOptions } from "./video-layers";
 
 export type SessionStatus = "idle" | "joining" | "joined" | "reconnecting" | "left" | "failed";
 
@@ -99,6 +100,8 @@ export class RoomSession extends Emitter<SessionEvents> {
   private chatMessageCounter = 0;
   private micMuted = false;
   private readonly remote = new RemotePeers();
+  /** Layer requests are an optimisation: a failing one is logged once, never shown. */
+  private layerRequestWarned = false;
   /** Bumped on every (re)connect and on leave, so late async results of an old one are dropped. */
   private generation = 0;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
@@ -208,6 +211,22 @@ export class RoomSession extends Emitter<SessionEvents> {
     this.update({ screen: "off" });
     await this.closeProducer("screen");
   }
+
+  /**
+   * Asks the server for `spatialLayer` of a simulcast consumer (a tile's size changed); only
+   * when it differs from the last ask. An arrow property: tiles keep one identity for it.
+   */
+  readonly setPreferredSpatialLayer = (consumerId: string, spatialLayer: number): void => {
+    const producer = this.remote.byConsumerId(consumerId);
+    const signaling = this.signaling;
+    if (!producer || !signaling || producer.preferredSpatialLayer === spatialLayer) return;
+    producer.preferredSpatialLayer = spatialLayer;
+    signaling.request("set-consumer-preferred-layers", { consumerId, spatialLayer }).catch((error: unknown) => {
+      if (this.layerRequestWarned || errorCode(error) === "closed") return;
+      this.layerRequestWarned = true;
+      console.warn("set-consumer-preferred-layers failed (further failures not logged)", error);
+    });
+  };
 
   /** Sends a chat message; returns why not when it cannot be sent (too long, chat not open). */
   sendChat(text: string): string | null {
@@ -504,6 +523,9 @@ export class RoomSession extends Emitter<SessionEvents> {
         track,
         stopTracks: false,
         codec: kind === "video" ? this.preferredVideoCodec(device) : undefined,
+        // The camera in three simulcast layers, so each subscriber gets what its link and tile
+        // fit; a shared screen stays one full-resolution encoding, or its text would blur.
+        ...(source === "camera" ? cameraSendOptions(device.handlerName) : {}),
         appData: { source },
       });
     } catch (error) {
@@ -535,6 +557,16 @@ export class RoomSession extends Emitter<SessionEvents> {
     await this.signaling
       ?.request("close-producer", { producerId: producer.id })
       .catch((error: unknown) => console.warn("close-producer failed", error));
+  }
+
+  /** Dynacast: no subscriber needs our layers above `spatialLayer`, so stop encoding them. */
+  private setMaxSpatialLayer({ producerId, spatialLayer }: Notifications["producer-max-spatial-layer"]): void {
+    if (!Number.isInteger(spatialLayer) || spatialLayer < 0) return;
+    const producer = Object.values(this.producers).find((p) => p.id === producerId);
+    if (!producer || producer.closed || producer.kind !== "video") return;
+    producer.setMaxSpatialLayer(spatialLayer).catch((error: unknown) => {
+      console.warn(`setMaxSpatialLayer(${spatialLayer}) failed`, error);
+    });
   }
 
   private preferredVideoCodec(device: Device): types.RtpCodecCapability | undefined {
@@ -629,6 +661,14 @@ export class RoomSession extends Emitter<SessionEvents> {
       case "consumer-closed":
         this.remote.removeByConsumerId((data as Notifications["consumer-closed"]).consumerId);
         break;
+      case "consumer-layers-changed": {
+        const { consumerId, spatialLayer } = data as Notifications["consumer-layers-changed"];
+        if (!this.remote.setBandwidthPaused(consumerId, spatialLayer === null)) return;
+        break;
+      }
+      case "producer-max-spatial-layer":
+        this.setMaxSpatialLayer(data as Notifications["producer-max-spatial-layer"]);
+        return;
       case "producer-paused":
       case "producer-resumed":
         this.remote.setPaused(

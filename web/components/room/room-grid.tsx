@@ -20,6 +20,8 @@ interface RoomGridProps {
   /** Speaker layout: this peer's tile large, the others in a strip. */
   stagePeerId: string | null;
   speakerLayout: boolean;
+  /** A remote tile's size asks for the simulcast layer that fits it (RoomSession). */
+  onPreferredLayer: (consumerId: string, spatialLayer: number) => void;
 }
 
 interface GridLayout {
@@ -56,7 +58,7 @@ interface Tile {
  * shrink to a strip; so does the speaker in the speaker layout.
  */
 export function RoomGrid(props: RoomGridProps) {
-  const { peers, activeSpeakerId, localPeerId, speakerLayout, stagePeerId } = props;
+  const { peers, activeSpeakerId, localPeerId, speakerLayout, stagePeerId, onPreferredLayer } = props;
   const localId = localPeerId ?? "local";
   const tiles: Tile[] = [
     {
@@ -89,6 +91,9 @@ export function RoomGrid(props: RoomGridProps) {
             cameraOn={!!video && !video.paused && video.track !== null}
             mic={mic}
             speaking={activeSpeakerId === peer.peerId}
+            layers={video ?? undefined}
+            onPreferredLayer={onPreferredLayer}
+            bandwidthPaused={video?.bandwidthPaused ?? false}
           >
             <TrackAudio track={audio?.track ?? null} />
             {screenAudio && <TrackAudio track={screenAudio.track} />}
@@ -127,6 +132,9 @@ export function RoomGrid(props: RoomGridProps) {
               peerId={peer.peerId}
               name={peer.displayName || "Guest"}
               track={peer.screen?.paused ? null : (peer.screen?.track ?? null)}
+              layers={peer.screen ?? undefined}
+              onPreferredLayer={onPreferredLayer}
+              bandwidthPaused={peer.screen?.bandwidthPaused ?? false}
             />
           ))}
           {screens.length === 0 && speaker?.element()}

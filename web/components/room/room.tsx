@@ -191,6 +191,7 @@ export function Room({ roomId, initialName, codec, token }: RoomProps) {
             activeSpeakerId={snapshot.activeSpeakerId}
             stagePeerId={stagePeerId}
             speakerLayout={speakerLayout}
+            onPreferredLayer={session.setPreferredSpatialLayer}
           />
         </div>
         {chatOpen && (

@@ -1,8 +1,10 @@
 "use client";
 
 import { Mic, MicOff, VideoOff } from "lucide-react";
-import type { ReactNode } from "react";
+import { useRef, type ReactNode } from "react";
+import { usePreferredLayer, type LayerTarget } from "@/hooks/use-preferred-layer";
 import { cn } from "@/lib/utils";
+import { BandwidthPausedBadge } from "./bandwidth-badge";
 import { TrackVideo } from "./media-elements";
 
 export type MicState = "live" | "muted" | "off";
@@ -17,6 +19,11 @@ interface VideoTileProps {
   peerId?: string;
   /** The room's active speaker: ringed, and `data-speaking="true"` for tests. */
   speaking?: boolean;
+  /** Remote simulcast video: asks for the layer that fits the tile's size via `onPreferredLayer`. */
+  layers?: LayerTarget;
+  onPreferredLayer?: (consumerId: string, spatialLayer: number) => void;
+  /** The server paused this video for our bandwidth: a badge, `data-bandwidth-paused="true"`. */
+  bandwidthPaused?: boolean;
   /** Extra elements (e.g. the remote <audio>). */
   children?: ReactNode;
   className?: string;
@@ -30,12 +37,18 @@ export function VideoTile({
   local = false,
   peerId,
   speaking = false,
+  layers,
+  onPreferredLayer,
+  bandwidthPaused = false,
   children,
   className,
 }: VideoTileProps) {
   const showVideo = cameraOn && videoTrack !== null;
+  const tileRef = useRef<HTMLDivElement>(null);
+  usePreferredLayer(tileRef, layers ?? NO_LAYERS, onPreferredLayer);
   return (
     <div
+      ref={tileRef}
       className={cn(
         "group relative aspect-video w-full overflow-hidden rounded-xl border border-border/60 bg-muted/40 shadow-lg shadow-black/30 transition-shadow",
         speaking && "ring-4 ring-success ring-offset-2 ring-offset-background",
@@ -43,6 +56,7 @@ export function VideoTile({
       )}
       data-peer-tile={peerId ?? "local"}
       data-speaking={speaking ? "true" : "false"}
+      data-bandwidth-paused={bandwidthPaused ? "true" : "false"}
     >
       <TrackVideo
         track={videoTrack}
@@ -65,6 +79,7 @@ export function VideoTile({
           </span>
         </div>
       )}
+      {showVideo && bandwidthPaused && <BandwidthPausedBadge />}
       <div className="absolute inset-x-2 bottom-2 flex items-center justify-between gap-2">
         <span className="flex min-w-0 items-center gap-1.5 rounded-md bg-black/55 px-2 py-1 text-xs font-medium text-white backdrop-blur">
           <MicIcon mic={mic} />
@@ -75,6 +90,8 @@ export function VideoTile({
     </div>
   );
 }
+
+const NO_LAYERS: LayerTarget = { consumerId: null, spatialLayers: 1 };
 
 function MicIcon({ mic }: { mic: MicState }) {
   if (mic === "live") return <Mic aria-label="Microphone on" className="size-3.5 text-success" />;
