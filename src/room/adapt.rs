@@ -16,8 +16,8 @@ use super::{CKey, TKey};
 use crate::rtc::bwe::{self, BweConfig, Estimator, Signal};
 use crate::rtc::rtcp;
 use crate::rtc::rtp;
-use crate::rtc::srtp::MAX_RTP_TAG_LEN;
 use crate::rtc::srtp::SrtpSession;
+use crate::rtc::srtp::MAX_RTP_TAG_LEN;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -138,6 +138,12 @@ impl SendBwe {
     }
 
     fn end_probe(&mut self, succeeded: bool, now: Instant) {
+        tracing::debug!(
+            succeeded,
+            target_bps = self.probe.map_or(0, |p| p.target_bps),
+            estimate_bps = self.estimator.estimate_bps(),
+            "probe ended"
+        );
         self.probe = None;
         self.pad_owed = 0.0;
         if succeeded {
@@ -165,8 +171,7 @@ impl SendBwe {
         let Some(step) = next_step_bps else {
             return;
         };
-        if self.next_probe_at.is_some_and(|t| now < t)
-            || self.estimator.signal() == Signal::Overuse
+        if self.next_probe_at.is_some_and(|t| now < t) || self.estimator.signal() == Signal::Overuse
         {
             return;
         }
@@ -367,6 +372,17 @@ impl Router {
             }
         }
         for (((ckey, _), layer), want) in video.iter().zip(&a.layers).zip(&wants.layers) {
+            let changed = self.consumers.get(ckey).is_some_and(|c| {
+                c.bw_paused != layer.is_none() || (layer.is_some() && c.bw_layer != *layer)
+            });
+            if changed {
+                tracing::debug!(
+                    consumer = %self.consumers.get(ckey).map_or("", |c| c.id.as_str()),
+                    layer = ?layer,
+                    budget_bps = video_budget,
+                    "bandwidth allocation changed"
+                );
+            }
             self.apply_allocation(env, *ckey, *layer, want.unwrap_or(0), now);
         }
     }
@@ -427,18 +443,18 @@ impl Router {
                 continue;
             }
             let top = layers - 1;
-            let needed = if !p.pipes().is_empty() || self.taps.get(pkey).is_some_and(|t| !t.is_empty())
-            {
-                top
-            } else {
-                p.consumers
-                    .iter()
-                    .filter_map(|c| self.consumers.get(c))
-                    .filter(|c| !c.paused && !c.bw_paused)
-                    .map(|c| c.want_layer.min(top))
-                    .max()
-                    .unwrap_or(0)
-            };
+            let needed =
+                if !p.pipes().is_empty() || self.taps.get(pkey).is_some_and(|t| !t.is_empty()) {
+                    top
+                } else {
+                    p.consumers
+                        .iter()
+                        .filter_map(|c| self.consumers.get(c))
+                        .filter(|c| !c.paused && !c.bw_paused)
+                        .map(|c| c.want_layer.min(top))
+                        .max()
+                        .unwrap_or(0)
+                };
             if let Some(told) = p.dynacast.decide(needed, top, now) {
                 notices.push((p.peer.clone(), p.id.clone(), told));
             }
@@ -544,11 +560,19 @@ mod tests {
     fn dynacast_raises_at_once_and_lowers_after_the_hold() {
         let t0 = Instant::now();
         let mut d = Dynacast::default();
-        assert_eq!(d.decide(2, 2, t0), None, "all layers are sent to begin with");
+        assert_eq!(
+            d.decide(2, 2, t0),
+            None,
+            "all layers are sent to begin with"
+        );
         assert_eq!(d.decide(0, 2, t0), None);
         assert_eq!(d.decide(0, 2, t0 + DYNACAST_HOLD / 2), None);
         assert_eq!(d.decide(0, 2, t0 + DYNACAST_HOLD), Some(0));
-        assert_eq!(d.decide(1, 2, t0 + DYNACAST_HOLD), Some(1), "raised at once");
+        assert_eq!(
+            d.decide(1, 2, t0 + DYNACAST_HOLD),
+            Some(1),
+            "raised at once"
+        );
         // A need that dips only briefly is not told.
         assert_eq!(d.decide(0, 2, t0 + DYNACAST_HOLD * 2), None);
         assert_eq!(d.decide(1, 2, t0 + DYNACAST_HOLD * 2), None);
@@ -571,7 +595,10 @@ mod tests {
             sent += b.padding_due(t0 + Duration::from_millis(10 * i), MAX_PADDING_BURST);
         }
         let expected = (target - 400_000) as f64 / 8.0 * 0.1 / PADDING_LEN as f64;
-        assert!((sent as f64 - expected).abs() <= 2.0, "{sent} vs {expected}");
+        assert!(
+            (sent as f64 - expected).abs() <= 2.0,
+            "{sent} vs {expected}"
+        );
         // It ends after PROBE_MAX and waits before the next one.
         b.plan_probe(Some(1_000_000), t0 + PROBE_MAX);
         assert!(!b.probing());
@@ -588,6 +615,9 @@ mod tests {
         b.active = true;
         b.plan_probe(None, t0);
         assert!(!b.probing());
-        assert_eq!(b.padding_due(t0 + Duration::from_millis(50), MAX_PADDING_BURST), 0);
+        assert_eq!(
+            b.padding_due(t0 + Duration::from_millis(50), MAX_PADDING_BURST),
+            0
+        );
     }
 }

@@ -72,7 +72,7 @@ impl Router {
         let pkt = Packet::new(hdr.sequence, hdr.timestamp, layer, video);
         let payload = hdr.payload(plain);
         let mut keyframe: Option<bool> = None;
-        let mut need_keyframe = false;
+        let mut need_keyframe = 0u32;
         let mut layer_changes: Vec<(CKey, usize)> = Vec::new();
         let mut probing: Vec<(TKey, CKey)> = Vec::new();
         for ckey in &p.consumers {
@@ -103,7 +103,9 @@ impl Router {
             let d = c.fwd.decide(&pkt, target, now, || {
                 *keyframe.get_or_insert_with(|| is_keyframe(codec, payload))
             });
-            need_keyframe |= d.need_keyframe;
+            if d.need_keyframe {
+                need_keyframe |= 1 << target.min(31);
+            }
             if let Some(l) = d.switched_to.filter(|_| layers > 1) {
                 layer_changes.push((*ckey, l));
             }
@@ -156,8 +158,8 @@ impl Router {
         for (tkey, ckey) in probing {
             self.pad_probe(env, tkey, ckey, now, false);
         }
-        if need_keyframe {
-            self.request_keyframe(env, pkey, now, true);
+        if need_keyframe != 0 {
+            self.request_keyframe_of(env, pkey, now, true, need_keyframe);
         }
     }
 
@@ -290,10 +292,27 @@ impl Router {
     /// previous key frame may have gone out before its transport could carry it). A request
     /// within the spacing is deferred to its end by [`Self::tick`], never lost.
     pub fn request_keyframe(&mut self, env: &mut Env, pkey: PKey, now: Instant, force: bool) {
+        self.request_keyframe_of(env, pkey, now, force, u32::MAX);
+    }
+
+    /// [`Self::request_keyframe`] for the simulcast layers in `layers` (bit `i`: encoding `i`)
+    /// only: every PLI costs the publisher a key frame of that encoding.
+    pub fn request_keyframe_of(
+        &mut self,
+        env: &mut Env,
+        pkey: PKey,
+        now: Instant,
+        force: bool,
+        layers: u32,
+    ) {
         let Some(p) = self.producers.get_mut(&pkey) else {
             return;
         };
-        if p.kind != MediaKind::Video || !p.keyframes.request(now, force) {
+        if p.kind != MediaKind::Video {
+            return;
+        }
+        p.keyframe_layers |= layers;
+        if !p.keyframes.request(now, force) {
             return;
         }
         self.send_keyframe_request(env, pkey, force);
@@ -319,10 +338,19 @@ impl Router {
             }
             Source::Local { transport, .. } => *transport,
         };
-        // Every known layer: consumers may be waiting to switch to any of them.
+        // The layers asked for since the last request (all when none were named).
+        let mask = match p.keyframe_layers {
+            0 => u32::MAX,
+            m => m,
+        };
         let mut pkt = Vec::with_capacity(12 * p.ssrcs.len());
-        for &ssrc in p.ssrcs.iter().flatten() {
-            rtcp::build_pli(FEEDBACK_SSRC, ssrc, &mut pkt);
+        for (i, ssrc) in p.ssrcs.iter().enumerate() {
+            if let Some(ssrc) = ssrc.filter(|_| i >= 32 || mask & (1 << i) != 0) {
+                rtcp::build_pli(FEEDBACK_SSRC, ssrc, &mut pkt);
+            }
+        }
+        if let Some(p) = self.producers.get_mut(&pkey) {
+            p.keyframe_layers = 0;
         }
         if !pkt.is_empty() {
             env.stats

@@ -538,9 +538,12 @@ impl Router {
                         .get(&tkey)
                         .and_then(|t| t.consumers_by_ssrc.get(&media_ssrc))
                         .and_then(|c| self.consumers.get(c))
-                        .map(|c| (c.producer, c.packets_sent < FRESH_CONSUMER_PACKETS));
-                    if let Some((pkey, fresh)) = consumer {
-                        self.request_keyframe(env, pkey, now, fresh);
+                        .map(|c| {
+                            let layer = c.fwd.layer().map_or(u32::MAX, |l| 1 << l.min(31));
+                            (c.producer, c.packets_sent < FRESH_CONSUMER_PACKETS, layer)
+                        });
+                    if let Some((pkey, fresh, layer)) = consumer {
+                        self.request_keyframe_of(env, pkey, now, fresh, layer);
                     }
                 }
                 RtcpEvent::Nack {

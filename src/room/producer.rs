@@ -29,6 +29,8 @@ pub struct Producer {
     pub clock_rate: u32,
     /// When key-frame requests may go to the producer (spaced even when forced).
     pub keyframes: KeyframeSpacer,
+    /// The layers the pending key-frame request is for (bit `i`: encoding `i`; 0: all).
+    pub keyframe_layers: u32,
     /// The producer's CNAME, reused for its consumers' RTCP.
     pub cname: String,
     /// Loss recovery and layer state.
@@ -88,6 +90,7 @@ impl Producer {
             video_codec,
             clock_rate,
             keyframes: Default::default(),
+            keyframe_layers: 0,
             dynacast: Default::default(),
             cname,
             paused: false,
@@ -113,6 +116,7 @@ impl Producer {
             video_codec: info.video_codec,
             clock_rate: info.clock_rate,
             keyframes: Default::default(),
+            keyframe_layers: 0,
             dynacast: Default::default(),
             cname: info.cname,
             paused: info.paused,

@@ -345,10 +345,9 @@ pub fn build_padding(out: &mut Vec<u8>, p: &Padding) {
     let (id, seq) = p.twcc;
     out.push((id << 4) | 1);
     out.extend_from_slice(&seq.to_be_bytes());
-    if let Some((id, v)) = p
-        .mid
-        .filter(|(id, v)| (1..=ONE_BYTE_MAX_ID).contains(id) && (1..=ONE_BYTE_MAX_LEN).contains(&v.len()))
-    {
+    if let Some((id, v)) = p.mid.filter(|(id, v)| {
+        (1..=ONE_BYTE_MAX_ID).contains(id) && (1..=ONE_BYTE_MAX_LEN).contains(&v.len())
+    }) {
         out.push((id << 4) | (v.len() - 1) as u8);
         out.extend_from_slice(v);
     }
