@@ -151,7 +151,10 @@ fn fuzz_rtp_parse_rewrite_and_keyframe_detection_stay_inside_the_packet() {
         ] {
             let _ = is_keyframe(codec, payload);
         }
-        for (ext_map, mid) in [(&map, Some((4u8, &b"17"[..]))), (&plain, None)] {
+        for (ext_map, mid, twcc) in [
+            (&map, Some((4u8, &b"17"[..])), Some((5u8, 0xFFFFu16))),
+            (&plain, None, None),
+        ] {
             let rw = Rewrite {
                 ssrc: 0x0102_0304,
                 payload_type: 101,
@@ -159,6 +162,7 @@ fn fuzz_rtp_parse_rewrite_and_keyframe_detection_stay_inside_the_packet() {
                 timestamp: 10,
                 ext_map,
                 mid,
+                twcc,
             };
             rewrite_into(input, &h, &rw, &mut out);
             // The consumer's copy is RTP again, with the same payload.
