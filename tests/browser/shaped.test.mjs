@@ -28,6 +28,7 @@ const FIT_OBSERVE = 12_000; // observed (for the figures) up to this
 const LIMITED_WINDOW = 10_000; // fps / width window while limited
 const BACK_LIMIT = 10_000; // required: back on the top layer within this after shaping ends
 const BACK_OBSERVE = 15_000;
+const REF_SETTLE_TIMEOUT = 30_000; // the reference's figures only: do not spend a full ramp-up deadline on them
 const SIMULCAST = [
   { scaleResolutionDownBy: 4, maxBitrate: 150_000 },
   { scaleResolutionDownBy: 2, maxBitrate: 500_000 },
@@ -260,8 +261,9 @@ test('a 600 kbit/s shaped subscriber of a simulcast publisher switches down with
 
   const ours = await downSwitch('ours', WS_URL);
   await report(downSwitchLine(ours));
-  if (ref && !ref.error) await report(`shaped 600k reference trace (width x samples of ${SAMPLE_MS} ms, ! = no new frame): ${ref.trace}`);
-  await report(`shaped 600k ours trace (width x samples of ${SAMPLE_MS} ms, ! = no new frame): ${ours.trace}`);
+  const legend = `(width x samples of ${SAMPLE_MS} ms, ! = no new frame)`;
+  if (ref && !ref.error) await report(`shaped 600k reference trace ${legend}: ${ref.trace}`);
+  await report(`shaped 600k ours trace ${legend}: ${ours.trace}`);
 
   const failures = [];
   if (!ours.tbf || ours.tbf.dropped + ours.tbf.overlimits === 0) failures.push(`the tbf never limited anything (${JSON.stringify(ours.tbf)}): the shaping did not bite`);
@@ -274,32 +276,35 @@ test('a 600 kbit/s shaped subscriber of a simulcast publisher switches down with
   assert.ok(failures.length === 0, `our server under a 600 kbit/s downlink:\n  - ${failures.join('\n  - ')}\n${downSwitchLine(ours)}`);
 });
 
-test('one room: a 300 kbit/s shaped subscriber gets a low layer, an unlimited one keeps the top layer, and the publisher sees ≤ 1 key-frame request/s', {
-  timeout: 180_000, skip,
-}, async () => {
-  const room = roomId('shaped-two');
-  const pub = await newPeer(pubSide, 'two-pub', WS_URL);
-  const slow = await newPeer(subSide, 'two-slow', WS_URL);
-  const fast = await newPeer(pubSide, 'two-fast', WS_URL);
+/**
+ * One room against the server at `wsUrl`: a publisher, a subscriber shaped to 300 kbit/s from the
+ * start and an unlimited one. Waits (up to `settleTimeout`) until both are on their own layer at
+ * once, then measures a LIMITED_WINDOW; counts the publisher's key-frame requests throughout.
+ */
+async function twoSubscribers(label, wsUrl, settleTimeout) {
+  const room = roomId(`shaped-two-${label.replace(/[^A-Za-z0-9]+/g, '-')}`);
+  const pub = await newPeer(pubSide, `${label}-two-pub`, wsUrl);
+  const slow = await newPeer(subSide, `${label}-two-slow`, wsUrl);
+  const fast = await newPeer(pubSide, `${label}-two-fast`, wsUrl);
   const samplers = [];
-  const f = {};
-  let capture;
+  const f = { label };
   try {
     shape(300);
     await pub.join(room);
     await slow.join(room);
     await fast.join(room);
-    capture = await publishSimulcast(pub);
+    const capture = await publishSimulcast(pub);
+    f.topWidth = capture.width;
     const t0 = Date.now();
     const kf0 = await keyFrameRequests(pub);
     await slow.consumeAll();
     await fast.consumeAll();
     const [ss, fs_] = [new Sampler(slow), new Sampler(fast)];
     samplers.push(ss, fs_);
-    // Both on their own layer at once (the publisher needs a while to ramp up to the top layer).
-    const slowOk = (s) => s && s.decoding && s.frameWidth > 0 && s.frameWidth <= 320;
-    const fastOk = (s) => s && s.decoding && s.frameWidth >= capture.width;
-    const deadline = Date.now() + TOP_TIMEOUT;
+    // Both on their own layer at once (the publisher may need a while to ramp up to the top layer).
+    const slowOk = (x) => x && x.decoding && x.frameWidth > 0 && x.frameWidth <= 320;
+    const fastOk = (x) => x && x.decoding && x.frameWidth >= capture.width;
+    const deadline = Date.now() + settleTimeout;
     while (Date.now() < deadline && !(slowOk(ss.last) && fastOk(fs_.last))) await sleep(SAMPLE_MS);
     f.settledMs = slowOk(ss.last) && fastOk(fs_.last) ? Date.now() - t0 : null;
     const from = Date.now();
@@ -307,30 +312,55 @@ test('one room: a 300 kbit/s shaped subscriber gets a low layer, an unlimited on
     f.slow = ss.window(from, Date.now());
     f.fast = fs_.window(from, Date.now());
     f.tbf = tbfCounters();
-    const kf1 = await keyFrameRequests(pub);
-    f.keyFrames = kf1 - kf0;
+    f.keyFrames = (await keyFrameRequests(pub)) - kf0;
     f.seconds = (Date.now() - t0) / 1000;
     f.kfRate = f.keyFrames / f.seconds;
-    f.traces = { slow: ss.trace(), fast: fs_.trace() };
+    f.traces = `shaped ${ss.trace()} | unlimited ${fs_.trace()}`;
+    return f;
   } finally {
     unshape();
-    for (const s of samplers) await s.stop();
+    for (const x of samplers) await x.stop();
     await pub.close();
     await slow.close();
     await fast.close();
   }
-  const line = `shaped 300k + unlimited [ours] both on their layer after ${secs(f.settledMs)}; ` +
+}
+
+function twoSubscribersLine(f) {
+  if (f.error) return `shaped 300k + unlimited [${f.label}] not measured: ${f.error}`;
+  return `shaped 300k + unlimited [${f.label}] both on their layer after ${secs(f.settledMs)}; ` +
     `shaped: max width ${f.slow.maxWidth}, ${f.slow.fps.toFixed(1)} fps, ${f.slow.kbps.toFixed(0)} kbit/s; ` +
     `unlimited: min width ${f.fast.minWidth}, ${f.fast.fps.toFixed(1)} fps; ` +
     `key-frame requests ${f.keyFrames} in ${f.seconds.toFixed(1)} s = ${f.kfRate.toFixed(2)}/s | tbf dropped ${f.tbf?.dropped} pkt`;
+}
+
+test('one room: a 300 kbit/s shaped subscriber gets a low layer, an unlimited one keeps the top layer, and the publisher sees ≤ 1 key-frame request/s', {
+  timeout: 240_000, skip,
+}, async () => {
+  let ref = null;
+  if (REF_URL) {
+    try {
+      ref = await twoSubscribers('reference mediasoup', `${REF_URL.replace(/^http/, 'ws')}/ws`, REF_SETTLE_TIMEOUT);
+    } catch (e) {
+      ref = { label: 'reference mediasoup', error: e.message };
+    }
+    await report(twoSubscribersLine(ref));
+  } else {
+    await report(`shaped 300k + unlimited [reference mediasoup] skipped: ${REF_MISSING}`);
+  }
+
+  const f = await twoSubscribers('ours', WS_URL, TOP_TIMEOUT);
+  const line = twoSubscribersLine(f);
   await report(line);
-  await report(`shaped 300k traces (width x samples of ${SAMPLE_MS} ms, ! = no new frame): shaped ${f.traces.slow} | unlimited ${f.traces.fast}`);
+  const legend = `(width x samples of ${SAMPLE_MS} ms, ! = no new frame)`;
+  if (ref && !ref.error) await report(`shaped 300k reference traces ${legend}: ${ref.traces}`);
+  await report(`shaped 300k ours traces ${legend}: ${f.traces}`);
 
   const failures = [];
-  if (f.settledMs == null) failures.push(`never both at once (shaped ≤ 320 wide and decoding, unlimited ≥ ${capture.width} wide and decoding) within ${TOP_TIMEOUT / 1000} s`);
+  if (f.settledMs == null) failures.push(`never both at once (shaped ≤ 320 wide and decoding, unlimited ≥ ${f.topWidth} wide and decoding) within ${TOP_TIMEOUT / 1000} s`);
   if (f.slow.maxWidth > 320) failures.push(`the shaped subscriber's frameWidth reached ${f.slow.maxWidth}, want ≤ 320`);
   if (f.slow.fps < 10) failures.push(`the shaped subscriber decoded ${f.slow.fps.toFixed(1)} frames/s, want ≥ 10`);
-  if (f.fast.minWidth < capture.width) failures.push(`the unlimited subscriber's frameWidth fell to ${f.fast.minWidth}, want ${capture.width} throughout`);
+  if (f.fast.minWidth < f.topWidth) failures.push(`the unlimited subscriber's frameWidth fell to ${f.fast.minWidth}, want ${f.topWidth} throughout`);
   if (f.fast.fps < 15) failures.push(`the unlimited subscriber decoded ${f.fast.fps.toFixed(1)} frames/s, want ≥ 15`);
   if (f.kfRate > 1) failures.push(`the publisher got ${f.keyFrames} key-frame requests in ${f.seconds.toFixed(1)} s (${f.kfRate.toFixed(2)}/s), want ≤ 1/s`);
   assert.ok(failures.length === 0, `our server, one room with a 300 kbit/s and an unlimited subscriber:\n  - ${failures.join('\n  - ')}\n${line}`);
