@@ -23,6 +23,7 @@ const skip = NETNS && HOST_IF ? false : 'run through tests/run-shaped-test.sh (n
 
 const SAMPLE_MS = 300; // getStats sampling period
 const TOP_TIMEOUT = 60_000; // publisher ramp-up until the subscriber decodes the top layer
+const TOP_STEADY = 7; // samples (≈ 2 s) in a row on the top layer before shaping starts
 const FIT_LIMIT = 5_000; // required: on a fitting layer within this after shaping starts
 const FIT_OBSERVE = 12_000; // observed (for the figures) up to this
 const LIMITED_WINDOW = 10_000; // fps / width window while limited
@@ -106,17 +107,24 @@ function publishSimulcast(peer) {
   }, SIMULCAST);
 }
 
-/** Key-frame requests the publisher has received (PLI + FIR over all its video encodings). */
+/** Key-frame requests the publisher has received (PLI + FIR): the total over its video encodings and per rid. */
 function keyFrameRequests(peer) {
   return peer.eval(async () => {
-    let n = 0;
+    const byRid = {};
+    let total = 0;
     for (const p of window.sfuState.producers.values()) {
       if (p.kind !== 'video') continue;
-      for (const s of (await p.getStats()).values()) if (s.type === 'outbound-rtp') n += (s.pliCount ?? 0) + (s.firCount ?? 0);
+      for (const s of (await p.getStats()).values()) {
+        if (s.type !== 'outbound-rtp') continue;
+        const n = (s.pliCount ?? 0) + (s.firCount ?? 0);
+        total += n;
+        byRid[s.rid ?? s.ssrc] = (byRid[s.rid ?? s.ssrc] ?? 0) + n;
+      }
     }
-    return n;
+    return { total, byRid };
   });
 }
+const kfDelta = (a, b) => Object.fromEntries(Object.entries(b.byRid).map(([k, v]) => [k, v - (a.byRid[k] ?? 0)]));
 
 // --- subscriber sampling
 function inboundVideo(peer) {
@@ -183,6 +191,12 @@ class Sampler {
   }
 }
 
+/** A sample predicate that holds once `pred` has held for `n` samples in a row. */
+function steady(pred, n) {
+  let run = 0;
+  return (s) => { run = pred(s) ? run + 1 : 0; return run >= n; };
+}
+
 const secs = (ms) => (ms == null ? 'never' : `${(ms / 1000).toFixed(1)} s`);
 
 async function report(line) {
@@ -209,8 +223,10 @@ async function downSwitch(label, wsUrl) {
     await sub.consumeAll();
     sampler = new Sampler(sub);
     const t0 = Date.now();
-    const top = await sampler.until((s) => s.decoding && s.frameWidth >= f.topWidth, TOP_TIMEOUT);
-    if (!top) throw new Error(`${label}: the subscriber never decoded the top layer (${f.topWidth} wide) within ${TOP_TIMEOUT / 1000} s before shaping; widths seen: ${sampler.trace()}`);
+    // Shaping starts once the subscriber is steadily on the top layer (TOP_STEADY samples in a row),
+    // so a wobble of the server's own ramp-up is not mistaken for the down-switch under test.
+    const top = await sampler.until(steady((s) => s.decoding && s.frameWidth >= f.topWidth, TOP_STEADY), TOP_TIMEOUT);
+    if (!top) throw new Error(`${label}: the subscriber was never steadily (${TOP_STEADY} samples in a row) on the top layer (${f.topWidth} wide) within ${TOP_TIMEOUT / 1000} s before shaping; widths seen: ${sampler.trace()}`);
     f.rampMs = top.t - t0;
 
     shape(600);
@@ -269,7 +285,7 @@ test('a 600 kbit/s shaped subscriber of a simulcast publisher switches down with
   if (!ours.tbf || ours.tbf.dropped + ours.tbf.overlimits === 0) failures.push(`the tbf never limited anything (${JSON.stringify(ours.tbf)}): the shaping did not bite`);
   if (ours.fitMs == null) failures.push(`never on a layer ≤ 640 wide and decoding within ${FIT_OBSERVE / 1000} s of shaping (want ≤ ${FIT_LIMIT / 1000} s)`);
   else if (ours.fitMs > FIT_LIMIT) failures.push(`time to a fitting layer ${secs(ours.fitMs)} > ${FIT_LIMIT / 1000} s`);
-  if (ours.limited.fps < 15) failures.push(`decoded ${ours.limited.fps.toFixed(1)} frames/s while limited, want ≥ 15`);
+  if (ours.limited.fps < 15) failures.push(`decoded ${ours.limited.fps.toFixed(2)} frames/s while limited, want ≥ 15`);
   if (ours.limited.maxWidth > 640) failures.push(`frameWidth reached ${ours.limited.maxWidth} while limited, want ≤ 640`);
   if (ours.backMs == null) failures.push(`not back on the top layer (${ours.topWidth} wide) within ${BACK_OBSERVE / 1000} s of unshaping`);
   else if (ours.backMs > BACK_LIMIT) failures.push(`back on the top layer after ${secs(ours.backMs)} > ${BACK_LIMIT / 1000} s`);
@@ -308,11 +324,16 @@ async function twoSubscribers(label, wsUrl, settleTimeout) {
     while (Date.now() < deadline && !(slowOk(ss.last) && fastOk(fs_.last))) await sleep(SAMPLE_MS);
     f.settledMs = slowOk(ss.last) && fastOk(fs_.last) ? Date.now() - t0 : null;
     const from = Date.now();
+    const kfFrom = await keyFrameRequests(pub);
     while (Date.now() < from + LIMITED_WINDOW) await sleep(Math.min(SAMPLE_MS, from + LIMITED_WINDOW - Date.now()));
     f.slow = ss.window(from, Date.now());
     f.fast = fs_.window(from, Date.now());
     f.tbf = tbfCounters();
-    f.keyFrames = (await keyFrameRequests(pub)) - kf0;
+    const kf1 = await keyFrameRequests(pub);
+    f.keyFrames = kf1.total - kf0.total;
+    f.keyFramesByRid = kfDelta(kf0, kf1);
+    f.keyFramesWindow = kf1.total - kfFrom.total;
+    f.windowSeconds = (Date.now() - from) / 1000;
     f.seconds = (Date.now() - t0) / 1000;
     f.kfRate = f.keyFrames / f.seconds;
     f.traces = `shaped ${ss.trace()} | unlimited ${fs_.trace()}`;
@@ -331,7 +352,8 @@ function twoSubscribersLine(f) {
   return `shaped 300k + unlimited [${f.label}] both on their layer after ${secs(f.settledMs)}; ` +
     `shaped: max width ${f.slow.maxWidth}, ${f.slow.fps.toFixed(1)} fps, ${f.slow.kbps.toFixed(0)} kbit/s; ` +
     `unlimited: min width ${f.fast.minWidth}, ${f.fast.fps.toFixed(1)} fps; ` +
-    `key-frame requests ${f.keyFrames} in ${f.seconds.toFixed(1)} s = ${f.kfRate.toFixed(2)}/s | tbf dropped ${f.tbf?.dropped} pkt`;
+    `key-frame requests ${f.keyFrames} in ${f.seconds.toFixed(1)} s = ${f.kfRate.toFixed(2)}/s ` +
+    `| of them ${f.keyFramesWindow} in the last ${f.windowSeconds.toFixed(1)} s (both settled), per rid ${JSON.stringify(f.keyFramesByRid)}, tbf dropped ${f.tbf?.dropped} pkt`;
 }
 
 test('one room: a 300 kbit/s shaped subscriber gets a low layer, an unlimited one keeps the top layer, and the publisher sees ≤ 1 key-frame request/s', {
@@ -359,9 +381,9 @@ test('one room: a 300 kbit/s shaped subscriber gets a low layer, an unlimited on
   const failures = [];
   if (f.settledMs == null) failures.push(`never both at once (shaped ≤ 320 wide and decoding, unlimited ≥ ${f.topWidth} wide and decoding) within ${TOP_TIMEOUT / 1000} s`);
   if (f.slow.maxWidth > 320) failures.push(`the shaped subscriber's frameWidth reached ${f.slow.maxWidth}, want ≤ 320`);
-  if (f.slow.fps < 10) failures.push(`the shaped subscriber decoded ${f.slow.fps.toFixed(1)} frames/s, want ≥ 10`);
+  if (f.slow.fps < 10) failures.push(`the shaped subscriber decoded ${f.slow.fps.toFixed(2)} frames/s, want ≥ 10`);
   if (f.fast.minWidth < f.topWidth) failures.push(`the unlimited subscriber's frameWidth fell to ${f.fast.minWidth}, want ${f.topWidth} throughout`);
-  if (f.fast.fps < 15) failures.push(`the unlimited subscriber decoded ${f.fast.fps.toFixed(1)} frames/s, want ≥ 15`);
+  if (f.fast.fps < 15) failures.push(`the unlimited subscriber decoded ${f.fast.fps.toFixed(2)} frames/s, want ≥ 15`);
   if (f.kfRate > 1) failures.push(`the publisher got ${f.keyFrames} key-frame requests in ${f.seconds.toFixed(1)} s (${f.kfRate.toFixed(2)}/s), want ≤ 1/s`);
   assert.ok(failures.length === 0, `our server, one room with a 300 kbit/s and an unlimited subscriber:\n  - ${failures.join('\n  - ')}\n${line}`);
 });
