@@ -24,13 +24,25 @@ use std::time::{Duration, Instant};
 /// The share of the estimate the allocator hands out (the rest absorbs estimate noise, RTX and
 /// RTCP).
 const BUDGET_SHARE: f64 = 0.95;
-/// A probe lasts at least this before its result counts, and at most [`PROBE_MAX`].
-const PROBE_MIN: Duration = Duration::from_millis(500);
+/// A probe lasts at least this before its result counts (longer than the acknowledged-rate
+/// window, so a shaper's burst allowance at its start does not pass for capacity), and at most
+/// [`PROBE_MAX`].
+const PROBE_MIN: Duration = Duration::from_millis(800);
 const PROBE_MAX: Duration = Duration::from_millis(1200);
+/// A probe fails when the subscriber reports more than this share of its packets lost.
+const PROBE_MAX_LOSS: f64 = 0.02;
+/// An allocation below the current one applies only after it persisted this long (an estimate
+/// dipping for a moment does not cost a key frame and a freeze), unless the budget fell below
+/// [`DOWN_AT_ONCE`] of what the current allocation uses.
+const DOWN_HOLD: Duration = Duration::from_millis(600);
+const DOWN_AT_ONCE: f64 = 0.7;
 /// A probe aims this far above what the next step needs, and at most this multiple of the
 /// estimate (a failed probe then only queues a little on the limited link).
 const PROBE_OVERSHOOT: f64 = 1.1;
-const PROBE_MAX_STEP: f64 = 1.6;
+const PROBE_MAX_STEP: f64 = 1.3;
+/// After a failed probe, the estimate is held at its value before the probe this long (the
+/// queue the probe built drains meanwhile).
+const PROBE_GRACE: Duration = Duration::from_millis(1000);
 /// Waits between failed probes: doubling from the first to the last.
 const PROBE_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(4);
@@ -52,6 +64,8 @@ pub struct SendBwe {
     /// Reused for every feedback packet (no allocation per packet).
     feedback: Vec<(u16, Option<i64>)>,
     probe: Option<Probe>,
+    /// The estimate before the last failed probe, held until the instant.
+    grace: Option<(u64, Instant)>,
     next_probe_at: Option<Instant>,
     backoff: Duration,
     /// The media bit rate of the last allocation (audio + video), which padding tops up.
@@ -67,6 +81,11 @@ pub struct SendBwe {
 struct Probe {
     target_bps: u64,
     started: Instant,
+    /// The estimate when it started.
+    before_bps: u64,
+    /// Packets the subscriber reported on during the probe, and of them lost.
+    reported: u32,
+    lost: u32,
 }
 
 impl SendBwe {
@@ -77,6 +96,7 @@ impl SendBwe {
             active: false,
             feedback: Vec::with_capacity(256),
             probe: None,
+            grace: None,
             next_probe_at: None,
             backoff: PROBE_BACKOFF_FIRST,
             media_bps: 0,
@@ -122,10 +142,16 @@ impl SendBwe {
         }
         self.active = true;
         self.estimator.on_feedback(&self.feedback, now);
-        let Some(probe) = self.probe else {
+        self.hold_during_grace(now);
+        let Some(probe) = self.probe.as_mut() else {
             return;
         };
-        if self.estimator.signal() == Signal::Overuse {
+        probe.reported += self.feedback.len() as u32;
+        probe.lost += self.feedback.iter().filter(|(_, a)| a.is_none()).count() as u32;
+        let probe = *probe;
+        let lossy = probe.reported >= 20
+            && f64::from(probe.lost) > PROBE_MAX_LOSS * f64::from(probe.reported);
+        if self.estimator.signal() == Signal::Overuse || lossy {
             self.end_probe(false, now);
             return;
         }
@@ -137,6 +163,14 @@ impl SendBwe {
         }
     }
 
+    fn hold_during_grace(&mut self, now: Instant) {
+        match self.grace {
+            Some((bps, until)) if now < until => self.estimator.hold_at_least(bps),
+            Some(_) => self.grace = None,
+            None => {}
+        }
+    }
+
     fn end_probe(&mut self, succeeded: bool, now: Instant) {
         tracing::debug!(
             succeeded,
@@ -144,6 +178,10 @@ impl SendBwe {
             estimate_bps = self.estimator.estimate_bps(),
             "probe ended"
         );
+        if let (false, Some(p)) = (succeeded, self.probe) {
+            self.grace = Some((p.before_bps, now + PROBE_GRACE));
+            self.hold_during_grace(now);
+        }
         self.probe = None;
         self.pad_owed = 0.0;
         if succeeded {
@@ -184,6 +222,9 @@ impl SendBwe {
         self.probe = Some(Probe {
             target_bps: target as u64,
             started: now,
+            before_bps: self.estimator.estimate_bps(),
+            reported: 0,
+            lost: 0,
         });
         self.pad_owed = 0.0;
         self.pad_at = Some(now);
@@ -345,6 +386,11 @@ impl Router {
         }
         let demands: Vec<Demand> = video.iter().map(|(_, d)| *d).collect();
         let video_budget = budget.saturating_sub(audio_bps);
+        let current_bps: u64 = demands
+            .iter()
+            .filter_map(|d| d.current.map(|l| d.cost(l)))
+            .sum();
+        let severe = (video_budget as f64) < DOWN_AT_ONCE * current_bps as f64;
         let a = alloc::allocate(video_budget, &demands);
         // What each would get were every layer sending (dynacast asks publishers for those).
         let all: Vec<Demand> = demands
@@ -358,7 +404,7 @@ impl Router {
         let mut pad_from_tick = false;
         if let Some(b) = self.transports.get_mut(&tkey).and_then(|t| t.bwe.as_mut()) {
             b.media_bps = a.used_bps + audio_bps;
-            b.plan_probe(a.next_step_bps, now);
+            b.plan_probe(a.next_step_bps.map(|v| v + audio_bps), now);
             pad_from_tick = b.probing() && b.video_idle(now);
         }
         if pad_from_tick {
@@ -372,10 +418,8 @@ impl Router {
             }
         }
         for (((ckey, _), layer), want) in video.iter().zip(&a.layers).zip(&wants.layers) {
-            let changed = self.consumers.get(ckey).is_some_and(|c| {
-                c.bw_paused != layer.is_none() || (layer.is_some() && c.bw_layer != *layer)
-            });
-            if changed {
+            let applied = self.apply_allocation(env, *ckey, *layer, want.unwrap_or(0), severe, now);
+            if applied {
                 tracing::debug!(
                     consumer = %self.consumers.get(ckey).map_or("", |c| c.id.as_str()),
                     layer = ?layer,
@@ -383,30 +427,45 @@ impl Router {
                     "bandwidth allocation changed"
                 );
             }
-            self.apply_allocation(env, *ckey, *layer, want.unwrap_or(0), now);
         }
     }
 
     /// Applies one consumer's allocation: its layer cap, or a pause (told to the subscriber)
-    /// when nothing fits, and a resume (with a key frame) when something fits again.
+    /// when nothing fits, and a resume (with a key frame) when something fits again. True when
+    /// the allocation changed.
     fn apply_allocation(
         &mut self,
         env: &mut Env,
         ckey: CKey,
         layer: Option<usize>,
         want: usize,
+        severe: bool,
         now: Instant,
-    ) {
+    ) -> bool {
         let Some(c) = self.consumers.get_mut(&ckey) else {
-            return;
+            return false;
         };
         c.want_layer = want;
+        // None (paused) < layer 0 < layer 1 < … < no limit yet.
+        let rank = |l: Option<usize>| l.map_or(0, |l| l.saturating_add(1));
+        let current = if c.bw_paused {
+            None
+        } else {
+            Some(c.bw_layer.unwrap_or(usize::MAX - 1))
+        };
+        if rank(layer) < rank(current) && !severe {
+            let since = *c.bw_down_since.get_or_insert(now);
+            if now.saturating_duration_since(since) < DOWN_HOLD {
+                return false;
+            }
+        }
+        c.bw_down_since = None;
+        let changed = rank(layer) != rank(current);
         let was_paused = c.bw_paused;
         c.bw_paused = layer.is_none();
         if let Some(l) = layer {
             c.bw_layer = Some(l);
         }
-        let pkey = c.producer;
         match (was_paused, layer) {
             (false, None) => {
                 env.stats.bandwidth_pauses.fetch_add(1, Ordering::Relaxed);
@@ -423,13 +482,14 @@ impl Router {
                 }
             }
             (true, Some(_)) => {
-                // Continues at a key frame; the layer notice follows with the first packet.
+                // Continues at a key frame of its layer (the packet path asks for it); the
+                // layer notice follows with the first packet.
                 c.fwd.resync();
                 c.fwd.forget_layer();
-                self.request_keyframe(env, pkey, now, false);
             }
             _ => {}
         }
+        changed
     }
 
     /// Dynacast: tells each local simulcast producer's publisher the highest spatial layer

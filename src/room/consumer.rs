@@ -33,6 +33,8 @@ pub struct Consumer {
     pub bw_layer: Option<usize>,
     /// Video paused because not even the lowest layer fits the subscriber's bandwidth.
     pub bw_paused: bool,
+    /// Since when the allocation has been below what the consumer gets (room/adapt.rs).
+    pub bw_down_since: Option<Instant>,
     /// The layer it would get were all of its producer's layers sending (dynacast).
     pub want_layer: usize,
     pub preferred_spatial_layer: Option<u8>,
@@ -115,6 +117,7 @@ impl Consumer {
                 .map(|c| c.payload_type),
             bw_layer: None,
             bw_paused: false,
+            bw_down_since: None,
             want_layer: usize::MAX,
             preferred_spatial_layer: None,
             preferred_temporal_layer: None,

@@ -327,6 +327,14 @@ impl Estimator {
         }
     }
 
+    /// Keeps the estimate at `bps` or above: the overuse and loss that followed a failed probe
+    /// were the probe's own doing, not the link getting worse than before it.
+    pub fn hold_at_least(&mut self, bps: u64) {
+        let bps = bps as f64;
+        self.delay_bps = self.delay_bps.max(bps);
+        self.loss_bps = self.loss_bps.max(bps);
+    }
+
     /// Time passing without feedback: after [`FEEDBACK_TIMEOUT`] while sending, the estimate
     /// falls (the link may be gone); it never rises without feedback.
     pub fn on_tick(&mut self, now: Instant) {
