@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod joins;
 pub mod media;
 pub mod probe;
+pub mod receive;
 pub mod report;
 pub mod signaling;
 pub mod tcp;
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{json, Value};
 
-use media::{Kind, Publisher, Stream, Subscriber, Track, PHASE_MEASURE, PHASE_STOP};
+use media::{Kind, Publisher, Track, PHASE_MEASURE, PHASE_STOP};
+use receive::{Stream, Subscriber};
 use report::StepResult;
 use signaling::Signaling;
 use transport::{DtlsClient, Protocol};
@@ -445,7 +447,7 @@ fn run_step(args: &Args, step: Step, dtls: &DtlsClient) -> Result<StepResult, St
             .into_iter()
             .map(|g| {
                 let interval = Duration::from_micros(args.recv_interval_us);
-                scope.spawn(move || media::receive_loop(g, args.sample, interval, phase))
+                scope.spawn(move || receive::receive_loop(g, args.sample, interval, phase))
             })
             .collect();
         let drain_until = |until: Instant, signaling: &mut Vec<Signaling>| {

@@ -6,7 +6,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cpu::ThreadCpu;
-use crate::media::{ReceiveTotals, SendTotals};
+use crate::media::SendTotals;
+use crate::receive::ReceiveTotals;
 use crate::transport::Protocol;
 use crate::Args;
 
