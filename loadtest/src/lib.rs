@@ -2,6 +2,8 @@
 //! P publishers × S subscribers with real ICE, DTLS and SRTP. See docs/performance.md.
 
 pub mod cpu;
+pub mod downlink;
+pub mod feedback;
 pub mod joins;
 pub mod media;
 pub mod probe;
