@@ -26,6 +26,14 @@ const AUDIO_PAYLOAD_LEN: usize = 80;
 const AUDIO_INTERVAL: Duration = Duration::from_millis(20);
 /// Every n-th video packet is a key frame so new consumers sync quickly.
 const KEYFRAME_EVERY: u64 = 30;
+/// The rtp-stream-id (rid) header extension id of simulcast publishers.
+const RID_EXT_ID: u8 = 10;
+/// Simulcast encodings, lowest first: rid, kbit/s, width, height (like Chromium's 1/4, 1/2, 1).
+pub const SIMULCAST_LAYERS: [(&str, u32, u16, u16); 3] = [
+    ("r0", 150, 320, 180),
+    ("r1", 500, 640, 360),
+    ("r2", 1500, 1280, 720),
+];
 
 pub const PHASE_WARMUP: u8 = 0;
 pub const PHASE_MEASURE: u8 = 1;
@@ -34,6 +42,11 @@ pub const PHASE_STOP: u8 = 2;
 /// Nanoseconds since the process's first call: the clock both stamps and receipts use.
 pub fn now_ns() -> u64 {
     start().0.elapsed().as_nanos() as u64
+}
+
+/// The instant a `now_ns` reading stands for.
+pub fn instant_of(ns: u64) -> Instant {
+    start().0 + Duration::from_nanos(ns)
 }
 
 /// The clock's origin: an `Instant` and the wall-clock time (ns since the epoch) at that moment.
@@ -88,6 +101,29 @@ pub fn vp8_rtp_parameters(ssrc: u32, cname: &str) -> Value {
     })
 }
 
+/// The same with three simulcast encodings (lowest first), each with its SSRC (RTX the next
+/// one), its rid and its maximum bitrate; packets carry the rid extension too, so a server
+/// may bind them by SSRC or by rid.
+pub fn vp8_simulcast_rtp_parameters(ssrcs: [u32; 3], cname: &str) -> Value {
+    let mut params = vp8_rtp_parameters(ssrcs[0], cname);
+    params["headerExtensions"]
+        .as_array_mut()
+        .expect("an array")
+        .push(
+            json!({"uri": "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id", "id": RID_EXT_ID,
+                     "encrypt": false, "parameters": {}}),
+        );
+    params["encodings"] = ssrcs
+        .iter()
+        .zip(SIMULCAST_LAYERS)
+        .map(|(&ssrc, (rid, kbps, _, _))| {
+            json!({"ssrc": ssrc, "rid": rid, "rtx": {"ssrc": ssrc + 1},
+                   "maxBitrate": kbps * 1000, "active": true})
+        })
+        .collect();
+    params
+}
+
 /// RTP parameters as mediasoup-client (Chromium) sends them for Opus.
 pub fn opus_rtp_parameters(ssrc: u32, cname: &str) -> Value {
     json!({
@@ -113,6 +149,12 @@ pub struct Track {
     pub mid: u8,
     pub interval: Duration,
     pub payload_len: usize,
+    /// Simulcast: the encoding's rid, sent in a header extension.
+    rid: Option<&'static str>,
+    keyframe_every: u64,
+    /// Key frames announce this size.
+    width: u16,
+    height: u16,
     seq: u16,
     ts_base: u32,
     sent: u64,
@@ -128,6 +170,18 @@ impl Track {
         Self::new(Kind::Video, ssrc, b'0', interval, payload_len)
     }
 
+    /// Encoding `layer` of [`SIMULCAST_LAYERS`], with a key frame about every second.
+    pub fn simulcast(ssrc: u32, layer: usize, packet_size: usize) -> Self {
+        let (rid, kbps, width, height) = SIMULCAST_LAYERS[layer.min(SIMULCAST_LAYERS.len() - 1)];
+        let mut track = Self::video(ssrc, kbps, packet_size);
+        // The rid element (3 bytes) takes the extension block to two words.
+        track.payload_len = packet_size.saturating_sub(24).max(VIDEO_STAMP_OFFSET + 8);
+        track.rid = Some(rid);
+        track.keyframe_every = (1.0 / track.interval.as_secs_f64()).round().max(1.0) as u64;
+        (track.width, track.height) = (width, height);
+        track
+    }
+
     pub fn audio(ssrc: u32) -> Self {
         Self::new(Kind::Audio, ssrc, b'1', AUDIO_INTERVAL, AUDIO_PAYLOAD_LEN)
     }
@@ -139,6 +193,10 @@ impl Track {
             mid,
             interval,
             payload_len,
+            rid: None,
+            keyframe_every: KEYFRAME_EVERY,
+            width: 640,
+            height: 480,
             seq: rand::random::<u16>() & 0x3fff,
             ts_base: rand::random(),
             sent: 0,
@@ -159,19 +217,27 @@ impl Track {
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.ts_base.wrapping_add(ts as u32).to_be_bytes());
         out.extend_from_slice(&self.ssrc.to_be_bytes());
-        out.extend_from_slice(&[0xBE, 0xDE, 0, 1, MID_EXT_ID << 4, self.mid, 0, 0]);
+        match self.rid {
+            None => out.extend_from_slice(&[0xBE, 0xDE, 0, 1, MID_EXT_ID << 4, self.mid, 0, 0]),
+            Some(rid) => {
+                out.extend_from_slice(&[0xBE, 0xDE, 0, 2, MID_EXT_ID << 4, self.mid]);
+                out.push(RID_EXT_ID << 4 | (rid.len() as u8 - 1));
+                out.extend_from_slice(rid.as_bytes());
+                out.resize(24, 0);
+            }
+        }
         let payload_start = out.len();
         if self.kind == Kind::Video {
-            let key = self.sent.is_multiple_of(KEYFRAME_EVERY);
+            let key = self.sent.is_multiple_of(self.keyframe_every);
             let picture_id = (self.sent & 0x7fff) as u16 | 0x8000;
             // VP8 payload descriptor: X=1, S=1, partition 0; I=1 with a 15-bit picture id.
             out.extend_from_slice(&[0x90, 0x80]);
             out.extend_from_slice(&picture_id.to_be_bytes());
             if key {
-                // Frame tag with P=0, start code, 640x480.
-                out.extend_from_slice(&[
-                    0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01,
-                ]);
+                // Frame tag with P=0, start code, width and height (14 bits, little-endian).
+                out.extend_from_slice(&[0x50, 0x2a, 0x00, 0x9d, 0x01, 0x2a]);
+                out.extend_from_slice(&self.width.to_le_bytes());
+                out.extend_from_slice(&self.height.to_le_bytes());
             } else {
                 out.extend_from_slice(&[0x51, 0x2a, 0x00, 0, 0, 0, 0, 0, 0, 0]);
             }
@@ -301,7 +367,7 @@ pub fn send_loop(mut publishers: Vec<Publisher>, phase: &AtomicU8, aligned: bool
 mod tests {
     use super::*;
     use sfu::rtc::keyframe::{is_keyframe, VideoCodec};
-    use sfu::rtc::rtp::parse_rtp;
+    use sfu::rtc::rtp::{find_extension, parse_rtp};
 
     #[test]
     fn every_thirtieth_video_packet_is_a_key_frame_carrying_the_send_stamp() {
@@ -323,5 +389,38 @@ mod tests {
             assert!(stamp >= before && stamp <= now_ns());
         }
         assert_eq!(keys, 2);
+    }
+
+    #[test]
+    fn simulcast_tracks_carry_their_rid_and_a_key_frame_about_every_second() {
+        let mut packet = Vec::new();
+        for (layer, (rid, kbps, width, _)) in SIMULCAST_LAYERS.into_iter().enumerate() {
+            let mut track = Track::simulcast(100 + layer as u32, layer, 1200);
+            let per_second = (kbps as f64 * 1000.0 / 9600.0).round() as u64;
+            let mut keys = Vec::new();
+            for i in 0..2 * per_second {
+                track.next_packet(&mut packet);
+                assert_eq!(packet.len(), 1200);
+                let h = parse_rtp(&packet).expect("valid RTP");
+                assert_eq!(
+                    find_extension(&packet, &h, RID_EXT_ID),
+                    Some(rid.as_bytes())
+                );
+                assert_eq!(find_extension(&packet, &h, MID_EXT_ID), Some(&b"0"[..]));
+                let payload = h.payload(&packet);
+                if is_keyframe(VideoCodec::from_mime("video/VP8"), payload) {
+                    assert_eq!(u16::from_le_bytes([payload[10], payload[11]]), width);
+                    keys.push(i);
+                }
+                let at = VIDEO_STAMP_OFFSET;
+                assert!(u64::from_be_bytes(payload[at..at + 8].try_into().unwrap()) > 0);
+            }
+            assert_eq!(keys, vec![0, per_second], "layer {layer}");
+        }
+        let params = vp8_simulcast_rtp_parameters([10, 12, 14], "c");
+        let encodings = params["encodings"].as_array().unwrap();
+        assert_eq!(encodings.len(), 3);
+        assert_eq!(encodings[2]["rid"], "r2");
+        assert_eq!(encodings[1]["rtx"]["ssrc"], 13);
     }
 }
