@@ -1,5 +1,6 @@
-//! The subscribers' side: every packet counted by its clear RTP header, a sample decrypted for
-//! latency. Over ICE-TCP (`--tcp`) every RFC 4571 frame counts as one datagram would.
+//! The subscribers' receive threads: one mio poll over many subscribers' sockets, each datagram
+//! handed to its subscriber's [`Inbound`], their RTCP sent every few milliseconds. Over ICE-TCP
+//! (`--tcp`) every RFC 4571 frame counts as one datagram would.
 
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
@@ -8,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use sfu::rtc::dtls::DtlsSession;
-use sfu::rtc::rtp::parse_rtp;
 use sfu::rtc::srtp::SrtpSession;
 
+use crate::feedback::FeedbackCounts;
+use crate::inbound::{Counters, Receipt};
+pub use crate::inbound::{Inbound, Stream};
 use crate::media::{now_ns, wall_to_now_ns, Kind, PHASE_MEASURE, PHASE_STOP};
 use crate::transport::{Consent, Link};
 
@@ -60,64 +63,10 @@ fn recv_stamped(socket: &impl AsRawFd, buf: &mut [u8]) -> std::io::Result<(usize
     Ok((n as usize, stamp))
 }
 
-/// What a subscriber counts for one consumer (one SSRC it receives).
-#[derive(Debug, Clone)]
-pub struct Stream {
-    pub ssrc: u32,
-    pub kind: Kind,
-    first: Option<i64>,
-    max: i64,
-    pub received: u64,
-    last_at: Option<Instant>,
-}
-
-impl Stream {
-    pub fn new(ssrc: u32, kind: Kind) -> Self {
-        Self {
-            ssrc,
-            kind,
-            first: None,
-            max: 0,
-            received: 0,
-            last_at: None,
-        }
-    }
-
-    fn record(&mut self, seq: u16, now: Instant) {
-        self.received += 1;
-        self.last_at = Some(now);
-        let Some(_) = self.first else {
-            self.first = Some(seq as i64);
-            self.max = seq as i64;
-            return;
-        };
-        // Extend the 16-bit number relative to the newest one seen.
-        let delta = seq.wrapping_sub(self.max as u16) as i16 as i64;
-        let ext = self.max + delta;
-        if ext > self.max {
-            self.max = ext;
-        }
-        if ext < self.first.unwrap_or(ext) {
-            self.first = Some(ext);
-        }
-    }
-
-    pub fn expected(&self) -> u64 {
-        self.first.map_or(0, |f| (self.max - f + 1) as u64)
-    }
-
-    fn reset(&mut self) {
-        self.first = None;
-        self.received = 0;
-        self.last_at = None;
-    }
-}
-
+/// A peer's recv transport: its socket, its receive side and its ICE consent checks.
 pub struct Subscriber {
     pub socket: Link,
-    pub srtp: SrtpSession,
-    pub streams: Vec<Stream>,
-    seen: u64,
+    pub inbound: Inbound,
     consent: Consent,
     next_consent: Instant,
     _dtls: DtlsSession,
@@ -136,14 +85,34 @@ impl Subscriber {
             Duration::from_millis(rand::random::<u64>() % CONSENT_INTERVAL.as_millis() as u64);
         Self {
             socket,
-            srtp,
-            streams,
-            seen: 0,
+            inbound: Inbound::new(srtp, streams),
             consent,
             next_consent: Instant::now() + jitter,
             _dtls: dtls,
         }
     }
+}
+
+/// One consumer's figures at the end of a run.
+#[derive(Debug, Clone)]
+pub struct ConsumerSummary {
+    pub consumer_id: String,
+    pub kind: Kind,
+    pub expected: u64,
+    pub received: u64,
+    pub repaired: u64,
+    pub bytes: u64,
+}
+
+/// One subscriber's figures at the end of a run.
+#[derive(Debug, Clone)]
+pub struct SubscriberSummary {
+    pub capped: bool,
+    /// RTP bytes delivered (media, retransmissions, probes).
+    pub delivered_bytes: u64,
+    /// Datagrams its capped downlink dropped.
+    pub downlink_drops: u64,
+    pub consumers: Vec<ConsumerSummary>,
 }
 
 /// One receive thread's results.
@@ -162,66 +131,31 @@ pub struct ReceiveTotals {
     /// sequence gaps cannot show).
     pub stalled_streams: u64,
     pub streams: u64,
+    /// Losses repaired by retransmissions.
+    pub repaired: u64,
+    /// Retransmissions delivered, and other packets (probes, padding) delivered.
+    pub rtx_packets: u64,
+    pub other_packets: u64,
+    /// The RTCP the subscribers sent.
+    pub feedback: FeedbackCounts,
+    pub rtcp_send_errors: u64,
+    pub subscribers: Vec<SubscriberSummary>,
 }
 
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("valid histogram bounds")
 }
 
-/// What every received packet is measured against.
-struct Receipt {
-    now: Instant,
-    sample: u64,
-    measuring: bool,
-}
+/// How often each subscriber's feedback is looked at (NACKs wait 5 ms for reordering,
+/// transport-cc goes every 100 ms) and its capped downlink's departures are delivered.
+const FEEDBACK_TICK: Duration = Duration::from_millis(5);
 
-/// Counts one received datagram (or ICE-TCP frame) of a subscriber: RTP of a known SSRC by its
-/// clear header for loss; every `sample`-th one decrypted in place for latency.
-fn count_packet(
-    packet: &[u8],
-    streams: &mut [Stream],
-    seen: &mut u64,
-    srtp: &mut SrtpSession,
-    totals: &mut ReceiveTotals,
-    at: &Receipt,
-    arrived_ns: Option<u64>,
-) {
-    let n = packet.len();
-    // RTP only (RFC 7983 first byte 128..=191, RTCP payload types excluded).
-    if n < 12 || !(128..=191).contains(&packet[0]) || (192..=223).contains(&packet[1]) {
-        return;
+/// Sends a subscriber's SRTCP packet over its link.
+fn send_rtcp(socket: &mut Link, packet: &[u8]) -> bool {
+    match socket {
+        Link::Udp(socket) => socket.send(packet).is_ok(),
+        Link::Tcp(link) => matches!(link.send(packet), Ok(true)),
     }
-    let seq = u16::from_be_bytes([packet[2], packet[3]]);
-    let ssrc = u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]);
-    let Some(stream) = streams.iter_mut().find(|s| s.ssrc == ssrc) else {
-        return; // RTX, probation or padding streams
-    };
-    stream.record(seq, at.now);
-    let kind = stream.kind;
-    totals.packets += 1;
-    totals.bytes += n as u64;
-    *seen += 1;
-    if !seen.is_multiple_of(at.sample) {
-        return;
-    }
-    // The session's own receive buffer: no allocation per sampled packet.
-    let mut plain = srtp.take_rx_buffer();
-    plain.extend_from_slice(packet);
-    if srtp.unprotect_rtp(&mut plain).is_ok() {
-        let received_at = arrived_ns.unwrap_or_else(now_ns);
-        if let Some(h) = parse_rtp(&plain) {
-            let offset = h.payload_start + kind.stamp_offset();
-            if let Some(stamp) = plain.get(offset..offset + 8) {
-                let sent_at = u64::from_be_bytes(stamp.try_into().expect("8 bytes"));
-                if at.measuring && sent_at <= received_at {
-                    let _ = totals.latency_ns.record((received_at - sent_at).max(1_000));
-                }
-            }
-        }
-    } else {
-        totals.decrypt_errors += 1;
-    }
-    srtp.restore_rx_buffer(plain);
 }
 
 /// A subscriber's socket as registered with the poll.
@@ -277,18 +211,15 @@ pub fn receive_loop(
         }
         sockets.push(polled);
     }
-    let mut totals = ReceiveTotals {
+    let mut counters = Counters {
         latency_ns: new_histogram(),
         packets: 0,
         bytes: 0,
-        expected: 0,
-        received: 0,
         decrypt_errors: 0,
-        closed_connections: 0,
-        silent_streams: 0,
-        stalled_streams: 0,
-        streams: 0,
+        rtx_packets: 0,
+        other_packets: 0,
     };
+    let mut closed_connections = 0;
     let mut events = Events::with_capacity(1024);
     let mut buf = [0u8; 2048];
     // A stream read takes whatever has arrived, many frames at once.
@@ -299,6 +230,7 @@ pub fn receive_loop(
     };
     let mut measuring = false;
     let sample = sample.max(1);
+    let mut next_tick = Instant::now();
     loop {
         let now_phase = phase.load(Ordering::Relaxed);
         if now_phase == PHASE_STOP {
@@ -306,16 +238,18 @@ pub fn receive_loop(
         }
         if now_phase == PHASE_MEASURE && !measuring {
             measuring = true;
-            totals.latency_ns.reset();
-            totals.packets = 0;
-            totals.bytes = 0;
-            totals.decrypt_errors = 0;
+            counters.latency_ns.reset();
+            counters.packets = 0;
+            counters.bytes = 0;
+            counters.decrypt_errors = 0;
+            counters.rtx_packets = 0;
+            counters.other_packets = 0;
             for s in &mut subscribers {
-                s.streams.iter_mut().for_each(Stream::reset);
+                s.inbound.reset_counts();
             }
         }
         if interval.is_zero() {
-            poll.poll(&mut events, Some(Duration::from_millis(50)))?;
+            poll.poll(&mut events, Some(FEEDBACK_TICK))?;
         } else {
             // Paced: sleep to the next tick, then take whatever arrived meanwhile (UDP packets
             // carry their kernel arrival time, so the wait is not counted as latency).
@@ -345,11 +279,18 @@ pub fn receive_loop(
                 }
             }
         }
-        let receipt = Receipt {
-            now,
-            sample,
-            measuring,
-        };
+        if now >= next_tick {
+            next_tick = now + FEEDBACK_TICK;
+            let now_ns = now_ns();
+            for s in subscribers.iter_mut() {
+                if let Some(rtcp) = s.inbound.tick(now, now_ns, &mut counters) {
+                    if !send_rtcp(&mut s.socket, &rtcp) {
+                        s.inbound.rtcp_send_errors += 1;
+                    }
+                }
+            }
+        }
+        let receipt = Receipt { sample, measuring };
         for event in events.iter() {
             let i = event.token().0;
             let sub = &mut subscribers[i];
@@ -361,15 +302,8 @@ pub fn receive_loop(
                         Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
                         Err(e) => return Err(e),
                     };
-                    count_packet(
-                        &buf[..n],
-                        &mut sub.streams,
-                        &mut sub.seen,
-                        &mut sub.srtp,
-                        &mut totals,
-                        &receipt,
-                        arrived,
-                    );
+                    sub.inbound
+                        .on_datagram(&buf[..n], &mut counters, &receipt, arrived);
                 },
                 Polled::Tcp(stream) => {
                     let Link::Tcp(link) = &mut sub.socket else {
@@ -377,15 +311,8 @@ pub fn receive_loop(
                     };
                     let closed = loop {
                         let read = link.recv_with(&mut stream_buf, |frame| {
-                            count_packet(
-                                frame,
-                                &mut sub.streams,
-                                &mut sub.seen,
-                                &mut sub.srtp,
-                                &mut totals,
-                                &receipt,
-                                None,
-                            )
+                            sub.inbound
+                                .on_datagram(frame, &mut counters, &receipt, None)
                         });
                         match read {
                             Ok(0) => break true,
@@ -399,7 +326,7 @@ pub fn receive_loop(
                     if closed {
                         let _ = poll.registry().deregister(stream);
                         sockets[i] = Polled::Closed;
-                        totals.closed_connections += 1;
+                        closed_connections += 1;
                     }
                 }
                 Polled::Closed => {}
@@ -407,11 +334,31 @@ pub fn receive_loop(
         }
     }
     let end = Instant::now();
+    let mut totals = ReceiveTotals {
+        latency_ns: counters.latency_ns,
+        packets: counters.packets,
+        bytes: counters.bytes,
+        expected: 0,
+        received: 0,
+        decrypt_errors: counters.decrypt_errors,
+        closed_connections,
+        silent_streams: 0,
+        stalled_streams: 0,
+        streams: 0,
+        repaired: 0,
+        rtx_packets: counters.rtx_packets,
+        other_packets: counters.other_packets,
+        feedback: FeedbackCounts::default(),
+        rtcp_send_errors: 0,
+        subscribers: Vec::with_capacity(subscribers.len()),
+    };
     for s in &subscribers {
-        for stream in &s.streams {
+        let inbound = &s.inbound;
+        for stream in &inbound.streams {
             totals.streams += 1;
             totals.expected += stream.expected();
             totals.received += stream.received;
+            totals.repaired += stream.repaired;
             if stream.received == 0 {
                 totals.silent_streams += 1;
             } else if stream
@@ -421,6 +368,29 @@ pub fn receive_loop(
                 totals.stalled_streams += 1;
             }
         }
+        let f = inbound.feedback_counts();
+        totals.feedback.receiver_reports += f.receiver_reports;
+        totals.feedback.nack_packets += f.nack_packets;
+        totals.feedback.nacked_sequences += f.nacked_sequences;
+        totals.feedback.transport_cc += f.transport_cc;
+        totals.rtcp_send_errors += inbound.rtcp_send_errors;
+        totals.subscribers.push(SubscriberSummary {
+            capped: inbound.capped(),
+            delivered_bytes: inbound.delivered_bytes,
+            downlink_drops: inbound.downlink_drops(),
+            consumers: inbound
+                .streams
+                .iter()
+                .map(|st| ConsumerSummary {
+                    consumer_id: st.consumer_id.clone(),
+                    kind: st.kind,
+                    expected: st.expected(),
+                    received: st.received,
+                    repaired: st.repaired,
+                    bytes: st.bytes,
+                })
+                .collect(),
+        });
     }
     Ok(totals)
 }
@@ -460,15 +430,5 @@ mod tests {
                 "datagrams are stamped when read, not on arrival ({before} {stamp} {after})"
             );
         }
-    }
-
-    #[test]
-    fn loss_is_counted_from_sequence_gaps_across_the_16_bit_wrap() {
-        let mut s = Stream::new(1, Kind::Video);
-        for seq in [65_533u16, 65_534, 0, 1, 3, 2] {
-            s.record(seq, Instant::now());
-        }
-        assert_eq!(s.expected(), 7); // 65533 ..= 3
-        assert_eq!(s.received, 6);
     }
 }
