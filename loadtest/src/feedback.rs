@@ -50,6 +50,10 @@ pub fn transport_sequence(packet: &[u8], id: u8) -> Option<u16> {
         .map(|v| u16::from_be_bytes(*v))
 }
 
+/// Sequence numbers behind the highest whose arrival is remembered (to tell a repair from a
+/// duplicate): 2 s of 2.5 Mbit/s video.
+const HISTORY: i64 = 512;
+
 /// Reception statistics of one received SSRC (RFC 3550 A.3), and its gap detection.
 #[derive(Default)]
 pub struct Reception {
@@ -59,6 +63,8 @@ pub struct Reception {
     received: u64,
     expected_prior: u64,
     received_prior: u64,
+    /// One bit per extended sequence number modulo [`HISTORY`]: arrived.
+    arrived: [u64; HISTORY as usize / 64],
     /// Video only: audio is not NACKed (Opus consumers negotiate no `nack`).
     nack: Option<NackGenerator>,
 }
@@ -74,28 +80,59 @@ impl Reception {
     /// Notes that `seq` arrived at `now` (an original, or a retransmission unwrapped).
     pub fn on_packet(&mut self, seq: u16, now: Instant) {
         self.received += 1;
-        match self.base {
+        let ext = match self.base {
             None => {
                 self.base = Some(i64::from(seq));
                 self.highest = i64::from(seq);
+                i64::from(seq)
             }
             Some(base) => {
-                let ext = self.highest + i64::from(seq.wrapping_sub(self.highest as u16) as i16);
+                let ext = self.extend(seq);
+                if ext - self.highest > HISTORY {
+                    self.arrived = Default::default();
+                } else {
+                    // The slots of a gap now stand for the missing numbers.
+                    for missing in self.highest + 1..ext {
+                        self.set_arrived(missing, false);
+                    }
+                }
                 self.highest = self.highest.max(ext);
                 self.base = Some(base.min(ext));
+                ext
             }
-        }
+        };
+        self.set_arrived(ext, true);
         if let Some(nack) = &mut self.nack {
             nack.on_packet(seq, now);
         }
     }
 
-    /// Whether a retransmission of `seq` repairs a loss (it is still missing).
+    fn extend(&self, seq: u16) -> i64 {
+        self.highest + i64::from(seq.wrapping_sub(self.highest as u16) as i16)
+    }
+
+    fn set_arrived(&mut self, ext: i64, arrived: bool) {
+        let i = ext.rem_euclid(HISTORY) as usize;
+        let bit = 1u64 << (i % 64);
+        if arrived {
+            self.arrived[i / 64] |= bit;
+        } else {
+            self.arrived[i / 64] &= !bit;
+        }
+    }
+
+    /// Whether a retransmission of `seq` repairs a loss: it is behind the highest sequence
+    /// number seen, recent, and never arrived (whether or not it is still being NACKed).
     pub fn is_missing(&self, seq: u16) -> bool {
-        self.nack.as_ref().is_some_and(|n| n.wants(seq))
-            && self
-                .base
-                .is_some_and(|_| seq.wrapping_sub(self.highest as u16) as i16 <= 0)
+        let Some(base) = self.base else {
+            return false;
+        };
+        let ext = self.extend(seq);
+        let i = ext.rem_euclid(HISTORY) as usize;
+        ext >= base
+            && ext < self.highest
+            && self.highest - ext < HISTORY
+            && self.arrived[i / 64] & (1 << (i % 64)) == 0
     }
 
     /// The report block for `ssrc` covering everything since the previous one; `None` before
@@ -352,5 +389,13 @@ mod tests {
         assert!(!r.is_missing(10) && !r.is_missing(13) && !r.is_missing(14));
         r.on_packet(11, t);
         assert!(!r.is_missing(11));
+        // Still a repair after the NACKs gave up (a retransmission stuck in a long queue).
+        for seq in 14..200 {
+            r.on_packet(seq, t + Duration::from_secs(5));
+        }
+        assert!(r.is_missing(12) && !r.is_missing(150));
+        // Too old to tell: not counted.
+        r.on_packet(1000, t);
+        assert!(!r.is_missing(12));
     }
 }

@@ -74,7 +74,8 @@ pub struct ClassReport {
     pub video_kbps_per_consumer: f64,
     /// The layer the server last said each video consumer receives.
     pub layers_notified: LayerCounts,
-    /// With --simulcast: the layer each video consumer's received bitrate is nearest to.
+    /// With --simulcast: the layer whose bitrate is nearest to what the server sent each video
+    /// consumer (its received bitrate divided by the share of its packets that arrived).
     pub layers_by_bitrate: LayerCounts,
 }
 
@@ -177,7 +178,10 @@ impl ClassReport {
                 let key = layer.map_or_else(|| "none".to_owned(), |l| l.to_string());
                 *notified.entry(key).or_default() += 1;
                 if args.simulcast {
-                    let kbps = c.bytes as f64 * 8.0 / secs / 1000.0;
+                    // What the server sent, not what got through the cap: the received
+                    // bitrate over the share of packets that arrived.
+                    let delivered = c.received.max(1) as f64 / c.expected.max(1) as f64;
+                    let kbps = c.bytes as f64 * 8.0 / secs / 1000.0 / delivered;
                     *by_bitrate
                         .entry(layer_by_bitrate(kbps).to_string())
                         .or_default() += 1;
