@@ -7,12 +7,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use sfu::rtc::dtls::DtlsSession;
+use sfu::rtc::rtcp;
 use sfu::rtc::srtp::SrtpSession;
 
 use crate::transport::Link;
 /// How often publishers read (and drop) what the server sends them over ICE-TCP (RTCP, STUN
 /// answers): left unread it would fill the server's send buffer. Over UDP the kernel drops it.
 const PUBLISHER_DRAIN: Duration = Duration::from_millis(50);
+/// How often publishers send RTCP sender reports (Chromium: about every second).
+const SENDER_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 pub const VIDEO_PT: u8 = 96;
 pub const AUDIO_PT: u8 = 111;
@@ -158,6 +161,8 @@ pub struct Track {
     seq: u16,
     ts_base: u32,
     sent: u64,
+    /// Payload octets sent (for sender reports).
+    octets: u64,
     next_due: Instant,
 }
 
@@ -200,6 +205,7 @@ impl Track {
             seq: rand::random::<u16>() & 0x3fff,
             ts_base: rand::random(),
             sent: 0,
+            octets: 0,
             next_due: Instant::now(),
         }
     }
@@ -207,15 +213,14 @@ impl Track {
     /// Writes the next plain RTP packet into `out`.
     pub fn next_packet(&mut self, out: &mut Vec<u8>) {
         out.clear();
-        let elapsed_us = now_ns() / 1000;
-        let (pt, ts) = match self.kind {
-            Kind::Video => (VIDEO_PT, elapsed_us * 90 / 1000),
-            Kind::Audio => (AUDIO_PT, elapsed_us * 48 / 1000),
+        let pt = match self.kind {
+            Kind::Video => VIDEO_PT,
+            Kind::Audio => AUDIO_PT,
         };
         out.push(0x90); // V=2, X=1
         out.push(0x80 | pt); // every packet ends a "frame"
         out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(&self.ts_base.wrapping_add(ts as u32).to_be_bytes());
+        out.extend_from_slice(&self.timestamp_at(now_ns()).to_be_bytes());
         out.extend_from_slice(&self.ssrc.to_be_bytes());
         match self.rid {
             None => out.extend_from_slice(&[0xBE, 0xDE, 0, 1, MID_EXT_ID << 4, self.mid, 0, 0]),
@@ -246,6 +251,32 @@ impl Track {
         out.resize(payload_start + self.payload_len, 0xa5);
         self.seq = self.seq.wrapping_add(1);
         self.sent += 1;
+        self.octets += self.payload_len as u64;
+    }
+
+    /// The RTP timestamp of the instant `ns` (on the `now_ns` scale).
+    fn timestamp_at(&self, ns: u64) -> u32 {
+        let us = ns / 1000;
+        let ticks = match self.kind {
+            Kind::Video => us * 90 / 1000,
+            Kind::Audio => us * 48 / 1000,
+        };
+        self.ts_base.wrapping_add(ticks as u32)
+    }
+
+    /// Appends a sender report for the track as of now: what a browser sends about every
+    /// second, and what mediasoup needs of each simulcast stream (NTP ↔ RTP time) before it
+    /// switches a consumer between them.
+    pub fn sender_report(&self, out: &mut Vec<u8>) {
+        let rtp_time = self.timestamp_at(now_ns());
+        rtcp::build_sender_report(
+            self.ssrc,
+            rtcp::ntp_now(),
+            rtp_time,
+            self.sent as u32,
+            self.octets as u32,
+            out,
+        );
     }
 }
 
@@ -288,6 +319,9 @@ pub fn send_loop(mut publishers: Vec<Publisher>, phase: &AtomicU8, aligned: bool
     let mut measuring = false;
     let mut sink = Vec::new();
     let mut next_drain = start;
+    // The first reports once every track has sent a little.
+    let mut next_report = start + Duration::from_millis(200);
+    let mut report = Vec::with_capacity(512);
     for p in &mut publishers {
         if let Link::Tcp(link) = &mut p.socket {
             // One publisher's full socket must not hold up the others' pacing.
@@ -311,6 +345,23 @@ pub fn send_loop(mut publishers: Vec<Publisher>, phase: &AtomicU8, aligned: bool
             for p in &mut publishers {
                 if let Link::Tcp(link) = &mut p.socket {
                     let _ = link.discard_input(&mut sink);
+                }
+            }
+        }
+        if next_report <= now {
+            next_report = now + SENDER_REPORT_INTERVAL;
+            for p in &mut publishers {
+                report.clear();
+                p.tracks.iter().for_each(|t| t.sender_report(&mut report));
+                let sent = match p.srtp.encrypt_rtcp(&report) {
+                    Ok(packet) => match &mut p.socket {
+                        Link::Udp(socket) => socket.send(&packet).is_ok(),
+                        Link::Tcp(link) => matches!(link.send(&packet), Ok(true)),
+                    },
+                    Err(_) => false,
+                };
+                if !sent {
+                    totals.errors += 1;
                 }
             }
         }
