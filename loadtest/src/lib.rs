@@ -2,22 +2,28 @@
 //! P publishers × S subscribers with real ICE, DTLS and SRTP. See docs/performance.md.
 
 pub mod cpu;
+pub mod downlink;
+pub mod feedback;
+pub mod inbound;
 pub mod joins;
 pub mod media;
 pub mod probe;
+pub mod receive;
 pub mod report;
 pub mod signaling;
 pub mod tcp;
 pub mod transport;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::{json, Value};
 
-use media::{Kind, Publisher, Stream, Subscriber, Track, PHASE_MEASURE, PHASE_STOP};
-use report::StepResult;
+use media::{Kind, Publisher, Track, PHASE_MEASURE, PHASE_STOP};
+use receive::{Stream, Subscriber};
+use report::{Layers, StepResult};
 use signaling::Signaling;
 use transport::{DtlsClient, Protocol};
 
@@ -103,6 +109,23 @@ pub struct Args {
     /// --url and these in turn, and follow `moved` to the room's node
     #[arg(long, value_delimiter = ',')]
     pub entry: Vec<String>,
+    /// Each video publisher sends three simulcast encodings (rids r0, r1, r2, each with its own
+    /// SSRC) at about 150 / 500 / 1500 kbit/s, a key frame about every second on each, instead
+    /// of one encoding at --bitrate-kbps
+    #[arg(long)]
+    pub simulcast: bool,
+    /// Caps each subscriber's downlink inside the load generator, modelled like `tc tbf rate N
+    /// burst 16kb latency 300ms` (what would queue longer is lost); see --capped-share
+    #[arg(long, value_name = "KBPS")]
+    pub downlink_kbps: Option<u32>,
+    /// Percent of the subscribers of each room that --downlink-kbps caps (every k-th one,
+    /// deterministic); default 100
+    #[arg(long, value_name = "PERCENT")]
+    pub capped_share: Option<u32>,
+    /// Subscribers send no RTCP (receiver reports, NACKs, transport-cc feedback), as the load
+    /// generator did before it behaved like a browser
+    #[arg(long)]
+    pub no_feedback: bool,
     /// Join benchmark instead of media: this many join-room calls (connect, join, stay) over
     /// --rooms rooms from --setup-threads threads; reports joins/s and join latency
     #[arg(long)]
@@ -129,6 +152,34 @@ impl Args {
         } else {
             &self.entry[i - 1]
         }
+    }
+
+    /// The downlink cap of the `i`-th subscriber of a room, if it is capped: `capped_share`
+    /// percent of them, spread evenly (20 % caps subscribers 4, 9, 14, ...).
+    pub fn downlink_of(&self, i: usize) -> Option<u32> {
+        let kbps = self.downlink_kbps?;
+        let share = self.capped_share.unwrap_or(100).min(100) as usize;
+        ((i + 1) * share / 100 > i * share / 100).then_some(kbps)
+    }
+
+    /// Flags that contradict each other or make no sense.
+    pub fn check(&self) -> Result<(), String> {
+        if self.downlink_kbps == Some(0) {
+            return Err("--downlink-kbps must be above 0".into());
+        }
+        if self.capped_share.is_some() && self.downlink_kbps.is_none() {
+            return Err("--capped-share needs --downlink-kbps".into());
+        }
+        if self.capped_share.is_some_and(|p| p > 100) {
+            return Err("--capped-share is a percentage (0..=100)".into());
+        }
+        if self.tcp && self.downlink_kbps.is_some() {
+            // The model drops what queues too long; TCP would retransmit it instead.
+            return Err(
+                "--downlink-kbps models a UDP path; it cannot be combined with --tcp".into(),
+            );
+        }
+        Ok(())
     }
 
     /// The transport every peer's media uses.
@@ -177,6 +228,7 @@ pub fn steps(args: &Args) -> Result<Vec<Step>, String> {
 
 /// Every step of a run (one unless --sweep or --rooms-sweep).
 pub fn run(args: &Args) -> Result<Vec<StepResult>, String> {
+    args.check()?;
     let steps = steps(args)?;
     let dtls = DtlsClient::start()?;
     let mut results = Vec::new();
@@ -215,20 +267,36 @@ fn setup_publisher(
     let (mut sig, joined, _) = Signaling::join(args.entry(), room, name)?;
     let t = transport::open_link(&mut sig, "send", dtls, args.protocol())?;
     let cname = format!("lt{}", rand::random::<u32>());
-    let video_ssrc = rand::random::<u32>() & !1;
+    let (video_params, mut tracks, audio_ssrc) = if args.simulcast {
+        // Each encoding's SSRC, its RTX the next one; the audio SSRC after them.
+        let base = rand::random::<u32>() & !7;
+        let ssrcs = [base, base + 2, base + 4];
+        let tracks = (0..ssrcs.len())
+            .map(|layer| Track::simulcast(ssrcs[layer], layer, args.packet_size))
+            .collect();
+        (
+            media::vp8_simulcast_rtp_parameters(ssrcs, &cname),
+            tracks,
+            base + 6,
+        )
+    } else {
+        let video_ssrc = rand::random::<u32>() & !1;
+        (
+            media::vp8_rtp_parameters(video_ssrc, &cname),
+            vec![Track::video(
+                video_ssrc,
+                args.bitrate_kbps,
+                args.packet_size,
+            )],
+            video_ssrc.wrapping_add(2),
+        )
+    };
     let video = sig.request(
         "produce",
-        json!({"transportId": t.id, "kind": "video",
-               "rtpParameters": media::vp8_rtp_parameters(video_ssrc, &cname)}),
+        json!({"transportId": t.id, "kind": "video", "rtpParameters": video_params}),
     )?;
     let mut producer_ids = vec![video["producerId"].clone()];
-    let mut tracks = vec![Track::video(
-        video_ssrc,
-        args.bitrate_kbps,
-        args.packet_size,
-    )];
     if args.audio {
-        let audio_ssrc = video_ssrc.wrapping_add(2);
         let audio = sig.request(
             "produce",
             json!({"transportId": t.id, "kind": "audio",
@@ -275,14 +343,28 @@ fn attach_subscriber(
 ) -> Result<Subscriber, String> {
     let t = transport::open_link(sig, "recv", dtls, args.protocol())?;
     let mut streams = Vec::new();
+    let mut transport_cc_id = None;
     for producer_id in producers {
         let consumer = sig.request(
             "consume-media",
             json!({"transportId": t.id, "producerId": producer_id, "rtpCapabilities": caps}),
         )?;
-        let ssrc = consumer["rtpParameters"]["encodings"][0]["ssrc"]
+        let params = &consumer["rtpParameters"];
+        let ssrc = params["encodings"][0]["ssrc"]
             .as_u64()
             .ok_or("consume-media: no ssrc")? as u32;
+        let rtx_ssrc = params["encodings"][0]["rtx"]["ssrc"]
+            .as_u64()
+            .map(|s| s as u32);
+        // One id per transport: the server stamps every consumer's packets alike.
+        transport_cc_id = transport_cc_id.or_else(|| {
+            params["headerExtensions"]
+                .as_array()?
+                .iter()
+                .find(|e| e["uri"] == feedback::TRANSPORT_WIDE_CC_URI)?["id"]
+                .as_u64()
+                .and_then(|id| u8::try_from(id).ok())
+        });
         let kind = if consumer["kind"] == "audio" {
             Kind::Audio
         } else {
@@ -292,11 +374,14 @@ fn attach_subscriber(
             "resume-consumer",
             json!({"consumerId": consumer["consumerId"]}),
         )?;
-        streams.push(Stream::new(ssrc, kind));
+        let consumer_id = consumer["consumerId"].as_str().unwrap_or_default();
+        streams.push(Stream::new(ssrc, kind).of_consumer(consumer_id.to_owned(), rtx_ssrc));
     }
-    Ok(Subscriber::new(
-        t.socket, t.srtp, streams, t._dtls, t.consent,
-    ))
+    let mut subscriber = Subscriber::new(t.socket, t.srtp, streams, t._dtls, t.consent);
+    if !args.no_feedback {
+        subscriber.inbound.enable_feedback(transport_cc_id);
+    }
+    Ok(subscriber)
 }
 
 /// A conference room: every peer publishes first, then consumes every other peer's tracks.
@@ -414,12 +499,17 @@ fn run_step(args: &Args, step: Step, dtls: &DtlsClient) -> Result<StepResult, St
     let mut signaling = Vec::new();
     let mut publishers = Vec::new();
     let mut subs = Vec::new();
-    for setup in setup_rooms(args, step, dtls)? {
+    for mut setup in setup_rooms(args, step, dtls)? {
+        for (i, s) in setup.subscribers.iter_mut().enumerate() {
+            if let Some(kbps) = args.downlink_of(i) {
+                s.inbound.cap_downlink(kbps);
+            }
+        }
         signaling.extend(setup.signaling);
         publishers.extend(setup.publishers);
         subs.extend(setup.subscribers);
     }
-    let consumers: usize = subs.iter().map(|s| s.streams.len()).sum();
+    let consumers: usize = subs.iter().map(|s| s.inbound.streams.len()).sum();
     let setup_secs = setup_started.elapsed().as_secs_f64();
     for s in &mut signaling {
         s.set_nonblocking();
@@ -445,7 +535,7 @@ fn run_step(args: &Args, step: Step, dtls: &DtlsClient) -> Result<StepResult, St
             .into_iter()
             .map(|g| {
                 let interval = Duration::from_micros(args.recv_interval_us);
-                scope.spawn(move || media::receive_loop(g, args.sample, interval, phase))
+                scope.spawn(move || receive::receive_loop(g, args.sample, interval, phase))
             })
             .collect();
         let drain_until = |until: Instant, signaling: &mut Vec<Signaling>| {
@@ -487,6 +577,11 @@ fn run_step(args: &Args, step: Step, dtls: &DtlsClient) -> Result<StepResult, St
         .ok()
         .and_then(|body| serde_json::from_str::<Value>(&body).ok());
 
+    let mut layers = HashMap::new();
+    for s in &signaling {
+        layers.extend(s.layers.iter().map(|(id, l)| (id.clone(), *l)));
+    }
+    let layer_notifications = signaling.iter().map(|s| s.layer_changes).sum();
     drop(signaling);
     Ok(StepResult::new(
         args,
@@ -497,5 +592,9 @@ fn run_step(args: &Args, step: Step, dtls: &DtlsClient) -> Result<StepResult, St
         received,
         cpu,
         server_stats,
+        Layers {
+            current: layers,
+            notifications: layer_notifications,
+        },
     ))
 }

@@ -1,12 +1,15 @@
 //! Results of one step: text, JSON and the SVG plot of latency percentiles vs consumers.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::cpu::ThreadCpu;
-use crate::media::{ReceiveTotals, SendTotals};
+use crate::media::SendTotals;
+use crate::media::{Kind, SIMULCAST_LAYERS};
+use crate::receive::{ReceiveTotals, SubscriberSummary};
 use crate::transport::Protocol;
 use crate::Args;
 
@@ -19,6 +22,61 @@ pub struct Latency {
     pub p999_ms: f64,
     pub max_ms: f64,
     pub samples: u64,
+}
+
+/// What the signaling sockets heard of the consumers' layers (`consumer-layers-changed`).
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    /// The spatial layer each consumer was last told it receives.
+    pub current: HashMap<String, Option<u8>>,
+    pub notifications: u64,
+}
+
+/// The RTCP the subscribers sent while measuring, and what it repaired.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RtcpReport {
+    pub receiver_reports: u64,
+    pub nack_packets: u64,
+    pub nacked_sequences: u64,
+    pub transport_cc_feedback: u64,
+    /// Losses repaired by the server's retransmissions (RTX).
+    pub repaired_packets: u64,
+    /// Retransmissions received (useful or not), and other packets such as probes.
+    pub rtx_packets: u64,
+    pub other_packets: u64,
+    pub send_errors: u64,
+    /// `consumer-layers-changed` notifications over the whole run (setup included).
+    pub layer_notifications: u64,
+}
+
+/// Video consumers per spatial layer ("0", "1", "2"; "none": no notification or a null one).
+pub type LayerCounts = BTreeMap<String, usize>;
+
+/// The figures of one class of subscribers: capped by `--downlink-kbps`, or not.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassReport {
+    /// "uncapped" or "capped".
+    pub class: &'static str,
+    pub downlink_kbps: Option<u32>,
+    pub subscribers: usize,
+    pub consumers: usize,
+    /// Sequence gaps of the consumers' own packets (before any retransmission).
+    pub loss_percent: f64,
+    /// What retransmissions did not repair.
+    pub residual_loss_percent: f64,
+    /// Datagrams the capped downlinks dropped.
+    pub downlink_drops: u64,
+    /// Everything delivered per subscriber (media, RTX, probes).
+    pub received_kbps_per_subscriber: f64,
+    /// The consumers' own video packets, per video consumer.
+    pub video_kbps_per_consumer: f64,
+    /// The layer the server last said each video consumer receives.
+    pub layers_notified: LayerCounts,
+    /// With --simulcast: the layer whose bitrate is nearest to what the server sent each video
+    /// consumer (its received bitrate divided by the share of its packets that arrived).
+    pub layers_by_bitrate: LayerCounts,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +119,120 @@ pub struct StepResult {
     pub load_average: String,
     /// `workers[].forwardLatencyNs` from the server's /api/stats (our server only).
     pub server_forward_latency_ns: Vec<Value>,
+    /// Video publishers send three simulcast encodings (`--simulcast`).
+    pub simulcast: bool,
+    /// Subscribers send RTCP (not `--no-feedback`).
+    pub feedback: bool,
+    pub rtcp: RtcpReport,
+    /// Per class of subscriber: uncapped first, then capped (when `--downlink-kbps`).
+    pub classes: Vec<ClassReport>,
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn loss(expected: u64, got: u64) -> f64 {
+    if expected == 0 {
+        return 100.0;
+    }
+    let l = expected.saturating_sub(got) as f64 * 100.0 / expected as f64;
+    (l * 1000.0).round() / 1000.0
+}
+
+/// The simulcast layer whose nominal bitrate `kbps` is nearest to (on a log scale).
+fn layer_by_bitrate(kbps: f64) -> usize {
+    let mut best = 0;
+    for (i, (_, nominal, _, _)) in SIMULCAST_LAYERS.iter().enumerate() {
+        let d = (kbps.max(1.0) / f64::from(*nominal)).ln().abs();
+        let b = (kbps.max(1.0) / f64::from(SIMULCAST_LAYERS[best].1))
+            .ln()
+            .abs();
+        if d < b {
+            best = i;
+        }
+    }
+    best
+}
+
+impl ClassReport {
+    fn of(args: &Args, capped: bool, subscribers: &[&SubscriberSummary], layers: &Layers) -> Self {
+        let secs = args.duration.max(1e-3);
+        let (mut expected, mut got, mut repaired, mut drops, mut delivered) = (0, 0, 0, 0, 0);
+        let (mut video, mut video_bytes) = (0usize, 0u64);
+        let mut notified = LayerCounts::new();
+        let mut by_bitrate = LayerCounts::new();
+        for s in subscribers {
+            drops += s.downlink_drops;
+            delivered += s.delivered_bytes;
+            for c in &s.consumers {
+                expected += c.expected;
+                got += c.received;
+                repaired += c.repaired;
+                if c.kind != Kind::Video {
+                    continue;
+                }
+                video += 1;
+                video_bytes += c.bytes;
+                let layer = layers.current.get(&c.consumer_id).copied().flatten();
+                let key = layer.map_or_else(|| "none".to_owned(), |l| l.to_string());
+                *notified.entry(key).or_default() += 1;
+                if args.simulcast {
+                    // What the server sent, not what got through the cap: the received
+                    // bitrate over the share of packets that arrived.
+                    let delivered = c.received.max(1) as f64 / c.expected.max(1) as f64;
+                    let kbps = c.bytes as f64 * 8.0 / secs / 1000.0 / delivered;
+                    *by_bitrate
+                        .entry(layer_by_bitrate(kbps).to_string())
+                        .or_default() += 1;
+                }
+            }
+        }
+        let per =
+            |bytes: u64, n: usize| round2(bytes as f64 * 8.0 / secs / 1000.0 / n.max(1) as f64);
+        Self {
+            class: if capped { "capped" } else { "uncapped" },
+            downlink_kbps: if capped { args.downlink_kbps } else { None },
+            subscribers: subscribers.len(),
+            consumers: subscribers.iter().map(|s| s.consumers.len()).sum(),
+            loss_percent: loss(expected, got),
+            residual_loss_percent: loss(expected, got + repaired),
+            downlink_drops: drops,
+            received_kbps_per_subscriber: per(delivered, subscribers.len()),
+            video_kbps_per_consumer: per(video_bytes, video),
+            layers_notified: notified,
+            layers_by_bitrate: by_bitrate,
+        }
+    }
+
+    fn to_text(&self) -> String {
+        let cap = self
+            .downlink_kbps
+            .map_or(String::new(), |k| format!(" at {k} kbit/s"));
+        let counts = |c: &LayerCounts| {
+            c.iter()
+                .map(|(k, n)| format!("{k}:{n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut s = format!(
+            "{}{cap}: {} subscriber(s), {} consumers: loss {}% (after RTX {}%), downlink drops {}, \
+             {} kbit/s per subscriber, video {} kbit/s per consumer; layers notified [{}]",
+            self.class,
+            self.subscribers,
+            self.consumers,
+            self.loss_percent,
+            self.residual_loss_percent,
+            self.downlink_drops,
+            self.received_kbps_per_subscriber,
+            self.video_kbps_per_consumer,
+            counts(&self.layers_notified),
+        );
+        if !self.layers_by_bitrate.is_empty() {
+            let _ = write!(s, ", by bitrate [{}]", counts(&self.layers_by_bitrate));
+        }
+        s
+    }
 }
 
 fn ms(ns: u64) -> f64 {
@@ -93,6 +265,7 @@ impl StepResult {
         received: Vec<ReceiveTotals>,
         (server_cpu, loadtest_cpu_percent): (Vec<ThreadCpu>, f64),
         server_stats: Option<Value>,
+        layers: Layers,
     ) -> Self {
         let mut histogram = received
             .first()
@@ -101,7 +274,26 @@ impl StepResult {
         let (mut packets, mut bytes, mut expected, mut got, mut silent, mut errors) =
             (0, 0, 0, 0, 0, 0);
         let (mut stalled, mut closed) = (0, 0);
+        let mut rtcp = RtcpReport {
+            receiver_reports: 0,
+            nack_packets: 0,
+            nacked_sequences: 0,
+            transport_cc_feedback: 0,
+            repaired_packets: 0,
+            rtx_packets: 0,
+            other_packets: 0,
+            send_errors: 0,
+            layer_notifications: layers.notifications,
+        };
         for (i, r) in received.iter().enumerate() {
+            rtcp.receiver_reports += r.feedback.receiver_reports;
+            rtcp.nack_packets += r.feedback.nack_packets;
+            rtcp.nacked_sequences += r.feedback.nacked_sequences;
+            rtcp.transport_cc_feedback += r.feedback.transport_cc;
+            rtcp.repaired_packets += r.repaired;
+            rtcp.rtx_packets += r.rtx_packets;
+            rtcp.other_packets += r.other_packets;
+            rtcp.send_errors += r.rtcp_send_errors;
             if i > 0 {
                 let _ = histogram.add(&r.latency_ns);
             }
@@ -130,6 +322,19 @@ impl StepResult {
                     .collect()
             })
             .unwrap_or_default();
+        let summaries: Vec<&SubscriberSummary> =
+            received.iter().flat_map(|r| &r.subscribers).collect();
+        let mut classes = Vec::new();
+        for capped in [false, true] {
+            let class: Vec<&SubscriberSummary> = summaries
+                .iter()
+                .copied()
+                .filter(|s| s.capped == capped)
+                .collect();
+            if !class.is_empty() || (!capped && args.downlink_kbps.is_none()) {
+                classes.push(ClassReport::of(args, capped, &class, &layers));
+            }
+        }
         Self {
             label: args.label.clone(),
             url: args.url.clone(),
@@ -159,6 +364,10 @@ impl StepResult {
                 .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
                 .unwrap_or_default(),
             server_forward_latency_ns,
+            simulcast: args.simulcast,
+            feedback: !args.no_feedback,
+            rtcp,
+            classes,
         }
     }
 
@@ -219,6 +428,27 @@ impl StepResult {
             "sent {} pkt/s  received {} pkt/s, {} Mbit/s",
             self.sent_packets_per_s, self.received_packets_per_s, self.received_mbit_per_s
         );
+        if self.feedback {
+            let r = &self.rtcp;
+            let _ = writeln!(
+                s,
+                "subscriber rtcp: {} receiver reports, {} NACKs ({} seqs), {} transport-cc; \
+                 {} repaired by RTX ({} RTX, {} other packets received); {} layer notifications",
+                r.receiver_reports,
+                r.nack_packets,
+                r.nacked_sequences,
+                r.transport_cc_feedback,
+                r.repaired_packets,
+                r.rtx_packets,
+                r.other_packets,
+                r.layer_notifications
+            );
+        }
+        if self.simulcast || self.classes.iter().any(|c| c.downlink_kbps.is_some()) {
+            for c in &self.classes {
+                let _ = writeln!(s, "{}", c.to_text());
+            }
+        }
         let _ = writeln!(
             s,
             "loadtest cpu {:.1}% of a core, load average {}",

@@ -1,6 +1,7 @@
-//! A blocking client for the signaling WebSocket (protocol.md): requests in order, notifications
-//! kept aside (and dropped: the load generator does not need them).
+//! A blocking client for the signaling WebSocket (protocol.md): requests in order; of the
+//! notifications only `consumer-layers-changed` is kept (the layer each consumer receives).
 
+use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,6 +14,11 @@ use tungstenite::{Message, WebSocket};
 pub struct Signaling {
     ws: WebSocket<MaybeTlsStream<TcpStream>>,
     next_id: u32,
+    /// The spatial layer each consumer of this peer was last told it receives (`None`: the
+    /// server said null, e.g. no layer at all).
+    pub layers: HashMap<String, Option<u8>>,
+    /// `consumer-layers-changed` notifications received.
+    pub layer_changes: u64,
 }
 
 /// `ws://host:port/ws` from either that or `http://host:port[/...]`.
@@ -33,6 +39,8 @@ pub fn http_host(url: &str) -> String {
         .unwrap_or(url);
     rest.split('/').next().unwrap_or(rest).to_owned()
 }
+
+const LAYERS_CHANGED: &str = "consumer-layers-changed";
 
 /// `moved` answers followed in a row before a join gives up.
 const MAX_MOVES: usize = 3;
@@ -109,7 +117,12 @@ impl Signaling {
                 .map_err(|e| e.to_string())?;
             let _ = s.set_nodelay(true);
         }
-        Ok(Self { ws, next_id: 1 })
+        Ok(Self {
+            ws,
+            next_id: 1,
+            layers: HashMap::new(),
+            layer_changes: 0,
+        })
     }
 
     /// Connects through `url` and joins `room`, following `moved` (a cluster's answer for a
@@ -154,6 +167,10 @@ impl Signaling {
             let Message::Text(text) = msg else { continue };
             let frame: Value =
                 serde_json::from_str(&text).map_err(|e| format!("{method}: bad JSON: {e}"))?;
+            if frame["notification"] == json!(true) {
+                self.note(&frame);
+                continue;
+            }
             if frame["response"] != json!(true) || frame["id"] != json!(id) {
                 continue;
             }
@@ -175,10 +192,31 @@ impl Signaling {
     pub fn drain(&mut self) {
         loop {
             match self.ws.read() {
+                // Parsed only when it may be one the load generator keeps.
+                Ok(Message::Text(text)) if text.contains(LAYERS_CHANGED) => {
+                    if let Ok(frame) = serde_json::from_str::<Value>(&text) {
+                        self.note(&frame);
+                    }
+                }
                 Ok(_) => continue,
                 Err(tungstenite::Error::Io(e)) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => return,
             }
+        }
+    }
+
+    /// Keeps what a notification says about this peer's consumers' layers.
+    fn note(&mut self, frame: &Value) {
+        if frame["method"] != LAYERS_CHANGED {
+            return;
+        }
+        let data = &frame["data"];
+        if let Some(id) = data["consumerId"].as_str() {
+            let layer = data["spatialLayer"]
+                .as_u64()
+                .and_then(|l| u8::try_from(l).ok());
+            self.layers.insert(id.to_owned(), layer);
+            self.layer_changes += 1;
         }
     }
 
