@@ -24,22 +24,26 @@ use std::time::{Duration, Instant};
 /// The share of the estimate the allocator hands out (the rest absorbs estimate noise, RTX and
 /// RTCP).
 const BUDGET_SHARE: f64 = 0.95;
-/// A probe lasts at least this before its result counts (longer than the acknowledged-rate
-/// window, so a shaper's burst allowance at its start does not pass for capacity), and at most
-/// [`PROBE_MAX`].
+/// A probe's result is taken at the first feedback after this (longer than the
+/// acknowledged-rate window, so a shaper's burst allowance at its start does not pass for
+/// capacity); without feedback it is given up after [`PROBE_MAX`].
 const PROBE_MIN: Duration = Duration::from_millis(800);
-const PROBE_MAX: Duration = Duration::from_millis(1200);
-/// A probe fails when the subscriber reports more than this share of its packets lost.
+const PROBE_MAX: Duration = Duration::from_millis(1500);
+/// A probe fails when the subscriber reports more than this share of its packets lost, or as
+/// soon as the queuing delay grew this much since it started (the link is full: stop before
+/// the bottleneck's queue overflows into media loss).
 const PROBE_MAX_LOSS: f64 = 0.02;
+const PROBE_MAX_DELAY_RISE_MS: f64 = 30.0;
 /// An allocation below the current one applies only after it persisted this long (an estimate
 /// dipping for a moment does not cost a key frame and a freeze), unless the budget fell below
 /// [`DOWN_AT_ONCE`] of what the current allocation uses.
 const DOWN_HOLD: Duration = Duration::from_millis(600);
 const DOWN_AT_ONCE: f64 = 0.7;
-/// A probe aims this far above what the next step needs, and at most this multiple of the
-/// estimate (a failed probe then only queues a little on the limited link).
+/// A probe aims this far above what the next step needs (one probe per step: small probes
+/// would pass on a shaper's burst allowance and climb where the link cannot follow), and at
+/// most this multiple of the estimate.
 const PROBE_OVERSHOOT: f64 = 1.1;
-const PROBE_MAX_STEP: f64 = 1.3;
+const PROBE_MAX_STEP: f64 = 2.5;
 /// After a failed probe, the estimate is held at its value before the probe this long (the
 /// queue the probe built drains meanwhile).
 const PROBE_GRACE: Duration = Duration::from_millis(1000);
@@ -81,8 +85,9 @@ pub struct SendBwe {
 struct Probe {
     target_bps: u64,
     started: Instant,
-    /// The estimate when it started.
+    /// The estimate and the queuing delay when it started.
     before_bps: u64,
+    before_delay_ms: f64,
     /// Packets the subscriber reported on during the probe, and of them lost.
     reported: u32,
     lost: u32,
@@ -151,16 +156,24 @@ impl SendBwe {
         let probe = *probe;
         let lossy = probe.reported >= 20
             && f64::from(probe.lost) > PROBE_MAX_LOSS * f64::from(probe.reported);
-        if self.estimator.signal() == Signal::Overuse || lossy {
+        let queued = self
+            .estimator
+            .queuing_delay_ms()
+            .is_some_and(|d| d - probe.before_delay_ms > PROBE_MAX_DELAY_RISE_MS);
+        if self.estimator.signal() == Signal::Overuse || lossy || queued {
             self.end_probe(false, now);
             return;
         }
         let elapsed = now.saturating_duration_since(probe.started);
         let acked = self.estimator.acked_bps().unwrap_or(0.0);
-        if elapsed >= PROBE_MIN && acked >= 0.9 * probe.target_bps as f64 {
-            self.estimator.on_probe_result(acked as u64, now);
-            self.end_probe(true, now);
+        if elapsed < PROBE_MIN {
+            return;
         }
+        let succeeded = acked >= 0.9 * probe.target_bps as f64;
+        if succeeded {
+            self.estimator.on_probe_result(acked as u64, now);
+        }
+        self.end_probe(succeeded, now);
     }
 
     fn hold_during_grace(&mut self, now: Instant) {
@@ -179,8 +192,8 @@ impl SendBwe {
             "probe ended"
         );
         if let (false, Some(p)) = (succeeded, self.probe) {
+            self.estimator.set_estimate(p.before_bps);
             self.grace = Some((p.before_bps, now + PROBE_GRACE));
-            self.hold_during_grace(now);
         }
         self.probe = None;
         self.pad_owed = 0.0;
@@ -193,15 +206,11 @@ impl SendBwe {
         }
     }
 
-    /// After an allocation: starts a probe when a step up is wanted and due, ends one that ran
-    /// its course (what the receiver took during it still raises the estimate).
+    /// After an allocation: starts a probe when a step up is wanted and due, gives up one that
+    /// got no feedback.
     fn plan_probe(&mut self, next_step_bps: Option<u64>, now: Instant) {
         if let Some(p) = self.probe {
             if now.saturating_duration_since(p.started) >= PROBE_MAX {
-                let acked = self.estimator.acked_bps().unwrap_or(0.0);
-                if acked > self.estimator.estimate_bps() as f64 {
-                    self.estimator.on_probe_result((acked * 0.95) as u64, now);
-                }
                 self.end_probe(false, now);
             }
             return;
@@ -223,6 +232,7 @@ impl SendBwe {
             target_bps: target as u64,
             started: now,
             before_bps: self.estimator.estimate_bps(),
+            before_delay_ms: self.estimator.queuing_delay_ms().unwrap_or(0.0),
             reported: 0,
             lost: 0,
         });

@@ -215,7 +215,15 @@ pub struct Estimator {
     last_feedback_us: Option<i64>,
     last_sent_us: Option<i64>,
     last_gap_cut_us: Option<i64>,
+    /// One-way delay (arrival − send, clocks unaligned) of the newest packet reported, and the
+    /// smallest seen in this and the previous period of [`BASE_DELAY_PERIOD_US`].
+    delay_us: Option<i64>,
+    base_delay: [Option<i64>; 2],
+    base_period_start_us: i64,
 }
+
+/// The base (queue-free) one-way delay is the minimum over the last one to two of these.
+const BASE_DELAY_PERIOD_US: i64 = 5_000_000;
 
 impl Estimator {
     pub fn new(cfg: BweConfig, now: Instant) -> Self {
@@ -252,6 +260,9 @@ impl Estimator {
             last_feedback_us: None,
             last_sent_us: None,
             last_gap_cut_us: None,
+            delay_us: None,
+            base_delay: [None; 2],
+            base_period_start_us: 0,
         }
     }
 
@@ -335,6 +346,14 @@ impl Estimator {
         self.loss_bps = self.loss_bps.max(bps);
     }
 
+    /// Sets the estimate to `bps`: a failed probe's rise (a shaper's burst allowance passing
+    /// for capacity) is taken back.
+    pub fn set_estimate(&mut self, bps: u64) {
+        let bps = (bps as f64).clamp(self.cfg.min_bps as f64, self.cfg.max_bps as f64);
+        self.delay_bps = bps;
+        self.loss_bps = bps;
+    }
+
     /// Time passing without feedback: after [`FEEDBACK_TIMEOUT`] while sending, the estimate
     /// falls (the link may be gone); it never rises without feedback.
     pub fn on_tick(&mut self, now: Instant) {
@@ -373,8 +392,28 @@ impl Estimator {
         }
     }
 
+    /// How much longer than its queue-free minimum the newest reported packet took (ms): the
+    /// queue building at the bottleneck.
+    pub fn queuing_delay_ms(&self) -> Option<f64> {
+        let d = self.delay_us?;
+        let base = self.base_delay.iter().flatten().min()?;
+        Some((d - base) as f64 / 1000.0)
+    }
+
+    fn track_delay(&mut self, send_us: i64, arrival_us: i64) {
+        let d = arrival_us - send_us;
+        self.delay_us = Some(d);
+        if send_us - self.base_period_start_us >= BASE_DELAY_PERIOD_US {
+            self.base_delay = [self.base_delay[1], None];
+            self.base_period_start_us = send_us;
+        }
+        let cur = &mut self.base_delay[1];
+        *cur = Some(cur.map_or(d, |b| b.min(d)));
+    }
+
     /// Groups packets by send time; each completed group gives one delay-gradient sample.
     fn packet_arrived(&mut self, send_us: i64, arrival_us: i64) {
+        self.track_delay(send_us, arrival_us);
         let Some(group) = self.group.as_mut() else {
             self.group = Some(Group {
                 first_send_us: send_us,
