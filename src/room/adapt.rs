@@ -160,7 +160,9 @@ impl SendBwe {
             .estimator
             .queuing_delay_ms()
             .is_some_and(|d| d - probe.before_delay_ms > PROBE_MAX_DELAY_RISE_MS);
-        if self.estimator.signal() == Signal::Overuse || lossy || queued {
+        let overuse = self.estimator.signal() == Signal::Overuse;
+        if overuse || lossy || queued {
+            tracing::debug!(overuse, lossy, queued, "probe stopped early");
             self.end_probe(false, now);
             return;
         }

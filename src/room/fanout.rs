@@ -124,7 +124,9 @@ impl Router {
             if !egress_allows(&t.egress, plain.len(), now, &env.stats) {
                 continue;
             }
-            let twcc = c.twcc_ext.zip(t.bwe.as_mut().map(|b| b.next_seq()));
+            let twcc = c
+                .twcc_ext
+                .and_then(|id| t.bwe.as_mut().map(|b| (id, b.next_seq())));
             let rw = Rewrite {
                 ssrc: c.ssrc,
                 payload_type: pt,
@@ -255,7 +257,9 @@ impl Router {
                 Some((rtx_ssrc, rtx_pt)) => (rtx_ssrc, rtx_pt, c.fwd.next_rtx_seq()),
                 None => (c.ssrc, media_pt, seq),
             };
-            let twcc = c.twcc_ext.zip(t.bwe.as_mut().map(|b| b.next_seq()));
+            let twcc = c
+                .twcc_ext
+                .and_then(|id| t.bwe.as_mut().map(|b| (id, b.next_seq())));
             let rw = Rewrite {
                 ssrc,
                 payload_type,
