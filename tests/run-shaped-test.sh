@@ -5,7 +5,7 @@
 # Needs root (ip netns, tc). Addresses are private to this machine's namespaces (10.232.0.0/24).
 #   TEST_PORT / TEST_RTC_PORT   our server (default 18007 / 31800)
 #   REF_PORT / REF_RTC_PORT     the reference (default 8100, or 18107 when 8100 is taken / 31900)
-#   REF_SFU_DIR                 the reference's folder (default /work/shared/reference-sfu)
+#   REF_SFU_DIR                 the reference's folder (default ../shared/reference-sfu beside the checkout)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" -eq 0 ] || { echo "run-shaped-test.sh needs root (ip netns, tc)" >&2; exit 1; }
@@ -37,7 +37,7 @@ ip netns exec "$ns" ip link set "$ns_if" up
 ip netns exec "$ns" ip link set lo up
 
 # The reference listens (HTTP on every address, media on ANNOUNCED_IP) where the namespace reaches it.
-ref_dir=${REF_SFU_DIR:-/work/shared/reference-sfu}
+ref_dir=${REF_SFU_DIR:-$(cd "$here/../.." && pwd)/shared/reference-sfu}
 ref_url= ref_missing=
 if [ ! -x "$ref_dir/start.sh" ]; then
   ref_missing="no $ref_dir/start.sh"
