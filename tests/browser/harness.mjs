@@ -111,6 +111,25 @@ export function buildPage() {
   return bundlePromise;
 }
 
+/**
+ * Bundles the page script again as `<name>client.js` with its internal state exposed as
+ * `window.sfuState` (producers, transports, consumers: for tests that read their own getStats or
+ * produce with simulcast encodings), served as `<name>.html`. Returns the page's file name.
+ */
+export async function buildStatePage(name) {
+  const dist = await buildPage();
+  const src = await fs.readFile(path.join(here, 'client', 'sfu-client.js'), 'utf8');
+  await esbuild.build({
+    stdin: { contents: `${src}\nwindow.sfuState = state;\n`, resolveDir: path.join(here, 'client'), sourcefile: `${name}-client.js` },
+    bundle: true, format: 'iife', platform: 'browser', target: 'chrome110',
+    outfile: path.join(dist, `${name}client.js`), logLevel: 'warning',
+  });
+  await fs.writeFile(path.join(dist, `${name}.html`),
+    `<!doctype html><html><head><meta charset="utf-8"><title>sfu ${name} peer</title></head>` +
+    `<body><script src="${name}client.js"></script></body></html>\n`);
+  return `${name}.html`;
+}
+
 function servePage(dist, host) {
   const types = { '.html': 'text/html', '.js': 'text/javascript' };
   const server = http.createServer(async (req, res) => {

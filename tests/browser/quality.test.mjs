@@ -5,32 +5,18 @@
 // same variable set for this runner; without it that test is skipped.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as esbuild from 'esbuild';
-import { startHarness, roomId, sleep, waitFor, fetchStats, buildPage, Peer, WS_URL } from './harness.mjs';
+import { startHarness, roomId, sleep, waitFor, fetchStats, buildStatePage, Peer, WS_URL } from './harness.mjs';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const DROP_PERCENT = Number(process.env.SFU_FAULT_DROP_OUT_PERCENT || 0);
 
 let h;
 let pageUrl;
 before(async () => {
   h = await startHarness();
-  // The same page script, also exposing its internal state (producers, transports, consumers):
-  // these tests read the publisher's own stats and produce with simulcast encodings.
-  const dist = await buildPage();
-  const src = await fs.readFile(path.join(here, 'client', 'sfu-client.js'), 'utf8');
-  await esbuild.build({
-    stdin: { contents: `${src}\nwindow.sfuState = state;\n`, resolveDir: path.join(here, 'client'), sourcefile: 'quality-client.js' },
-    bundle: true, format: 'iife', platform: 'browser', target: 'chrome110',
-    outfile: path.join(dist, 'qualityclient.js'), logLevel: 'warning',
-  });
-  await fs.writeFile(path.join(dist, 'quality.html'),
-    '<!doctype html><html><head><meta charset="utf-8"><title>sfu quality peer</title></head>' +
-    '<body><script src="qualityclient.js"></script></body></html>\n');
-  pageUrl = h.pageUrl.replace('/index.html', '/quality.html');
+  // The page script with its internal state exposed: these tests read the publisher's own
+  // stats and produce with simulcast encodings.
+  const page = await buildStatePage('quality');
+  pageUrl = h.pageUrl.replace('/index.html', `/${page}`);
 });
 after(async () => { await h?.close(); });
 

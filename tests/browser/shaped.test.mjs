@@ -9,8 +9,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import * as esbuild from 'esbuild';
-import { startHarness, roomId, sleep, buildPage, Peer, WS_URL } from './harness.mjs';
+import { startHarness, roomId, sleep, buildStatePage, Peer, WS_URL } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const NETNS = process.env.SFU_NETNS;
@@ -42,18 +41,9 @@ before(async () => {
   if (skip) return;
   pubSide = await startHarness({ host: HOST });
   subSide = await startHarness({ host: HOST, executablePath: path.join(here, 'netns-chromium.sh') });
-  // The page script, also exposing its internal state (producers, consumers) for getStats.
-  const dist = await buildPage();
-  const src = await fs.readFile(path.join(here, 'client', 'sfu-client.js'), 'utf8');
-  await esbuild.build({
-    stdin: { contents: `${src}\nwindow.sfuState = state;\n`, resolveDir: path.join(here, 'client'), sourcefile: 'shaped-client.js' },
-    bundle: true, format: 'iife', platform: 'browser', target: 'chrome110',
-    outfile: path.join(dist, 'shapedclient.js'), logLevel: 'warning',
-  });
-  await fs.writeFile(path.join(dist, 'shaped.html'),
-    '<!doctype html><html><head><meta charset="utf-8"><title>sfu shaped peer</title></head>' +
-    '<body><script src="shapedclient.js"></script></body></html>\n');
-  pageUrl = (h) => h.pageUrl.replace(/\/index\.html.*$/, '/shaped.html');
+  // The page script with its internal state exposed (producers, consumers) for getStats.
+  const page = await buildStatePage('shaped');
+  pageUrl = (h) => h.pageUrl.replace(/\/index\.html.*$/, `/${page}`);
 });
 after(async () => {
   unshape();
