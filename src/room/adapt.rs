@@ -266,7 +266,9 @@ struct PadVia {
     ssrc: u32,
     pt: u8,
     twcc_ext: u8,
-    mid: Option<(u8, Vec<u8>)>,
+    /// The consumer's mid extension (id, value bytes, length), copied: no allocation per probe
+    /// packet (a longer mid than one-byte form carries is left out).
+    mid: Option<(u8, [u8; 16], usize)>,
 }
 
 impl Router {
@@ -298,7 +300,11 @@ impl Router {
             ssrc,
             pt,
             twcc_ext: ext,
-            mid: c.mid_ext.clone(),
+            mid: c.mid().filter(|(_, v)| v.len() <= 16).map(|(id, v)| {
+                let mut bytes = [0u8; 16];
+                bytes[..v.len()].copy_from_slice(v);
+                (id, bytes, v.len())
+            }),
         };
         let ts = c.fwd.rtp_time_at(now).unwrap_or(0);
         let Some(t) = self.transports.get_mut(&tkey) else {
@@ -599,7 +605,7 @@ fn send_padding(
             sequence: rtx_seq,
             timestamp: ts,
             twcc: (via.twcc_ext, seq),
-            mid: via.mid.as_ref().map(|(id, v)| (*id, v.as_slice())),
+            mid: via.mid.as_ref().map(|(id, v, len)| (*id, &v[..*len])),
             len: PADDING_LEN,
         },
     );
