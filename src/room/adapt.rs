@@ -361,7 +361,8 @@ impl Router {
             .filter(|(ssrc, c)| self.consumers.get(c).is_some_and(|c| c.ssrc == **ssrc))
             .map(|(_, c)| *c)
             .collect();
-        let mut audio_bps = 0u64;
+        // What passes unallocated (audio, single-encoding video).
+        let mut fixed_bps = 0u64;
         let mut video: Vec<(CKey, Demand)> = Vec::new();
         for ckey in ckeys {
             let Some(c) = self.consumers.get(&ckey) else {
@@ -373,8 +374,11 @@ impl Router {
             if c.paused || p.paused {
                 continue;
             }
-            if c.kind == MediaKind::Audio {
-                audio_bps += p.quality.layers.first().map_or(0, |l| l.rate.bps());
+            // Audio always passes; so does single-encoding video (there is no layer to step
+            // down to, and pausing it on a young estimate would blank it): both only take
+            // their share off the top.
+            if c.kind == MediaKind::Audio || p.ssrcs.len() < 2 {
+                fixed_bps += p.quality.layers.first().map_or(0, |l| l.rate.bps());
                 continue;
             }
             let layers = p.ssrcs.len().clamp(1, MAX_LAYERS);
@@ -403,7 +407,7 @@ impl Router {
             ));
         }
         let demands: Vec<Demand> = video.iter().map(|(_, d)| *d).collect();
-        let video_budget = budget.saturating_sub(audio_bps);
+        let video_budget = budget.saturating_sub(fixed_bps);
         let current_bps: u64 = demands
             .iter()
             .filter_map(|d| d.current.map(|l| d.cost(l)))
@@ -421,8 +425,8 @@ impl Router {
         let wants = alloc::allocate(video_budget, &all);
         let mut pad_from_tick = false;
         if let Some(b) = self.transports.get_mut(&tkey).and_then(|t| t.bwe.as_mut()) {
-            b.media_bps = a.used_bps + audio_bps;
-            b.plan_probe(a.next_step_bps.map(|v| v + audio_bps), now);
+            b.media_bps = a.used_bps + fixed_bps;
+            b.plan_probe(a.next_step_bps.map(|v| v + fixed_bps), now);
             pad_from_tick = b.probing() && b.video_idle(now);
         }
         if pad_from_tick {
