@@ -426,7 +426,10 @@ impl Router {
         let mut pad_from_tick = false;
         if let Some(b) = self.transports.get_mut(&tkey).and_then(|t| t.bwe.as_mut()) {
             b.media_bps = a.used_bps + fixed_bps;
-            b.plan_probe(a.next_step_bps.map(|v| v + fixed_bps), now);
+            // Also a step only an idle layer allows: dynacast stopped it, and without a probe the
+            // estimate would never show it fits again.
+            let step = a.next_step_bps.or(wants.next_step_bps);
+            b.plan_probe(step.map(|v| v + fixed_bps), now);
             pad_from_tick = b.probing() && b.video_idle(now);
         }
         if pad_from_tick {
