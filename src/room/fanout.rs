@@ -57,6 +57,7 @@ impl Router {
             consumers,
             transports,
             producers,
+            probing,
             ..
         } = self;
         let Some(p) = producers.get(&pkey) else {
@@ -74,7 +75,6 @@ impl Router {
         let mut keyframe: Option<bool> = None;
         let mut need_keyframe = 0u32;
         let mut layer_changes: Vec<(CKey, usize)> = Vec::new();
-        let mut probing: Vec<(TKey, CKey)> = Vec::new();
         for ckey in &p.consumers {
             let Some(c) = consumers.get_mut(ckey) else {
                 continue;
@@ -157,9 +157,12 @@ impl Router {
         for (ckey, layer) in layer_changes {
             self.notify_layers_changed(env, ckey, layer);
         }
-        for (tkey, ckey) in probing {
+        let mut probing = std::mem::take(&mut self.probing);
+        for &(tkey, ckey) in &probing {
             self.pad_probe(env, tkey, ckey, now, false);
         }
+        probing.clear();
+        self.probing = probing;
         if need_keyframe != 0 {
             self.request_keyframe_of(env, pkey, now, true, need_keyframe);
         }

@@ -84,6 +84,9 @@ pub struct Router {
     pub speaker: ActiveSpeaker,
     /// Data producers and consumers (src/room/data.rs).
     pub data: super::data::DataChannels,
+    /// Consumers whose transport probes, gathered while a packet fans out (reused: no
+    /// allocation per packet).
+    pub probing: Vec<(TKey, CKey)>,
 }
 
 /// What a router holds, as the worker's live counters count it.
@@ -128,6 +131,7 @@ impl Router {
             sending: HashSet::new(),
             speaker: ActiveSpeaker::default(),
             data: Default::default(),
+            probing: Vec::new(),
         }
     }
 
