@@ -47,6 +47,10 @@ const PROBE_MAX_STEP: f64 = 2.5;
 /// After a failed probe, the estimate is held at its value before the probe this long (the
 /// queue the probe built drains meanwhile).
 const PROBE_GRACE: Duration = Duration::from_millis(1000);
+/// No probe starts within this of a cut of the estimate, nor while the queuing delay exceeds
+/// this (ms).
+const PROBE_AFTER_CUT: Duration = Duration::from_millis(2000);
+const PROBE_START_MAX_DELAY_MS: f64 = 15.0;
 /// Waits between failed probes: doubling from the first to the last.
 const PROBE_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const PROBE_BACKOFF_MAX: Duration = Duration::from_secs(4);
@@ -79,6 +83,40 @@ pub struct SendBwe {
     pad_at: Option<Instant>,
     /// When a video packet last went out (probes pad alongside video).
     video_sent_at: Option<Instant>,
+    /// Bytes sent as media, as retransmissions and as padding since the last trace (the
+    /// `estimate` trace line at `sfu::room::adapt=trace` shows them as rates).
+    pub sent: SentBytes,
+}
+
+/// Bytes a transport sent by kind, between two adaptation ticks.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SentBytes {
+    pub media: u64,
+    pub rtx: u64,
+    pub padding: u64,
+    since: Option<Instant>,
+}
+
+impl SentBytes {
+    /// The rates (kbit/s) since the last call, and a fresh count.
+    fn take_kbps(&mut self, now: Instant) -> (u64, u64, u64) {
+        let secs = self
+            .since
+            .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        let kbps = |b: u64| {
+            if secs > 0.0 {
+                (b as f64 * 8.0 / secs / 1000.0) as u64
+            } else {
+                0
+            }
+        };
+        let r = (kbps(self.media), kbps(self.rtx), kbps(self.padding));
+        *self = Self {
+            since: Some(now),
+            ..Self::default()
+        };
+        r
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +146,7 @@ impl SendBwe {
             pad_owed: 0.0,
             pad_at: None,
             video_sent_at: None,
+            sent: SentBytes::default(),
         }
     }
 
@@ -220,7 +259,20 @@ impl SendBwe {
         let Some(step) = next_step_bps else {
             return;
         };
-        if self.next_probe_at.is_some_and(|t| now < t) || self.estimator.signal() == Signal::Overuse
+        // Not while the link shows it is full: just after a cut (the queue that caused it
+        // still drains, and padding would overflow it into media loss) or while packets queue.
+        let cut_recently = self
+            .estimator
+            .since_cut(now)
+            .is_some_and(|d| d < PROBE_AFTER_CUT);
+        let queuing = self
+            .estimator
+            .queuing_delay_ms()
+            .is_some_and(|d| d > PROBE_START_MAX_DELAY_MS);
+        if self.next_probe_at.is_some_and(|t| now < t)
+            || self.estimator.signal() == Signal::Overuse
+            || cut_recently
+            || queuing
         {
             return;
         }
@@ -354,6 +406,19 @@ impl Router {
         let Some(budget) = b.budget() else {
             return;
         };
+        let (media_kbps, rtx_kbps, padding_kbps) = b.sent.take_kbps(now);
+        tracing::trace!(
+            transport = %t.id,
+            media_kbps,
+            rtx_kbps,
+            padding_kbps,
+            estimate_bps = b.estimator.estimate_bps(),
+            acked_bps = b.estimator.acked_bps().unwrap_or(0.0) as u64,
+            signal = ?b.estimator.signal(),
+            queuing_ms = b.estimator.queuing_delay_ms().unwrap_or(0.0) as i64,
+            probing = b.probing(),
+            "estimate"
+        );
         // The transport's consumers (each once: the index also holds RTX SSRCs).
         let ckeys: Vec<CKey> = t
             .consumers_by_ssrc
@@ -621,6 +686,7 @@ fn send_padding(
         return false;
     }
     b.estimator.on_sent(seq, out.len(), now);
+    b.sent.padding += out.len() as u64;
     env.stats.padding_sent.fetch_add(1, Ordering::Relaxed);
     env.stats.packets_out.fetch_add(1, Ordering::Relaxed);
     env.stats
@@ -690,6 +756,24 @@ mod tests {
         b.plan_probe(Some(1_000_000), t0 + PROBE_MAX + Duration::from_millis(10));
         assert!(!b.probing(), "a failed probe backs off");
         b.plan_probe(Some(1_000_000), t0 + PROBE_MAX + PROBE_BACKOFF_FIRST);
+        assert!(b.probing());
+    }
+
+    #[test]
+    fn no_probe_right_after_a_cut_of_the_estimate() {
+        let t0 = Instant::now();
+        let mut b = SendBwe::new(t0);
+        b.media_bps = 400_000;
+        b.active = true;
+        // Sending without feedback for over a second cuts the estimate.
+        let sent = t0 + Duration::from_millis(1000);
+        b.estimator.on_sent(0, 1200, sent);
+        let cut = sent + Duration::from_millis(100);
+        b.estimator.on_tick(cut);
+        assert!(b.estimator.since_cut(cut).is_some());
+        b.plan_probe(Some(1_000_000), cut + Duration::from_millis(250));
+        assert!(!b.probing(), "a probe into the queue that caused the cut");
+        b.plan_probe(Some(1_000_000), cut + PROBE_AFTER_CUT);
         assert!(b.probing());
     }
 

@@ -146,6 +146,7 @@ impl Router {
                     .fetch_add(out.len() as u64, Ordering::Relaxed);
                 if let (Some((_, seq)), Some(b)) = (twcc, t.bwe.as_mut()) {
                     b.estimator.on_sent(seq, out.len(), now);
+                    b.sent.media += out.len() as u64;
                     b.video_sent(now);
                     if b.probing() {
                         probing.push((c.transport, *ckey));
@@ -282,6 +283,7 @@ impl Router {
             if srtp.protect_rtp_in_place(scratch).is_ok() {
                 if let (Some((_, seq)), Some(b)) = (twcc, t.bwe.as_mut()) {
                     b.estimator.on_sent(seq, scratch.len(), now);
+                    b.sent.rtx += scratch.len() as u64;
                 }
                 stats.retransmissions_sent.fetch_add(1, Ordering::Relaxed);
                 stats.packets_out.fetch_add(1, Ordering::Relaxed);

@@ -275,6 +275,19 @@ impl Estimator {
         (self.delay_bps.min(self.loss_bps) as u64).clamp(self.cfg.min_bps, self.cfg.max_bps)
     }
 
+    /// How long ago the estimate was last cut (for delay, loss or missing feedback), if ever.
+    pub fn since_cut(&self, now: Instant) -> Option<Duration> {
+        let last = [
+            self.last_decrease_us,
+            self.last_loss_cut_us,
+            self.last_gap_cut_us,
+        ]
+        .into_iter()
+        .flatten()
+        .max()?;
+        Some(Duration::from_micros((self.us(now) - last).max(0) as u64))
+    }
+
     /// The delay detector's last verdict.
     pub fn signal(&self) -> Signal {
         self.signal
@@ -361,6 +374,10 @@ impl Estimator {
         let timeout = FEEDBACK_TIMEOUT.as_micros() as i64;
         let since = self.last_feedback_us.unwrap_or(0);
         let sending = self.last_sent_us.is_some_and(|t| now_us - t < timeout);
+        if now_us - since >= timeout {
+            // The queuing delay last reported is no news of the link any more.
+            self.delay_us = None;
+        }
         if !sending || now_us - since < timeout {
             return;
         }
@@ -517,7 +534,12 @@ impl Estimator {
                 .last_loss_cut_us
                 .is_none_or(|t| now_us - t >= DECREASE_INTERVAL_US);
             if due {
-                self.loss_bps = (current * (1.0 - 0.5 * loss)).max(self.cfg.min_bps as f64);
+                // Never far below what the receiver was shown to take: the loss of an
+                // overshoot (a queue overflowing) says the link is full, not that it shrank.
+                let floor = self.acked_bps().map_or(0.0, |a| BETA * a).min(current);
+                self.loss_bps = (current * (1.0 - 0.5 * loss))
+                    .max(floor)
+                    .max(self.cfg.min_bps as f64);
                 self.last_loss_cut_us = Some(now_us);
             }
         } else if loss < LOSS_LOW {
@@ -544,8 +566,10 @@ impl Estimator {
                     .last_decrease_us
                     .is_none_or(|t| now_us - t >= DECREASE_INTERVAL_US);
                 if due {
-                    let base = acked.unwrap_or(self.delay_bps).min(self.delay_bps);
-                    self.delay_bps = (BETA * base).max(self.cfg.min_bps as f64);
+                    // To a little below what the receiver acknowledged (GCC), never up; cuts
+                    // while a queue drains do not compound below it.
+                    let target = BETA * acked.unwrap_or(self.delay_bps);
+                    self.delay_bps = self.delay_bps.min(target).max(self.cfg.min_bps as f64);
                     self.last_decrease_us = Some(now_us);
                     self.last_decrease_bps = Some(self.delay_bps);
                 }

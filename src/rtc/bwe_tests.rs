@@ -28,6 +28,8 @@ struct Sim {
     in_flight: VecDeque<(u16, i64, Option<i64>)>,
     fb: Vec<(u16, Option<i64>)>,
     max_queue_us: i64,
+    /// Send at this rate instead of the estimate (media that does not follow it at once).
+    send_bps: Option<f64>,
 }
 
 impl Sim {
@@ -57,6 +59,7 @@ impl Sim {
             in_flight: VecDeque::new(),
             fb: Vec::new(),
             max_queue_us: 0,
+            send_bps: None,
         }
     }
 
@@ -67,7 +70,8 @@ impl Sim {
     fn step(&mut self) {
         self.now_us += STEP_US;
         let now = self.at(self.now_us);
-        self.credit_bits += self.est.estimate_bps() as f64 * STEP_US as f64 / 1e6;
+        let rate = self.send_bps.unwrap_or(self.est.estimate_bps() as f64);
+        self.credit_bits += rate * STEP_US as f64 / 1e6;
         while self.credit_bits >= (PACKET * 8) as f64 {
             self.credit_bits -= (PACKET * 8) as f64;
             self.seq = self.seq.wrapping_add(1);
@@ -203,6 +207,30 @@ fn sudden_drop_is_followed_within_two_seconds_and_it_does_not_climb_back_while_l
     assert!(
         min >= 250_000,
         "fell to {min} on a 600 kbit/s link: {limited:?}"
+    );
+}
+
+#[test]
+fn a_sender_slow_to_follow_a_cut_does_not_drive_the_estimate_below_the_link() {
+    // A subscriber's link falls to 600 kbit/s while we forward a 800 kbit/s layer; the lower
+    // layer's key frame takes 1.5 s to come, then 380 kbit/s flow. The queue overflows and
+    // the overuse lasts the whole time, but the link kept delivering 600 kbit/s: the
+    // estimate stays near that (a lower layer that fits is not given up too).
+    let mut sim = Sim::new(1_500_000, 3_000_000.0);
+    sim.run(10.0);
+    sim.capacity_bps = 600_000.0;
+    sim.send_bps = Some(800_000.0);
+    let slow = sim.samples(1.5);
+    sim.send_bps = Some(380_000.0);
+    let after = sim.samples(3.0);
+    let min = *slow.iter().chain(&after).min().unwrap();
+    assert!(
+        min >= 450_000,
+        "fell to {min} on a link that delivered 600 kbit/s: {slow:?} then {after:?}"
+    );
+    assert!(
+        *after.last().unwrap() <= 720_000,
+        "above the link after the queue drained: {after:?}"
     );
 }
 
