@@ -13,7 +13,7 @@ use super::packet::FEEDBACK_SSRC;
 use super::producer::Source;
 use super::router::Router;
 use super::{CKey, PKey, TKey};
-use crate::rtc::keyframe::is_keyframe;
+use crate::rtc::keyframe::{is_keyframe, VideoCodec};
 use crate::rtc::rtcp;
 use crate::rtc::rtp::{self, Rewrite};
 use crate::rtc::srtp::MAX_RTP_TAG_LEN;
@@ -138,6 +138,10 @@ impl Router {
             };
             let out = &mut env.scratch;
             rtp::rewrite_into(plain, hdr, &rw, out);
+            if codec == VideoCodec::Vp8 {
+                let at = out.len() - (plain.len() - hdr.payload_start);
+                c.fwd.rewrite_vp8(&mut out[at..]);
+            }
             out.reserve(MAX_RTP_TAG_LEN);
             if srtp.protect_rtp_in_place(out).is_ok() {
                 env.stats.packets_out.fetch_add(1, Ordering::Relaxed);
@@ -274,9 +278,12 @@ impl Router {
                 twcc,
             };
             rtp::rewrite_into(packet, &hdr, &rw, scratch);
+            let payload_at = scratch.len() - (packet.len() - hdr.payload_start);
+            if p.video_codec == VideoCodec::Vp8 {
+                c.fwd.rewrite_vp8_retransmit(&mut scratch[payload_at..]);
+            }
             if rtx.is_some() {
                 // RTX payload: the original (consumer) sequence number first.
-                let payload_at = scratch.len() - (packet.len() - hdr.payload_start);
                 scratch.splice(payload_at..payload_at, seq.to_be_bytes());
             }
             scratch.reserve(MAX_RTP_TAG_LEN);

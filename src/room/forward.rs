@@ -3,6 +3,7 @@
 //! simulcast layer, and the mappings NACK answers and sender reports need. Pure state, no I/O
 //! and no allocation: the caller applies the decisions.
 
+use crate::rtc::vp8;
 use std::time::Instant;
 
 /// Whether `a` is newer than `b` in 16-bit sequence space.
@@ -166,6 +167,8 @@ pub struct Forwarder {
     last_sent_at: Option<Instant>,
     clock_rate: u32,
     rtx_seq: u16,
+    /// VP8 PictureID / TL0PICIDX continuity across sync points (rtc/vp8.rs).
+    vp8: vp8::Continuity,
 }
 
 impl Forwarder {
@@ -177,6 +180,7 @@ impl Forwarder {
             last_sent_at: None,
             clock_rate,
             rtx_seq: 0,
+            vp8: vp8::Continuity::default(),
         }
     }
 
@@ -202,6 +206,7 @@ impl Forwarder {
                 } else {
                     self.seq
                         .sync_after(pkt.seq, pkt.ts, self.last_sent_at, now, self.clock_rate);
+                    self.vp8.resync();
                     if current != Some(pkt.layer) {
                         self.layer = Some(pkt.layer);
                         d.switched_to = Some(pkt.layer);
@@ -261,6 +266,17 @@ impl Forwarder {
     /// The stream timestamp of a producer timestamp (the mapping of forwarded packets).
     pub fn map_ts(&self, producer_ts: u32) -> u32 {
         producer_ts.wrapping_add(self.seq.ts_offset)
+    }
+
+    /// Rewrites the VP8 payload descriptor of a packet [`Self::decide`] just said to send
+    /// (`payload`: its RTP payload in the outgoing copy), keeping picture numbers continuous.
+    pub fn rewrite_vp8(&mut self, payload: &mut [u8]) {
+        self.vp8.forward(payload);
+    }
+
+    /// The same for a retransmission of a packet sent since the current sync point.
+    pub fn rewrite_vp8_retransmit(&self, payload: &mut [u8]) {
+        self.vp8.retransmit(payload);
     }
 
     /// The next sequence number of the RTX stream (its own continuous space).

@@ -20,6 +20,7 @@ pub mod srtp_kdf;
 pub mod srtp_replay;
 pub mod srtp_unprotect;
 pub mod twcc;
+pub mod vp8;
 
 /// What a datagram arriving on the shared media socket is (RFC 7983 demultiplexing).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -122,7 +122,15 @@ function inboundVideo(peer) {
     for (const c of window.sfuState.consumers.values()) {
       if (c.kind !== 'video') continue;
       for (const s of (await c.consumer.getStats()).values()) {
-        if (s.type === 'inbound-rtp') return { frameWidth: s.frameWidth ?? 0, framesDecoded: s.framesDecoded ?? 0, bytesReceived: s.bytesReceived ?? 0 };
+        if (s.type === 'inbound-rtp') {
+          return {
+            frameWidth: s.frameWidth ?? 0, framesDecoded: s.framesDecoded ?? 0, bytesReceived: s.bytesReceived ?? 0,
+            // For the samples file (diagnosis of a freeze): what the receiver saw and asked for.
+            framesReceived: s.framesReceived ?? 0, framesDropped: s.framesDropped ?? 0, keyFramesDecoded: s.keyFramesDecoded ?? 0,
+            packetsLost: s.packetsLost ?? 0, pliCount: s.pliCount ?? 0, nackCount: s.nackCount ?? 0, freezeCount: s.freezeCount ?? 0,
+            jitterBufferDelay: s.jitterBufferDelay ?? 0, jitterBufferEmittedCount: s.jitterBufferEmittedCount ?? 0,
+          };
+        }
       }
     }
     return null;
@@ -189,6 +197,16 @@ function steady(pred, n) {
 
 const secs = (ms) => (ms == null ? 'never' : `${(ms / 1000).toFixed(1)} s`);
 
+/** Writes a sampler's samples (times in ms relative to the first) to TEST_OUTPUT, for diagnosis. */
+async function saveSamples(name, sampler, marks) {
+  if (!OUT || sampler.samples.length === 0) return;
+  const t0 = sampler.samples[0].t;
+  const rel = Object.fromEntries(Object.entries(marks).map(([k, v]) => [k, v - t0]));
+  const samples = sampler.samples.map((x) => ({ ...x, t: x.t - t0 }));
+  const file = path.join(OUT, `shaped-samples-${name.replace(/[^A-Za-z0-9]+/g, '-')}.json`);
+  await fs.writeFile(file, JSON.stringify({ startedAt: new Date(t0).toISOString(), marks: rel, samples })).catch(() => {});
+}
+
 async function report(line) {
   console.log(line);
   if (OUT) await fs.appendFile(path.join(OUT, 'shaped-figures.txt'), `${new Date().toISOString()} ${line}\n`).catch(() => {});
@@ -233,6 +251,7 @@ async function downSwitch(label, wsUrl) {
     const back = await sampler.until((s) => s.decoding && s.frameWidth >= f.topWidth, BACK_OBSERVE);
     f.backMs = back ? back.t - tUnshape : null;
     f.trace = sampler.trace();
+    await saveSamples(`600k-${label}`, sampler, { shapedAt: tShape, unshapedAt: tUnshape });
     return f;
   } finally {
     unshape();
@@ -327,6 +346,8 @@ async function twoSubscribers(label, wsUrl, settleTimeout) {
     f.seconds = (Date.now() - t0) / 1000;
     f.kfRate = f.keyFrames / f.seconds;
     f.traces = `shaped ${ss.trace()} | unlimited ${fs_.trace()}`;
+    await saveSamples(`300k-${label}-shaped`, ss, { windowFrom: from });
+    await saveSamples(`300k-${label}-unlimited`, fs_, { windowFrom: from });
     return f;
   } finally {
     unshape();
