@@ -100,6 +100,8 @@ test-browser: build deps-browser
 	tests/run-ice-tcp-browser-test.sh
 	@# A subscriber's network drops for 5 s (network namespace; needs root).
 	tests/run-network-drop-test.sh
+	@# Bandwidth adaptation: a tc-shaped subscriber in a network namespace (600 and 300 kbit/s), ours and the reference.
+	tests/run-shaped-test.sh
 	@# Three nodes and a redis-server on loopback (placement, moved, failover, Redis restart, drain).
 	tests/run-cluster-test.sh
 
