@@ -685,7 +685,7 @@ fn send_padding(
     if srtp.protect_rtp_in_place(out).is_err() {
         return false;
     }
-    b.estimator.on_sent(seq, out.len(), now);
+    b.estimator.on_sent_padding(seq, out.len(), now);
     b.sent.padding += out.len() as u64;
     env.stats.padding_sent.fetch_add(1, Ordering::Relaxed);
     env.stats.packets_out.fetch_add(1, Ordering::Relaxed);

@@ -165,6 +165,8 @@ struct Sent {
     size: u16,
     at_us: i64,
     valid: bool,
+    /// Probe padding, not media.
+    padding: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -206,8 +208,11 @@ pub struct Estimator {
     last_decrease_us: Option<i64>,
     last_decrease_bps: Option<f64>,
     /// (arrival µs, bytes) of received packets in the acknowledged window.
-    acked: VecDeque<(i64, u16)>,
+    /// (arrival µs, bytes, padding) of received packets in the acknowledged window.
+    acked: VecDeque<(i64, u16, bool)>,
     acked_bytes: u64,
+    /// Of them, media (not probe padding).
+    acked_media_bytes: u64,
     acked_newest_us: i64,
     loss_packets: u32,
     loss_lost: u32,
@@ -253,6 +258,7 @@ impl Estimator {
             last_decrease_bps: None,
             acked: VecDeque::with_capacity(SENT_WINDOW),
             acked_bytes: 0,
+            acked_media_bytes: 0,
             acked_newest_us: i64::MIN,
             loss_packets: 0,
             loss_lost: 0,
@@ -295,20 +301,40 @@ impl Estimator {
 
     /// The bit rate the receiver acknowledged over the last 500 ms of arrivals, if known.
     pub fn acked_bps(&self) -> Option<f64> {
-        let (first, _) = *self.acked.front()?;
-        let (last, _) = *self.acked.back()?;
+        self.acked_rate(self.acked_bytes)
+    }
+
+    /// The same for media alone (probe padding left out): what the sender itself uses.
+    fn acked_media_bps(&self) -> Option<f64> {
+        self.acked_rate(self.acked_media_bytes)
+    }
+
+    fn acked_rate(&self, bytes: u64) -> Option<f64> {
+        let (first, ..) = *self.acked.front()?;
+        let (last, ..) = *self.acked.back()?;
         let span = (last - first).max(ACKED_WINDOW_US / 5);
-        Some(self.acked_bytes as f64 * 8.0 * 1e6 / span as f64)
+        Some(bytes as f64 * 8.0 * 1e6 / span as f64)
     }
 
     /// A packet with transport-wide sequence number `seq` and `size` bytes left at `now`.
     pub fn on_sent(&mut self, seq: u16, size: usize, now: Instant) {
+        self.record_sent(seq, size, now, false);
+    }
+
+    /// A probe's padding packet left: it counts for the delay and the acknowledged rate, but
+    /// not towards what the estimate may grow to without a probe (media's own use).
+    pub fn on_sent_padding(&mut self, seq: u16, size: usize, now: Instant) {
+        self.record_sent(seq, size, now, true);
+    }
+
+    fn record_sent(&mut self, seq: u16, size: usize, now: Instant, padding: bool) {
         let at_us = self.us(now);
         self.sent[usize::from(seq) % SENT_WINDOW] = Sent {
             seq,
             size: size.min(usize::from(u16::MAX)) as u16,
             at_us,
             valid: true,
+            padding,
         };
         self.last_sent_us = Some(at_us);
     }
@@ -330,7 +356,7 @@ impl Estimator {
                 self.loss_lost += 1;
                 continue;
             };
-            self.ack(arrival_us, sent.size);
+            self.ack(arrival_us, sent.size, sent.padding);
             self.packet_arrived(sent.at_us, arrival_us);
         }
         self.update_loss(now_us);
@@ -390,22 +416,32 @@ impl Estimator {
         }
     }
 
-    fn ack(&mut self, arrival_us: i64, size: u16) {
+    fn ack(&mut self, arrival_us: i64, size: u16, padding: bool) {
         if self.acked.len() == self.acked.capacity() {
-            if let Some((_, b)) = self.acked.pop_front() {
-                self.acked_bytes -= u64::from(b);
+            if let Some((_, b, pad)) = self.acked.pop_front() {
+                self.forget_acked(b, pad);
             }
         }
-        self.acked.push_back((arrival_us, size));
+        self.acked.push_back((arrival_us, size, padding));
         self.acked_bytes += u64::from(size);
+        if !padding {
+            self.acked_media_bytes += u64::from(size);
+        }
         self.acked_newest_us = self.acked_newest_us.max(arrival_us);
         let newest = self.acked_newest_us;
-        while let Some(&(t, b)) = self.acked.front() {
+        while let Some(&(t, b, pad)) = self.acked.front() {
             if newest - t <= ACKED_WINDOW_US {
                 break;
             }
             self.acked.pop_front();
-            self.acked_bytes -= u64::from(b);
+            self.forget_acked(b, pad);
+        }
+    }
+
+    fn forget_acked(&mut self, bytes: u16, padding: bool) {
+        self.acked_bytes -= u64::from(bytes);
+        if !padding {
+            self.acked_media_bytes -= u64::from(bytes);
         }
     }
 
@@ -587,8 +623,10 @@ impl Estimator {
                     INCREASE_PER_S
                 };
                 let mut next = self.delay_bps * (1.0 + rate * dt_s);
-                // Never far above what the receiver has been shown to take.
-                if let Some(acked) = acked {
+                // Never far above what the media itself has been shown to take: the padding
+                // of a probe that failed does not lift the estimate after it (only a probe's
+                // success does, through `on_probe_result`).
+                if let Some(acked) = self.acked_media_bps() {
                     next = next
                         .min(1.5 * acked + 10_000.0)
                         .max(self.delay_bps.min(next));

@@ -30,6 +30,9 @@ struct Sim {
     max_queue_us: i64,
     /// Send at this rate instead of the estimate (media that does not follow it at once).
     send_bps: Option<f64>,
+    /// Probe padding sent on top, and its credit.
+    pad_bps: f64,
+    pad_credit_bits: f64,
 }
 
 impl Sim {
@@ -60,6 +63,8 @@ impl Sim {
             fb: Vec::new(),
             max_queue_us: 0,
             send_bps: None,
+            pad_bps: 0.0,
+            pad_credit_bits: 0.0,
         }
     }
 
@@ -72,10 +77,23 @@ impl Sim {
         let now = self.at(self.now_us);
         let rate = self.send_bps.unwrap_or(self.est.estimate_bps() as f64);
         self.credit_bits += rate * STEP_US as f64 / 1e6;
-        while self.credit_bits >= (PACKET * 8) as f64 {
-            self.credit_bits -= (PACKET * 8) as f64;
+        self.pad_credit_bits += self.pad_bps * STEP_US as f64 / 1e6;
+        loop {
+            let padding = if self.credit_bits >= (PACKET * 8) as f64 {
+                self.credit_bits -= (PACKET * 8) as f64;
+                false
+            } else if self.pad_credit_bits >= (PACKET * 8) as f64 {
+                self.pad_credit_bits -= (PACKET * 8) as f64;
+                true
+            } else {
+                break;
+            };
             self.seq = self.seq.wrapping_add(1);
-            self.est.on_sent(self.seq, PACKET, now);
+            if padding {
+                self.est.on_sent_padding(self.seq, PACKET, now);
+            } else {
+                self.est.on_sent(self.seq, PACKET, now);
+            }
             let queue = (self.free_at_us - self.now_us).max(0);
             self.max_queue_us = self.max_queue_us.max(queue);
             self.loss_acc += self.loss;
@@ -231,6 +249,27 @@ fn a_sender_slow_to_follow_a_cut_does_not_drive_the_estimate_below_the_link() {
     assert!(
         *after.last().unwrap() <= 720_000,
         "above the link after the queue drained: {after:?}"
+    );
+}
+
+#[test]
+fn failed_probes_do_not_let_an_app_limited_estimate_creep_above_the_link() {
+    // 170 kbit/s of media on a 400 kbit/s link; every 4 s a probe pads 200 kbit/s on top for
+    // 0.5 s (short of its target: a failure). The padding arrives and is acknowledged, but the
+    // estimate may only grow to what the media uses, so it never climbs past the link (and
+    // a layer that does not fit is never allocated without a successful probe).
+    let mut sim = Sim::new(300_000, 400_000.0);
+    sim.send_bps = Some(170_000.0);
+    let mut max = 0;
+    for _ in 0..8 {
+        sim.pad_bps = 200_000.0;
+        max = max.max(*sim.samples(0.5).iter().max().unwrap());
+        sim.pad_bps = 0.0;
+        max = max.max(*sim.samples(3.5).iter().max().unwrap());
+    }
+    assert!(
+        max <= 400_000,
+        "the estimate reached {max} on a 400 kbit/s link"
     );
 }
 
