@@ -439,6 +439,56 @@ mod tests {
     }
 
     #[test]
+    fn vp8_picture_numbers_continue_across_a_layer_switch() {
+        // Each encoding numbers its pictures on its own: layer 0 from 20 000 (TL0PICIDX 9),
+        // layer 1 from 3 (TL0PICIDX 200). A descriptor with a 15-bit PictureID and TL0PICIDX.
+        let desc = |pid: u16, tl0: u8| vec![0x90, 0xC0, 0x80 | (pid >> 8) as u8, pid as u8, tl0, 0];
+        let out = |f: &mut Forwarder, pkt: Packet, payload: &mut Vec<u8>, key: bool| {
+            let d = f.decide(&pkt, pkt.layer, Instant::now(), || key);
+            assert!(d.send.is_some(), "{pkt:?} is sent");
+            f.rewrite_vp8(payload);
+            let v = vp8::parse(payload).unwrap();
+            let (at, _) = v.picture_id.unwrap();
+            (
+                u16::from_be_bytes([payload[at] & 0x7F, payload[at + 1]]),
+                payload[v.tl0_pic_idx.unwrap()],
+            )
+        };
+        let mut f = Forwarder::new(0, 90_000);
+        let mut last = (0, 0);
+        for i in 0..5u16 {
+            let mut p = desc(20_000 + i, 9 + i as u8);
+            last = out(
+                &mut f,
+                video(0, 100 + i, u32::from(i) * 3000),
+                &mut p,
+                i == 0,
+            );
+            assert_eq!(
+                last,
+                (20_000 + i, 9 + i as u8),
+                "unchanged before any switch"
+            );
+        }
+        let mut p = desc(3, 200);
+        let first = out(&mut f, video(1, 7000, 0), &mut p, true);
+        assert_eq!(
+            first,
+            (last.0 + 1, last.1 + 1),
+            "the new layer's key frame follows on"
+        );
+        let mut p = desc(4, 201);
+        assert_eq!(
+            out(&mut f, video(1, 7001, 3000), &mut p, false),
+            (last.0 + 2, last.1 + 2)
+        );
+        // A retransmission of the key frame's packet gets the numbers it was sent with.
+        let mut r = desc(3, 200);
+        f.rewrite_vp8_retransmit(&mut r);
+        assert_eq!(&r[2..5], &desc(last.0 + 1, last.1 + 1)[2..5]);
+    }
+
+    #[test]
     fn seq_and_ts_stay_continuous_across_pause_and_resume() {
         let t0 = Instant::now();
         let at = |n| t0 + ms(n);
