@@ -185,13 +185,27 @@ impl TcpConns {
     }
 }
 
-/// Binds the worker's ICE-TCP listener (the same address and port as its UDP socket).
+/// Binds the worker's ICE-TCP listener (the same address and port as its UDP socket), with
+/// SO_REUSEADDR: connections of a previous run (or of anything that used the port) lingering
+/// in TIME_WAIT must not keep a restarted server from listening for a minute. (glommio's own
+/// bind sets only SO_REUSEPORT, which does not cover TIME_WAIT left by other sockets.)
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|e| {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let listen = || -> std::io::Result<Socket> {
+        let sk = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        sk.set_reuse_address(true)?;
+        sk.bind(&addr.into())?;
+        sk.listen(1024)?;
+        Ok(sk)
+    };
+    let sk = listen().map_err(|e| {
         std::io::Error::other(format!(
             "cannot listen for ICE-TCP on {addr}: {e} (free the port, or turn ICE-TCP off with --no-ice-tcp)"
         ))
-    })
+    })?;
+    // SAFETY: the descriptor is a bound, listening TCP socket that nothing else owns.
+    Ok(unsafe { TcpListener::from_raw_fd(sk.into_raw_fd()) })
 }
 
 /// Accepts connections until the worker ends; each is served by tasks of its own.
