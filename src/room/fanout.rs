@@ -17,6 +17,7 @@ use crate::rtc::keyframe::{is_keyframe, VideoCodec};
 use crate::rtc::rtcp;
 use crate::rtc::rtp::{self, Rewrite};
 use crate::rtc::srtp::MAX_RTP_TAG_LEN;
+use crate::rtc::vp8;
 use crate::stats::WorkerStats;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -73,6 +74,10 @@ impl Router {
         let pkt = Packet::new(hdr.sequence, hdr.timestamp, layer, video);
         let payload = hdr.payload(plain);
         let mut keyframe: Option<bool> = None;
+        // Where its VP8 picture numbers are: the same in every copy (rewritten per consumer).
+        let vp8 = (codec == VideoCodec::Vp8)
+            .then(|| vp8::parse(payload))
+            .flatten();
         let mut need_keyframe = 0u32;
         let mut layer_changes: Vec<(CKey, usize)> = Vec::new();
         for ckey in &p.consumers {
@@ -138,9 +143,9 @@ impl Router {
             };
             let out = &mut env.scratch;
             rtp::rewrite_into(plain, hdr, &rw, out);
-            if codec == VideoCodec::Vp8 {
+            if let Some(d) = &vp8 {
                 let at = out.len() - (plain.len() - hdr.payload_start);
-                c.fwd.rewrite_vp8(&mut out[at..]);
+                c.fwd.rewrite_vp8(&mut out[at..], d);
             }
             out.reserve(MAX_RTP_TAG_LEN);
             if srtp.protect_rtp_in_place(out).is_ok() {

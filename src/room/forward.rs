@@ -270,8 +270,8 @@ impl Forwarder {
 
     /// Rewrites the VP8 payload descriptor of a packet [`Self::decide`] just said to send
     /// (`payload`: its RTP payload in the outgoing copy), keeping picture numbers continuous.
-    pub fn rewrite_vp8(&mut self, payload: &mut [u8]) {
-        self.vp8.forward(payload);
+    pub fn rewrite_vp8(&mut self, payload: &mut [u8], d: &vp8::Descriptor) {
+        self.vp8.forward(payload, d);
     }
 
     /// The same for a retransmission of a packet sent since the current sync point.
@@ -446,8 +446,8 @@ mod tests {
         let out = |f: &mut Forwarder, pkt: Packet, payload: &mut Vec<u8>, key: bool| {
             let d = f.decide(&pkt, pkt.layer, Instant::now(), || key);
             assert!(d.send.is_some(), "{pkt:?} is sent");
-            f.rewrite_vp8(payload);
             let v = vp8::parse(payload).unwrap();
+            f.rewrite_vp8(payload, &v);
             let (at, _) = v.picture_id.unwrap();
             (
                 u16::from_be_bytes([payload[at] & 0x7F, payload[at + 1]]),

@@ -108,7 +108,8 @@ pub fn is_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
     }
 }
 
-/// RFC 7741 §4.2 payload descriptor, then the VP8 frame tag's P bit (RFC 6386 §9.1).
+/// RFC 7741 §4.2 payload descriptor (`rtc/vp8.rs`), then the VP8 frame tag's P bit (RFC 6386
+/// §9.1).
 fn vp8_is_keyframe(payload: &[u8]) -> bool {
     let Some(&first) = payload.first() else {
         return false;
@@ -118,27 +119,9 @@ fn vp8_is_keyframe(payload: &[u8]) -> bool {
     if !start_of_partition || partition_id != 0 {
         return false;
     }
-    let mut offset = 1;
-    if first & 0x80 != 0 {
-        let Some(&ext) = payload.get(offset) else {
-            return false;
-        };
-        offset += 1;
-        if ext & 0x80 != 0 {
-            // PictureID: 7 bits, or 15 bits when its M bit is set.
-            let Some(&pid) = payload.get(offset) else {
-                return false;
-            };
-            offset += if pid & 0x80 != 0 { 2 } else { 1 };
-        }
-        if ext & 0x40 != 0 {
-            offset += 1; // TL0PICIDX
-        }
-        if ext & 0x30 != 0 {
-            offset += 1; // TID/Y/KEYIDX
-        }
-    }
-    payload.get(offset).is_some_and(|tag| tag & 0x01 == 0)
+    super::vp8::parse(payload)
+        .and_then(|d| payload.get(d.header_at))
+        .is_some_and(|tag| tag & 0x01 == 0)
 }
 
 /// draft-ietf-payload-vp9 §4.2: B (beginning of frame) set, P (inter-picture predicted) clear.

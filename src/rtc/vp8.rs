@@ -13,8 +13,8 @@ pub struct Descriptor {
     pub picture_id: Option<(usize, bool)>,
     /// Offset of TL0PICIDX.
     pub tl0_pic_idx: Option<usize>,
-    /// The temporal layer (TID), when the descriptor carries one.
-    pub tid: Option<u8>,
+    /// Offset of the VP8 payload header (the frame tag, on a partition's first packet).
+    pub header_at: usize,
 }
 
 /// Parses the descriptor at the start of `payload`; None when it is cut short.
@@ -23,7 +23,7 @@ pub fn parse(payload: &[u8]) -> Option<Descriptor> {
     let mut d = Descriptor {
         picture_id: None,
         tl0_pic_idx: None,
-        tid: None,
+        header_at: 1,
     };
     if first & 0x80 == 0 {
         return Some(d);
@@ -44,11 +44,10 @@ pub fn parse(payload: &[u8]) -> Option<Descriptor> {
         at += 1;
     }
     if ext & 0x30 != 0 {
-        let b = *payload.get(at)?;
-        if ext & 0x20 != 0 {
-            d.tid = Some(b >> 6);
-        }
+        payload.get(at)?; // TID / Y / KEYIDX
+        at += 1;
     }
+    d.header_at = at;
     Some(d)
 }
 
@@ -76,10 +75,8 @@ impl Continuity {
 
     /// Rewrites the descriptor at the start of `payload`, a packet forwarded in order (it
     /// updates the newest numbers sent).
-    pub fn forward(&mut self, payload: &mut [u8]) {
-        let Some(d) = parse(payload) else {
-            return;
-        };
+    /// `d` is `payload`'s descriptor ([`parse`]; the same for every copy of a packet).
+    pub fn forward(&mut self, payload: &mut [u8], d: &Descriptor) {
         if std::mem::take(&mut self.resync) {
             if let (Some((at, _)), Some(last)) = (d.picture_id, self.last_pid) {
                 let pid = read_pid(payload, at);
@@ -89,7 +86,7 @@ impl Continuity {
                 self.tl0_offset = last.wrapping_add(1).wrapping_sub(payload[at]);
             }
         }
-        let (pid, tl0) = self.apply(payload, &d);
+        let (pid, tl0) = self.apply(payload, d);
         if let Some(pid) = pid {
             if self.last_pid.is_none_or(|l| pid_newer(pid, l)) {
                 self.last_pid = Some(pid);
@@ -163,19 +160,24 @@ mod tests {
         ]
     }
 
-    fn fields(p: &[u8]) -> (u16, u8, Option<u8>) {
+    fn fields(p: &[u8]) -> (u16, u8, usize) {
         let d = parse(p).unwrap();
         (
             read_pid(p, d.picture_id.unwrap().0),
             p[d.tl0_pic_idx.unwrap()],
-            d.tid,
+            d.header_at,
         )
+    }
+
+    fn forward(c: &mut Continuity, p: &mut [u8]) {
+        let d = parse(p).unwrap();
+        c.forward(p, &d);
     }
 
     #[test]
     fn parses_the_fields_and_refuses_a_cut_descriptor() {
         let p = packet(0x1234, 7, 2);
-        assert_eq!(fields(&p), (0x1234, 7, Some(2)));
+        assert_eq!(fields(&p), (0x1234, 7, 6));
         for n in 0..6 {
             assert_eq!(parse(&p[..n]), None, "cut at {n}");
         }
@@ -193,7 +195,7 @@ mod tests {
         let mut last = (0, 0);
         for i in 0..10u16 {
             let mut p = packet(30_000 + i, 200u8.wrapping_add((i / 2) as u8), (i % 2) as u8);
-            c.forward(&mut p);
+            forward(&mut c, &mut p);
             let (pid, tl0, _) = fields(&p);
             assert_eq!(pid, 30_000 + i);
             last = (pid, tl0);
@@ -202,7 +204,7 @@ mod tests {
         c.resync();
         for i in 0..4u16 {
             let mut p = packet(5 + i, 250, 0);
-            c.forward(&mut p);
+            forward(&mut c, &mut p);
             let (pid, tl0, _) = fields(&p);
             assert_eq!(pid, last.0 + 1 + i);
             assert_eq!(tl0, last.1.wrapping_add(1));
@@ -212,8 +214,8 @@ mod tests {
         c.retransmit(&mut r);
         assert_eq!(fields(&r).0, last.0 + 1);
         let mut p = packet(9, 251, 0);
-        c.forward(&mut p);
-        assert_eq!(fields(&p), (last.0 + 5, last.1.wrapping_add(2), Some(0)));
+        forward(&mut c, &mut p);
+        assert_eq!(fields(&p), (last.0 + 5, last.1.wrapping_add(2), 6));
     }
 
     #[test]
@@ -221,15 +223,15 @@ mod tests {
         let mut c = Continuity::default();
         c.resync();
         let mut p = packet(0x7FFF, 255, 0);
-        c.forward(&mut p);
+        forward(&mut c, &mut p);
         c.resync();
         let mut q = packet(100, 3, 0);
-        c.forward(&mut q);
-        assert_eq!(fields(&q), (0, 0, Some(0)));
+        forward(&mut c, &mut q);
+        assert_eq!(fields(&q), (0, 0, 6));
         // A 7-bit PictureID keeps to 7 bits.
         let mut s = [0x90, 0x80, 0x7F, 0x9d];
         c.resync();
-        c.forward(&mut s);
+        forward(&mut c, &mut s);
         assert_eq!(s[2] & 0x80, 0);
     }
 }
