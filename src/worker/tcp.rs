@@ -186,9 +186,9 @@ impl TcpConns {
 }
 
 /// Binds the worker's ICE-TCP listener (the same address and port as its UDP socket), with
-/// SO_REUSEADDR: connections of a previous run (or of anything that used the port) lingering
-/// in TIME_WAIT must not keep a restarted server from listening for a minute. (glommio's own
-/// bind sets only SO_REUSEPORT, which does not cover TIME_WAIT left by other sockets.)
+/// SO_REUSEADDR: a connection of another program's socket lingering in TIME_WAIT on the port
+/// must not keep the server from listening for a minute. (glommio's own bind sets only
+/// SO_REUSEPORT, which covers the TIME_WAIT of our own earlier listeners but not of others.)
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::os::fd::{FromRawFd, IntoRawFd};
